@@ -1,0 +1,147 @@
+"""The remote supervisor, run locally through `sh -c` exactly as the remote shell would run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tunnelauth.remote import FrameDecoder, RemoteSpec, command_line, stdin_line
+
+
+def start(spec: RemoteSpec) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["sh", "-c", command_line(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def frames_of(proc: subprocess.Popen[bytes], timeout: float = 15) -> list[tuple[str, bytes]]:
+    """Read to the end with stdin still open: a closed stdin means "the channel is gone"."""
+    assert proc.stdout
+    out = proc.stdout.read()
+    proc.wait(timeout=timeout)
+    if proc.stdin:
+        proc.stdin.close()
+    return FrameDecoder().feed(out)
+
+
+def gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_output_streams_input_and_exit_status_pass_through() -> None:
+    proc = start(RemoteSpec(command=("sh", "-c", "echo out; echo err >&2; read x; echo got:$x; exit 3")))
+    assert proc.stdin
+    proc.stdin.write(b"h\n" + stdin_line(b"typed\n"))
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    assert frames[0] == ("T", b"tunnelauth-agent 1")
+    out = b"".join(p for k, p in frames if k == "o")
+    assert out == b"out\ngot:typed\n"
+    assert b"".join(p for k, p in frames if k == "e") == b"err\n"
+    assert frames[-1] == ("x", b"3") and proc.returncode == 3
+
+
+def test_environment_reaches_the_command_and_python_is_unbuffered() -> None:
+    proc = start(RemoteSpec(command=("sh", "-c", 'echo "$A|$PYTHONUNBUFFERED"'), env={"A": "x y;$(z)"}))
+    frames = frames_of(proc)
+    assert b"".join(p for k, p in frames if k == "o") == b"x y;$(z)|1\n"
+
+
+def test_channel_eof_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    script = f"sleep 300 & echo $! > {pidfile}; echo $$ >> {pidfile}; echo started; wait"
+    proc = start(RemoteSpec(command=("sh", "-c", script)))
+    assert proc.stdout and proc.stdin
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and len(pidfile.read_text().split()) == 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    proc.stdin.close()  # what sshd does when the connection goes away
+    assert all(gone(pid, 5) for pid in pids)
+    proc.wait(timeout=5)
+
+
+def test_missing_heartbeats_kill_the_command() -> None:
+    proc = start(RemoteSpec(command=("sleep", "300"), dead_after=1.0))
+    start_time = time.monotonic()
+    frames = frames_of(proc)
+    assert time.monotonic() - start_time < 5
+    assert frames[-1] == ("x", b"143")
+
+
+def test_kill_request_stops_the_command() -> None:
+    proc = start(RemoteSpec(command=("sleep", "300")))
+    assert proc.stdin
+    proc.stdin.write(b"k\n")
+    proc.stdin.flush()
+    assert frames_of(proc, 10)[-1] == ("x", b"143")
+
+
+def test_sigterm_to_the_supervisor_stops_the_command(tmp_path: Path) -> None:
+    proc = start(RemoteSpec(command=("sleep", "300")))
+    time.sleep(1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    sleeper = [c for c in children if c.name() == "sleep"]
+    assert sleeper
+    os.kill(next(c.pid for c in children if "python" in c.name()), signal.SIGTERM)
+    assert gone(sleeper[0].pid, 5)
+    proc.kill()
+    proc.wait()
+
+
+def test_missing_command_is_reported_with_where_it_looked() -> None:
+    frames = frames_of(start(RemoteSpec(command=("hermes-that-is-not-there",))))
+    kinds = [k for k, _ in frames]
+    assert kinds == ["T", "n"]
+    assert b"login shell" in frames[1][1]
+
+
+def test_listen_watch_reports_a_port_once_it_listens() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = f"sleep 0.5; exec python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\",{port})); s.listen(); time.sleep(1)'"
+    proc = start(RemoteSpec(command=("sh", "-c", script)))
+    assert proc.stdin
+    proc.stdin.write(f"w{port}\nh\n".encode())
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    assert ("L", str(port).encode()) in frames
+
+
+def test_token_file_is_reported_after_success(tmp_path: Path) -> None:
+    home = tmp_path / "hh"
+    home.mkdir(mode=0o700)
+    (home / "auth.json").write_text("{}")
+    (home / "auth.json").chmod(0o600)
+    proc = start(RemoteSpec(command=("true",), env={"HERMES_HOME": str(home)}, token_check=True))
+    frames = dict(frames_of(proc))
+    assert b'"mode": 384' in frames["f"] and str(home).encode() in frames["f"]
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.8"])
+def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> None:
+    python = shutil.which(f"python{version}")
+    if python is None:
+        pytest.skip(f"python{version} is not installed here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(python)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.Popen(["sh", "-c", command_line(RemoteSpec(command=("echo", "hi")))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    frames = frames_of(proc)
+    assert ("o", b"hi\n") in frames and frames[-1] == ("x", b"0")

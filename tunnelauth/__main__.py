@@ -1,0 +1,3 @@
+from tunnelauth.cli import main
+
+main()

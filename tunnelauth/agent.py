@@ -1,0 +1,239 @@
+# The remote supervisor. tunnelauth sends this file's text to the target and runs it with the
+# target's python3; it is never imported locally. Standard library only, Python 3.6+.
+#
+# Why it exists: without a PTY a remote process outlives a dropped SSH connection, and sshd
+# ignores signal requests for some logins. The supervisor starts the login command in its own
+# process group and kills that group when tunnelauth says so, when the channel closes (EOF on
+# stdin), or when heartbeats stop arriving (a cut link sends no EOF). It multiplexes the
+# command's stdout and stderr into frames on its own stdout, so its own reports (listener up,
+# exit status, token file) can never be confused with the command's output.
+#
+# Frames out:  <kind><length>:<payload>   kinds: T (hello, first), o e (command stdout/stderr), L (port listening),
+#              x (exit status), n (command not found), f (token file: JSON), m (message)
+# Lines in:    h (heartbeat), i<base64> (bytes for the command's stdin), c (close its stdin),
+#              w<port> (report when 127.0.0.1/::1:<port> is LISTENing), k (kill now)
+import base64
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+OUT = 1
+IN = 0
+
+
+class ChannelGone(Exception):
+    pass
+
+
+def frame(kind, payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    data = kind.encode() + str(len(payload)).encode() + b":" + payload
+    while data:
+        try:
+            data = data[os.write(OUT, data):]
+        except BlockingIOError:
+            select.select([], [OUT], [], 1)
+        except OSError:
+            raise ChannelGone()
+
+
+def home_of(user):
+    if not user:
+        return os.path.expanduser("~")
+    import pwd
+
+    return pwd.getpwnam(user).pw_dir
+
+
+def candidates(home):
+    yield from (
+        home + "/.local/bin/hermes",
+        home + "/.hermes/venv/bin/hermes",
+        home + "/.hermes/hermes-agent/venv/bin/hermes",
+        home + "/.local/share/pipx/venvs/hermes-agent/bin/hermes",
+        home + "/.local/pipx/venvs/hermes-agent/bin/hermes",
+        home + "/.local/share/uv/tools/hermes-agent/bin/hermes",
+        "/usr/local/bin/hermes",
+        "/opt/hermes/bin/hermes",
+    )
+
+
+def login_shell_which(name):
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    try:
+        out = subprocess.run(
+            [shell, "-lc", "command -v " + name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5,
+        ).stdout.decode(errors="replace").strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[-1] if out and out[-1].startswith("/") else None
+
+
+def find_command(name, home):
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    found = shutil.which(name) or login_shell_which(name)
+    if found:
+        return found
+    if name == "hermes":
+        for path in candidates(home):
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+def listening(port):
+    want = ":%04X" % port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for row in handle:
+                    cols = row.split()
+                    if cols[1].endswith(want) and cols[3] == "0A":
+                        return True
+        except (OSError, StopIteration):
+            continue
+    return False
+
+
+def token_file(user, home_env):
+    home = home_env or os.path.join(home_of(user), ".hermes")
+    path = os.path.join(home, "auth.json")
+    info = {"path": path}
+    try:
+        st = os.stat(path)
+        info.update(mode=stat.S_IMODE(st.st_mode), size=st.st_size, mtime=st.st_mtime)
+        info["dir_mode"] = stat.S_IMODE(os.stat(home).st_mode)
+    except OSError as exc:
+        info["error"] = exc.strerror
+    return info
+
+
+def main(config):
+    frame("T", "tunnelauth-agent 1")
+    try:
+        return supervise(config)
+    except ChannelGone:
+        return 141
+
+
+def supervise(config):
+    user = config.get("as_user")
+    home = home_of(user)
+    name = config["command"][0]
+    path = find_command(name, home)
+    if path is None:
+        looked = ["$PATH", "the login shell's PATH"] + (list(candidates(home)) if name == "hermes" else [])
+        frame("n", json.dumps({"command": name, "looked": looked}))
+        return 127
+    env = dict(os.environ)
+    env.update(config.get("env", {}))
+    env["PYTHONUNBUFFERED"] = "1"
+    argv = [path] + config["command"][1:]
+    if user:
+        keep = ["PYTHONUNBUFFERED"] + sorted(config.get("env", {}))
+        argv = ["sudo", "-n", "-H", "-u", user, "--", "env"] + [
+            k + "=" + env[k] for k in keep] + argv
+    try:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True, cwd=home if os.path.isdir(home) else "/",
+        )
+    except OSError as exc:
+        frame("n", json.dumps({"command": name, "looked": [path], "error": exc.strerror}))
+        return 127
+
+    def kill(*_):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(child.pid, sig)
+            except OSError:
+                return
+            deadline = time.time() + 1.5
+            while time.time() < deadline:
+                if child.poll() is not None:
+                    try:
+                        os.killpg(child.pid, 0)
+                    except OSError:
+                        return
+                time.sleep(0.05)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda *_: (kill(), os._exit(128 + 15)))
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    try:
+        return pump(config, child, kill, user)
+    finally:
+        kill()
+
+
+def pump(config, child, kill, user):
+    dead_after = float(config.get("dead_after", 4))
+    last = time.time()
+    pending = b""
+    watch = set()
+    streams = {child.stdout.fileno(): "o", child.stderr.fileno(): "e"}
+    stdin_open = True
+    while streams:
+        fds = list(streams) + ([IN] if stdin_open else [])
+        ready = select.select(fds, [], [], 0.05 if watch else 0.5)[0]
+        for fd in ready:
+            if fd == IN:
+                data = os.read(IN, 65536)
+                if not data:
+                    # The channel is gone: tunnelauth closed it or died.
+                    kill()
+                    stdin_open = False
+                    continue
+                last = time.time()
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line[:1] == b"i" and child.stdin:
+                        try:
+                            child.stdin.write(base64.b64decode(line[1:]))
+                            child.stdin.flush()
+                        except (OSError, ValueError):
+                            pass
+                    elif line == b"c" and child.stdin:
+                        child.stdin.close()
+                        child.stdin = None
+                    elif line[:1] == b"w" and line[1:].isdigit():
+                        watch.add(int(line[1:]))
+                    elif line == b"k":
+                        kill()
+            else:
+                data = os.read(fd, 65536)
+                if data:
+                    frame(streams[fd], data)
+                else:
+                    del streams[fd]
+        for port in sorted(watch):
+            if listening(port):
+                watch.discard(port)
+                frame("L", str(port))
+        if stdin_open and time.time() - last > dead_after:
+            # Heartbeats stopped: the link is cut even though no EOF arrived.
+            kill()
+            stdin_open = False
+    rc = child.wait()
+    kill()
+    status = rc if rc >= 0 else 128 - rc
+    if status == 0 and config.get("token_check"):
+        frame("f", json.dumps(token_file(user, config.get("env", {}).get("HERMES_HOME"))))
+    frame("x", str(status))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(base64.b64decode(sys.argv[-1]).decode())))

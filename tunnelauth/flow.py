@@ -1,0 +1,478 @@
+"""The orchestrator: parser events in, actions out (forward, re-forward, open, relay, finish).
+
+It owns the one task group of a login and all of its cleanup. It prints nothing; it tells
+a Reporter, which the CLI supplies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import asyncssh
+
+from tunnelauth import browser, parse, remote, ssh
+from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
+from tunnelauth.errors import (
+    ConnectionLost,
+    Interrupted,
+    LoginFailed,
+    LoginTimeout,
+    RemoteSetupError,
+    Terminated,
+    TunnelauthError,
+)
+from tunnelauth.forward import Forward
+from tunnelauth.localport import ensure_free
+from tunnelauth.providers import Provider
+
+DEFAULT_TIMEOUT = 300.0
+EXIT_GRACE = 15.0  # how long hermes may take to exit after printing success
+KILL_GRACE = 3.0  # how long the supervisor may take to stop hermes on the way out
+T = TypeVar("T")
+
+
+class Reporter(Protocol):
+    def step(self, text: str) -> None: ...
+    def detail(self, text: str) -> None: ...
+    def remote_line(self, text: str, stream: str) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def show_url(self, url: str, purpose: str, opened: bool | None) -> None: ...
+    def show_code(self, code: str) -> None: ...
+    def ask(self, prompt: str, secret: bool) -> str | None:
+        """Blocking; None when there is no person to ask."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    provider: Provider
+    hops: tuple[ssh.Hop, ...]
+    hermes: str = "hermes"
+    remote_env: Mapping[str, str] = field(default_factory=dict)
+    as_user: str | None = None
+    open_browser: bool = True
+    timeout: float | None = DEFAULT_TIMEOUT
+    allow_hosts: tuple[str, ...] = ()
+    answers: Mapping[str, str] = field(default_factory=dict)  # prompt prefix -> answer
+
+    @property
+    def destination(self) -> ssh.Hop:
+        return self.hops[-1]
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    provider: str
+    destination: str
+    label: str | None
+    token_file: str | None
+    token_mode: int | None
+
+
+async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
+    """login() with Ctrl-C and SIGTERM turned into a clean stop and their own errors."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    caught: list[int] = []
+
+    def stop(signum: int) -> None:
+        caught.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await login(request, reporter)
+    except asyncio.CancelledError:
+        if not caught:
+            raise
+        if caught[0] == signal.SIGTERM:
+            raise Terminated("stopped by SIGTERM; the remote login was stopped") from None
+        raise Interrupted("interrupted; the remote login was stopped") from None
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
+    provider = request.provider
+    if provider.loopback and provider.port:
+        # Checked before connecting, so a busy port costs nothing remote.
+        ensure_free(provider.port)
+    async with AsyncExitStack() as stack:
+        conn = await ssh.connect(
+            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}")
+        )
+        session = _Session(request, reporter, conn)
+        stack.push_async_callback(session.cleanup)
+        try:
+            async with timeout(request.timeout):
+                return await session.run()
+        except TIMEOUTS:
+            if session.finished:
+                raise
+            raise LoginTimeout(
+                f"no login within {request.timeout:g} s; the remote hermes was stopped",
+                hint="rerun with a larger --timeout",
+            ) from None
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """The error that matters in a task group's bundle: ours first, then anything else."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, TunnelauthError):
+            return exc
+    return flat[0] if flat else group
+
+
+def _in_thread(fn: Callable[..., T], *args: object) -> Awaitable[T]:
+    """Like asyncio.to_thread, but a daemon thread: a browser or prompt that never returns
+    must not keep tunnelauth alive after the login is over."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the awaiting task
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=work, daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+class _Session:
+    def __init__(self, request: LoginRequest, reporter: Reporter, conn: asyncssh.SSHClientConnection) -> None:
+        self.request = request
+        self.reporter = reporter
+        self.conn = conn
+        self.parser = parse.Parser(request.provider)
+        self.frames = remote.FrameDecoder()
+        self.proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self.group: TaskGroup | None = None
+        self.forwards: dict[int, Forward] = {}
+        self.listening: set[int] = set()
+        self.watching: set[int] = set()
+        self.authorize: parse.AuthorizeUrl | None = None
+        self.opened: set[str] = set()
+        self.device = False
+        self.success: parse.Success | None = None
+        self.failure: str | None = None
+        self.token_path: str | None = None
+        self.token_info: dict[str, object] = {}
+        self.exit_status: int | None = None
+        self.stderr_tail: list[str] = []  # the supervisor's own stderr (a missing python3, say)
+        self.hermes_errors: list[str] = []  # the last lines hermes wrote to its stderr
+        self.finished = False
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def run(self) -> LoginResult:
+        provider = self.request.provider
+        if provider.loopback and provider.port:
+            await self._forward(provider.port)
+        spec = remote.RemoteSpec(
+            command=(self.request.hermes, *provider.args),
+            env=self.request.remote_env,
+            as_user=self.request.as_user,
+            token_check=True,
+        )
+        self.reporter.step(f"starting {self.request.hermes} {' '.join(provider.args)} on {self.request.destination}")
+        try:
+            self.proc = await self.conn.create_process(remote.command_line(spec), encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc) from exc
+        async with TaskGroup() as group:
+            self.group = group
+            helpers = [group.create_task(self._heartbeat()), group.create_task(self._read_stderr())]
+            await self._read_stdout()
+            for task in helpers:
+                task.cancel()
+        self.finished = True
+        return self._result()
+
+    async def cleanup(self) -> None:
+        """Stop the remote command (if it still runs) and every forward. Short and bounded."""
+        for forward in list(self.forwards.values()):
+            await forward.close()
+        self.forwards.clear()
+        proc = self.proc
+        if proc is None:
+            return
+        if self.exit_status is None and not self.conn.is_closed():
+            try:
+                proc.stdin.write(b"k\n")
+                async with timeout(KILL_GRACE):
+                    await proc.wait_closed()
+            except (*TIMEOUTS, asyncssh.Error, OSError):
+                pass
+        proc.close()
+
+    # -- reading the remote ----------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        assert self.proc is not None
+        try:
+            while True:
+                self.proc.stdin.write(b"h\n")
+                await asyncio.sleep(remote.HEARTBEAT)
+        except (asyncssh.Error, OSError):
+            return
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None
+        while True:
+            data = await self.proc.stderr.read(4096)
+            if not data:
+                return
+            text = parse.strip_ansi(data.decode(errors="replace"))
+            self.stderr_tail = (self.stderr_tail + text.splitlines())[-20:]
+
+    async def _read_stdout(self) -> None:
+        assert self.proc is not None
+        while self.exit_status is None:
+            try:
+                async with timeout(EXIT_GRACE if self.success else None):
+                    data = await self.proc.stdout.read(65536)
+            except TIMEOUTS:
+                raise LoginFailed("hermes reported success but did not exit; it was stopped") from None
+            except (asyncssh.Error, OSError) as exc:
+                raise self._lost(exc) from exc
+            if not data:
+                break
+            for kind, payload in self.frames.feed(data):
+                await self._frame(kind, payload)
+        if self.exit_status is None:
+            raise self._lost(None)
+
+    def _lost(self, exc: BaseException | None) -> TunnelauthError:
+        if self.conn.is_closed() or isinstance(exc, asyncssh.ConnectionLost):
+            return ConnectionLost(f"lost the connection to {self.request.destination} during the login")
+        tail = " ".join(line.strip() for line in self.stderr_tail[-2:] if line.strip())
+        return RemoteSetupError(
+            f"the remote side of the login stopped unexpectedly on {self.request.destination}"
+            + (f": {tail}" if tail else "")
+        )
+
+    async def _frame(self, kind: str, payload: bytes) -> None:
+        if kind in "oe":
+            for event in self.parser.feed(payload, "stdout" if kind == "o" else "stderr"):
+                await self._event(event)
+        elif kind == "L":
+            self.listening.add(int(payload))
+            self.reporter.detail(f"the target now listens on 127.0.0.1:{int(payload)}")
+            await self._maybe_open()
+        elif kind == "x":
+            for event in self.parser.close():
+                await self._event(event)
+            self.exit_status = int(payload)
+        elif kind == "f":
+            self.token_info = json.loads(payload)
+        elif kind == "n":
+            info = json.loads(payload)
+            raise RemoteSetupError(
+                f"{info['command']} was not found on {self.request.destination}; looked in "
+                + ", ".join(info["looked"]),
+                hint="install hermes-agent there, or pass --hermes /path/to/hermes",
+            )
+
+    # -- reacting to events ----------------------------------------------------------------
+
+    async def _event(self, event: parse.Event) -> None:
+        if isinstance(event, parse.Line):
+            self.reporter.remote_line(event.text, event.stream)
+            if event.stream == "stderr" and event.text.strip():
+                self.hermes_errors = (self.hermes_errors + [event.text.strip()])[-5:]
+        elif isinstance(event, parse.CallbackPort):
+            await self._callback_port(event)
+        elif isinstance(event, parse.AuthorizeUrl):
+            await self._authorize_url(event)
+        elif isinstance(event, parse.VerificationUrl):
+            await self._device()
+            self._open(event.url, "verification")
+        elif isinstance(event, parse.UserCode):
+            await self._device()
+            self.reporter.show_code(event.code)
+        elif isinstance(event, parse.Prompt):
+            self._prompt(event)
+        elif isinstance(event, parse.Success):
+            self.success = event
+            self.reporter.step("hermes reports success; closing the tunnel")
+            await self._close_forwards()
+        elif isinstance(event, parse.TokenFile):
+            self.token_path = event.path
+        elif isinstance(event, parse.Failure):
+            self.failure = event.message
+
+    async def _callback_port(self, event: parse.CallbackPort) -> None:
+        if self.device or self.success:
+            return
+        if event.listening:
+            self.listening.add(event.port)
+        if event.port not in self.forwards:
+            old = sorted(self.forwards)
+            await self._forward(event.port)
+            if old:
+                self.reporter.step(
+                    f"hermes listens on port {event.port}, not {old[0]}: forwarding {event.port} instead"
+                )
+            for port in old:
+                await self.forwards.pop(port).close()
+        await self._maybe_open()
+
+    async def _authorize_url(self, event: parse.AuthorizeUrl) -> None:
+        if event.redirect_port is None:
+            self._open(event.url, "authorize")
+            return
+        self.authorize = event
+        port = event.redirect_port
+        if port not in self.listening and port not in self.watching:
+            # hermes may bind only after printing the URL (Spotify does): ask the supervisor to
+            # tell us when the port is LISTENing, rather than ever connecting to it ourselves.
+            self.watching.add(port)
+            self._send(f"w{port}\n".encode())
+        await self._maybe_open()
+
+    async def _maybe_open(self) -> None:
+        url = self.authorize
+        if url is None or url.url in self.opened or url.redirect_port is None:
+            return
+        if url.redirect_port in self.listening and url.redirect_port in self.forwards:
+            self._open(url.url, "authorize")
+
+    async def _device(self) -> None:
+        if not self.device:
+            self.device = True
+            if self.forwards:
+                self.reporter.detail("device-code flow: no callback, so no tunnel")
+            await self._close_forwards()
+
+    async def _forward(self, port: int) -> None:
+        forward = Forward(self.conn, port, self._forward_failed)
+        await forward.start()
+        self.forwards[port] = forward
+        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}")
+
+    def _forward_failed(self, port: int, exc: asyncssh.ChannelOpenError) -> None:
+        if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+            self._fail(
+                RemoteSetupError(
+                    f"{self.request.destination} refuses port forwarding, so the browser's callback "
+                    f"cannot reach hermes ({exc.reason})",
+                    hint="the target's sshd has AllowTcpForwarding no or PermitOpen set",
+                )
+            )
+        else:
+            self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
+
+    async def _close_forwards(self) -> None:
+        for port in list(self.forwards):
+            await self.forwards.pop(port).close()
+
+    def _open(self, url: str, purpose: str) -> None:
+        if url in self.opened:
+            return
+        self.opened.add(url)
+        warning = browser.vet(url, self.request.provider.authorize_hosts, self.request.allow_hosts)
+        if warning:
+            self.reporter.warn(warning)
+        if not self.request.open_browser:
+            self.reporter.show_url(url, purpose, None)
+            return
+        self.reporter.show_url(url, purpose, False)
+        self._spawn(self._open_in_browser(url, purpose))
+
+    async def _open_in_browser(self, url: str, purpose: str) -> None:
+        if not await _in_thread(browser.open_url, url):
+            self.reporter.warn("could not start a browser; open the URL above yourself")
+        elif not self.success:
+            self.reporter.step("opened the browser; waiting for you to approve")
+
+    def _prompt(self, event: parse.Prompt) -> None:
+        for prefix, answer in self.request.answers.items():
+            if event.text.startswith(prefix):
+                self.reporter.detail(f"answering hermes's prompt {event.text!r} from the command line")
+                self._send(remote.stdin_line(answer.encode() + b"\n"))
+                return
+        self._spawn(self._ask(event))
+
+    async def _ask(self, event: parse.Prompt) -> None:
+        answer = await _in_thread(self.reporter.ask, event.text, event.secret)
+        if answer is None:
+            raise LoginFailed(
+                f"hermes asks {event.text!r} and there is no terminal here to answer it",
+                hint="run tunnelauth from a terminal, or pass the answer as an option",
+            )
+        self._send(remote.stdin_line(answer.encode() + b"\n"))
+
+    def _send(self, line: bytes) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.write(line)
+            except (asyncssh.Error, OSError):
+                pass
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        assert self.group is not None
+        self.group.create_task(coro)  # type: ignore[arg-type]
+
+    def _fail(self, error: TunnelauthError) -> None:
+        async def fail() -> None:
+            raise error
+
+        self._spawn(fail())
+
+    # -- the outcome -----------------------------------------------------------------------
+
+    def _result(self) -> LoginResult:
+        status = self.exit_status
+        if status == 0 and self.success is not None:
+            info = self.token_info
+            path = str(info.get("path") or self.token_path or "") or None
+            mode = info.get("mode")
+            if info.get("error"):
+                self.reporter.warn(f"hermes reported success but {path} is not there ({info['error']})")
+            elif isinstance(mode, int) and mode & 0o077:
+                self.reporter.warn(f"{path} has mode {mode:o}; it should be 600")
+            return LoginResult(
+                provider=self.request.provider.hermes_id,
+                destination=str(self.request.destination),
+                label=self.success.label,
+                token_file=path,
+                token_mode=mode if isinstance(mode, int) else None,
+            )
+        reason = self.failure or (self.hermes_errors[-1] if self.hermes_errors else None)
+        if status == 0:
+            raise LoginFailed(f"hermes exited without reporting a login{': ' + reason if reason else ''}")
+        raise LoginFailed(f"hermes failed: {reason or 'no message'} (exit status {status})")

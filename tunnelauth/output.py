@@ -1,0 +1,85 @@
+"""Everything a person sees: progress on stderr, the result on stdout, prompts on the tty."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import TextIO
+
+from tunnelauth.flow import LoginResult
+from tunnelauth.parse import redact
+
+
+def _tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:
+        return False
+
+
+class ConsoleReporter:
+    """Plain lines, coloured when stderr is a terminal. verbosity: 0 quiet, 1 normal, 2 -v."""
+
+    def __init__(self, verbosity: int = 1, err: TextIO | None = None, out: TextIO | None = None) -> None:
+        self.verbosity = verbosity
+        self.err = err or sys.stderr
+        self.out = out or sys.stdout
+        self.color = _tty(self.err)
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def step(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self._say(self._paint("• ", "2") + text)
+
+    def detail(self, text: str) -> None:
+        if self.verbosity >= 2:
+            self._say(self._paint(f"  {text}", "2"))
+
+    def remote_line(self, text: str, stream: str) -> None:
+        if self.verbosity >= 2:
+            # Remote lines can carry a callback's code or a token; only their shape is shown.
+            self._say(self._paint(f"  remote {stream}: {redact(text)}", "2"))
+
+    def warn(self, text: str) -> None:
+        self._say(self._paint("warning: ", "33") + text)
+
+    def show_url(self, url: str, purpose: str, opened: bool | None) -> None:
+        if opened is None:
+            self._say(f"Open this URL in your browser ({purpose}):")
+        elif self.verbosity >= 1:
+            self._say(f"Opening the {purpose} URL in your browser:")
+        else:
+            return
+        self._say(f"  {url}")
+
+    def show_code(self, code: str) -> None:
+        # The user must type this on the provider's page: shown even with -q, plain and large.
+        self._say("")
+        self._say("  Enter this code when the page asks for it:  " + self._paint(code, "1"))
+        self._say("")
+
+    def ask(self, prompt: str, secret: bool) -> str | None:
+        if not _tty(sys.stdin):
+            return None
+        try:
+            if secret:
+                return getpass.getpass(f"hermes asks: {prompt} ")
+            self.err.write(f"hermes asks: {prompt} ")
+            self.err.flush()
+            return sys.stdin.readline().rstrip("\n")
+        except (EOFError, OSError):
+            return None
+
+    def result(self, result: LoginResult) -> None:
+        who = f" as {result.label}" if result.label else ""
+        where = f"; tokens in {result.token_file}" if result.token_file else ""
+        mode = f" (mode {result.token_mode:o})" if result.token_mode is not None else ""
+        print(f"Logged in to {result.provider}{who} on {result.destination}{where}{mode}", file=self.out, flush=True)
+
+    def error(self, text: str) -> None:
+        self._say(self._paint("tunnelauth: error: ", "31") + text)

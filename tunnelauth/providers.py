@@ -1,0 +1,131 @@
+"""The provider table: data only. Adding a provider is one entry in PROVIDERS."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from tunnelauth.errors import UsageError
+
+
+class Flow(str, enum.Enum):
+    LOOPBACK = "loopback"  # the browser is redirected to a listener on the remote's 127.0.0.1
+    DEVICE = "device"  # open a verification URL, show a user code; nothing to forward
+    PASTE = "paste"  # open an authorize URL, the user pastes the code back
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    hermes_id: str
+    args: tuple[str, ...]  # what follows the hermes command on the remote
+    flows: tuple[Flow, ...]  # every flow some release uses; the output decides which one runs
+    port: int | None = None  # preferred loopback callback port
+    callback_path: str | None = None
+    aliases: tuple[str, ...] = ()
+    success: tuple[str, ...] = ()  # regexes, matched against whole lines
+    failure: tuple[str, ...] = ()
+    authorize_hosts: tuple[str, ...] = ()  # hosts the real authorize/verification URLs live on
+    releases: str = ""
+    notes: str = ""
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", (self.name, self.hermes_id, *self.aliases))
+
+    @property
+    def loopback(self) -> bool:
+        return Flow.LOOPBACK in self.flows
+
+
+def _added(hermes_id: str) -> str:
+    return rf'^(?:Added|Imported) {re.escape(hermes_id)} OAuth credentials?(?: #\d+)?: "(?P<label>[^"]*)"'
+
+
+def _saved(hermes_id: str) -> str:
+    return rf'^Saved {re.escape(hermes_id)} OAuth (?:device-code )?credentials: "(?P<label>[^"]*)"'
+
+
+# Failures every hermes command can print (stderr, last line of a traceback, or SystemExit text).
+COMMON_FAILURES: tuple[str, ...] = (
+    r"^hermes_cli\.auth\.AuthError: (?P<message>.+)$",
+    r"^(?P<message>Unknown provider[: ].+)$",
+    r"^(?P<message>Error: .+)$",
+)
+
+PROVIDERS: tuple[Provider, ...] = (
+    Provider(
+        name="xai",
+        hermes_id="xai-oauth",
+        args=("auth", "add", "xai-oauth", "--no-browser"),
+        flows=(Flow.LOOPBACK, Flow.DEVICE),
+        port=56121,
+        callback_path="/callback",
+        aliases=("grok", "grok-oauth", "x-ai-oauth", "xai-grok-oauth"),
+        success=(_saved("xai-oauth"), _added("xai-oauth")),
+        authorize_hosts=("auth.x.ai", "accounts.x.ai"),
+        releases="loopback 0.14.0-0.18.0, device code 0.18.1+",
+    ),
+    Provider(
+        name="spotify",
+        hermes_id="spotify",
+        args=("auth", "spotify", "--no-browser"),
+        flows=(Flow.LOOPBACK,),
+        port=43827,
+        callback_path="/spotify/callback",
+        success=(r"^Spotify login successful!",),
+        authorize_hosts=("accounts.spotify.com",),
+        releases="0.13.0+",
+        notes="`hermes auth spotify`, never `auth add spotify`",
+    ),
+    Provider(
+        name="anthropic",
+        hermes_id="anthropic",
+        args=("auth", "add", "anthropic"),
+        flows=(Flow.PASTE,),
+        aliases=("claude",),
+        success=(_added("anthropic"), r"^Login successful!"),
+        authorize_hosts=("claude.ai", "console.anthropic.com"),
+        releases="all",
+    ),
+    Provider(
+        name="codex",
+        hermes_id="openai-codex",
+        args=("auth", "add", "openai-codex"),
+        flows=(Flow.DEVICE,),
+        aliases=("openai", "chatgpt"),
+        success=(_added("openai-codex"), r"^Login successful!"),
+        authorize_hosts=("auth.openai.com",),
+        releases="all",
+    ),
+    Provider(
+        name="minimax",
+        hermes_id="minimax-oauth",
+        args=("auth", "add", "minimax-oauth"),
+        flows=(Flow.DEVICE,),
+        success=(_added("minimax-oauth"), r"^\u2713 MiniMax OAuth login successful\."),
+        authorize_hosts=("www.minimax.io", "platform.minimax.io", "api.minimax.io"),
+        releases="recent",
+    ),
+    Provider(
+        name="nous",
+        hermes_id="nous",
+        args=("auth", "add", "nous"),
+        flows=(Flow.DEVICE,),
+        aliases=("nous-portal",),
+        success=(_saved("nous"), _added("nous"), r"^Login successful!"),
+        authorize_hosts=("portal.nousresearch.com",),
+        releases="all",
+    ),
+)
+
+
+def lookup(name: str) -> Provider:
+    """Find a provider by its name, its hermes id or an alias (case-insensitive)."""
+    wanted = name.strip().lower()
+    for provider in PROVIDERS:
+        if wanted in provider.names:
+            return provider
+    known = ", ".join(p.name for p in PROVIDERS)
+    raise UsageError(f"unknown provider {name!r}", hint=f"choose one of: {known}")

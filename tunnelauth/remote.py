@@ -1,0 +1,128 @@
+"""The remote half: the command line that starts the supervisor, and its frame protocol.
+
+Pure: building strings and decoding bytes. The supervisor itself is tunnelauth/agent.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+from tunnelauth.errors import RemoteSetupError, UsageError
+
+HEARTBEAT = 1.0  # seconds between heartbeats to the supervisor
+DEAD_AFTER = 4.0  # the supervisor kills the command after this long without one
+MAX_FRAME = 1 << 20
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.IGNORECASE)
+# Runs under whatever login shell the user has, so it holds no single quote or backslash.
+_BOOT = (
+    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -c '
+    '"import base64,sys,zlib;exec(zlib.decompress(base64.b64decode(sys.argv[1])))" "$@"; done; '
+    'echo "tunnelauth: no python3 on the remote host (needed to supervise the login)" >&2; exit 127'
+)
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    """--remote-env KEY=VALUE items, validated here so nothing odd reaches the remote."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _ENV_NAME.match(key):
+            raise UsageError(
+                f"--remote-env {item!r} is not KEY=VALUE with a valid variable name",
+                hint="names are letters, digits and _, not starting with a digit",
+            )
+        if "\0" in value:
+            raise UsageError(f"--remote-env {key}: the value holds a NUL byte")
+        env[key] = value
+    return env
+
+
+def check_user(user: str) -> str:
+    if not _USER.match(user) or len(user) > 32:
+        raise UsageError(f"--as-user {user!r} is not a valid user name")
+    return user
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    as_user: str | None = None
+    token_check: bool = False
+    dead_after: float = DEAD_AFTER
+
+
+def _agent_source() -> bytes:
+    return resources.files("tunnelauth").joinpath("agent.py").read_bytes()
+
+
+def command_line(spec: RemoteSpec) -> str:
+    """What the remote login shell runs. Every argument is quoted; both payloads are base64."""
+    agent = base64.b64encode(zlib.compress(_agent_source(), 9)).decode()
+    config = {
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "as_user": spec.as_user,
+        "token_check": spec.token_check,
+        "dead_after": spec.dead_after,
+    }
+    payload = base64.b64encode(json.dumps(config).encode()).decode()
+    return shlex.join(["sh", "-c", _BOOT, "sh", agent, payload])
+
+
+def stdin_line(data: bytes) -> bytes:
+    return b"i" + base64.b64encode(data) + b"\n"
+
+
+HELLO = b"T18:tunnelauth-agent 1"
+
+
+class FrameDecoder:
+    """Splits the supervisor's stdout into (kind, payload) frames.
+
+    Anything before the hello frame (a chatty .bashrc, say) is kept as `preamble` and
+    otherwise ignored.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._started = False
+        self.preamble = b""
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self._buffer += data
+        frames: list[tuple[str, bytes]] = []
+        if not self._started:
+            at = self._buffer.find(HELLO)
+            if at < 0:
+                keep = len(HELLO) - 1
+                if len(self._buffer) > keep:
+                    self.preamble = (self.preamble + self._buffer[:-keep])[-4096:]
+                    self._buffer = self._buffer[-keep:]
+                return frames
+            self.preamble = (self.preamble + self._buffer[:at])[-4096:]
+            self._buffer = self._buffer[at:]
+            self._started = True
+        while self._buffer:
+            colon = self._buffer.find(b":", 1, 12)
+            if colon < 0:
+                if len(self._buffer) >= 12:
+                    raise RemoteSetupError("the remote supervisor sent a malformed frame")
+                break
+            kind, length = chr(self._buffer[0]), self._buffer[1:colon]
+            if not length.isdigit() or int(length) > MAX_FRAME:
+                raise RemoteSetupError("the remote supervisor sent a malformed frame")
+            end = colon + 1 + int(length)
+            if len(self._buffer) < end:
+                break
+            frames.append((kind, self._buffer[colon + 1 : end]))
+            self._buffer = self._buffer[end:]
+        return frames

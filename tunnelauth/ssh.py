@@ -1,0 +1,428 @@
+"""The SSH edge: destinations, ~/.ssh/config, host-key policy, hop-by-hop connect.
+
+The only module that touches asyncssh's connection API; it translates asyncssh and
+OS errors into tunnelauth's error tree, naming the hop that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+from asyncssh.config import SSHClientConfig, SSHConfig
+
+from tunnelauth._compat import TIMEOUTS, timeout
+from tunnelauth.errors import (
+    AuthFailed,
+    ConnectFailed,
+    HostKeyError,
+    TunnelauthError,
+    UsageError,
+)
+
+DEFAULT_PORT = 22
+CONNECT_TIMEOUT = 15.0
+KEEPALIVE_INTERVAL = 5.0
+KEEPALIVE_COUNT_MAX = 3
+MAX_HOPS = 16
+# GCM first: it is markedly faster than chacha20 in asyncssh (AES-NI through OpenSSL).
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+
+# -o keys we honour, in OpenSSH's spelling. Those in PER_HOP apply to every hop.
+OPTION_KEYS = (
+    "HostName",
+    "User",
+    "Port",
+    "IdentityFile",
+    "IdentitiesOnly",
+    "ProxyJump",
+    "ProxyCommand",
+    "UserKnownHostsFile",
+    "StrictHostKeyChecking",
+    "ConnectTimeout",
+    "ServerAliveInterval",
+    "ServerAliveCountMax",
+)
+PER_HOP = frozenset(
+    {
+        "IdentityFile",
+        "IdentitiesOnly",
+        "UserKnownHostsFile",
+        "StrictHostKeyChecking",
+        "ConnectTimeout",
+        "ServerAliveInterval",
+        "ServerAliveCountMax",
+    }
+)
+_KEYS = {key.lower(): key for key in OPTION_KEYS}
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_.%-]+$|^[0-9A-Fa-f:.%]+$")
+_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and self.port else self.host
+        text = f"{self.user}@{host}" if self.user else host
+        return f"{text}:{self.port}" if self.port else text
+
+
+def parse_port(text: str, what: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"{what}: port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def parse_endpoint(text: str, what: str = "destination") -> Endpoint:
+    """`[user@]host[:port]`, `[user@][v6addr]:port` or `ssh://[user@]host[:port]`."""
+    raw = text.strip()
+    if raw.startswith("ssh://"):
+        raw = raw[len("ssh://") :].rstrip("/")
+    user: str | None = None
+    if "@" in raw:
+        user, raw = raw.rsplit("@", 1)
+        if not _USER.match(user):
+            raise UsageError(f"{what} {text!r}: {user!r} is not a valid user name")
+    port: int | None = None
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UsageError(f"{what} {text!r} is malformed", hint="use [user@]host[:port]")
+        if rest:
+            port = parse_port(rest[1:], f"{what} {text!r}")
+    elif raw.count(":") == 1:
+        raw, port_text = raw.split(":")
+        host = raw
+        port = parse_port(port_text, f"{what} {text!r}")
+    else:
+        host = raw
+    if not host or not _HOSTNAME.match(host) or host.startswith("-"):
+        raise UsageError(f"{what} {text!r} is not a host name", hint="use [user@]host[:port]")
+    return Endpoint(host=host, user=user, port=port)
+
+
+def parse_jumps(text: str) -> tuple[Endpoint, ...]:
+    """OpenSSH's -J: a comma-separated list of hops, or `none`."""
+    if text.strip().lower() == "none":
+        return ()
+    parts = text.split(",")
+    if any(not part.strip() for part in parts):
+        raise UsageError(f"-J {text!r} has an empty hop", hint="use -J host1[,host2...]")
+    return tuple(parse_endpoint(part, "jump host") for part in parts)
+
+
+def parse_option(text: str) -> tuple[str, str]:
+    """An `-o Key=Value` (or `Key Value`) in OpenSSH's syntax."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, _, value = text.strip().partition(" ")
+    canonical = _KEYS.get(key.strip().lower())
+    if canonical is None:
+        raise UsageError(
+            f"-o {text!r}: unsupported option {key.strip()!r}",
+            hint="supported: " + ", ".join(OPTION_KEYS),
+        )
+    value = value.strip()
+    if not value:
+        raise UsageError(f"-o {text!r}: missing value")
+    return canonical, value
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """What the command line says about SSH; the config file fills in the rest."""
+
+    config_file: Path | None = None  # -F; None means ~/.ssh/config when it exists
+    identities: tuple[str, ...] = ()  # -i
+    login: str | None = None  # -l
+    port: int | None = None  # -p
+    options: Mapping[str, str] = field(default_factory=dict)  # -o, canonical keys
+    accept_new: bool = False
+
+
+@dataclass(frozen=True)
+class Hop:
+    name: str  # what the user called it, for messages
+    host: str
+    port: int
+    user: str
+    identities: tuple[str, ...]
+    identities_only: bool
+    known_hosts: tuple[Path, ...]
+    accept_new: bool
+    proxy_command: str | None
+    connect_timeout: float
+    keepalive_interval: float
+    keepalive_count_max: int
+
+    def __str__(self) -> str:
+        where = f"{self.user}@{self.host}" + (f":{self.port}" if self.port != DEFAULT_PORT else "")
+        return where if self.name in (self.host, where) else f"{self.name} ({where})"
+
+
+class _Config(SSHClientConfig):
+    # asyncssh does not keep StrictHostKeyChecking; we want to honour it from the file too.
+    _handlers = {
+        **SSHClientConfig._handlers,
+        "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string),
+    }
+
+
+def _config_paths(settings: SshSettings) -> list[Path]:
+    if settings.config_file is not None:
+        if not settings.config_file.is_file():
+            raise UsageError(f"-F {settings.config_file}: no such file")
+        return [settings.config_file]
+    default = Path("~/.ssh/config").expanduser()
+    return [default] if os.access(default, os.R_OK) else []
+
+
+def _load(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None) -> dict[str, object]:
+    try:
+        config = _Config.load(
+            None, _config_paths(settings), False, False, False, getpass.getuser(),
+            user if user else (), endpoint.host, port if port else (),
+        )
+    except (OSError, asyncssh.Error, ValueError) as exc:
+        raise UsageError(f"ssh config: {exc}") from exc
+    return dict(config._options)  # noqa: SLF001 - asyncssh keeps the resolved values here
+
+
+def _strict(value: str, accept_new: bool) -> bool:
+    value = value.strip().lower()
+    if value in ("yes", "ask"):
+        return accept_new
+    if value in ("accept-new", "no", "off"):
+        # "no" is treated as accept-new: a changed key is refused in every mode.
+        return True
+    raise UsageError(f"StrictHostKeyChecking {value!r} is not yes, accept-new or no")
+
+
+def _number(value: object, what: str) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise UsageError(f"{what} {value!r} is not a number") from None
+    if number < 0:
+        raise UsageError(f"{what} {value!r} must not be negative")
+    return number
+
+
+def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop, str | None]:
+    opts = {k: v for k, v in settings.options.items() if final or k in PER_HOP}
+    user = endpoint.user or (settings.login if final else None) or opts.get("User")
+    port = endpoint.port or (settings.port if final else None)
+    if port is None and "Port" in opts:
+        port = parse_port(opts["Port"], "-o Port")
+    cfg = _load(endpoint, settings, user, port)
+    host = opts.get("HostName") or str(cfg.get("Hostname") or endpoint.host)
+    user = user or str(cfg.get("User") or getpass.getuser())
+    port = port or int(str(cfg.get("Port") or DEFAULT_PORT))
+    identities = [*settings.identities]
+    if "IdentityFile" in opts:
+        identities.append(opts["IdentityFile"])
+    identities += [str(p) for p in (cfg.get("IdentityFile") or [])]  # type: ignore[union-attr]
+    identities = [str(Path(p).expanduser()) for p in identities]
+    only_value = opts.get("IdentitiesOnly")
+    identities_only = (only_value.lower() in ("yes", "true")) if only_value else bool(cfg.get("IdentitiesOnly"))
+    known_files = opts.get("UserKnownHostsFile", "").split() or [
+        str(p) for p in (cfg.get("UserKnownHostsFile") or ["~/.ssh/known_hosts"])  # type: ignore[union-attr]
+    ]
+    if any(f.lower() == "none" for f in known_files):
+        raise UsageError("UserKnownHostsFile none would skip host-key checks; tunnelauth always checks")
+    proxy: str | None = opts.get("ProxyCommand") or (str(cfg["ProxyCommand"]) if cfg.get("ProxyCommand") else None)
+    if proxy is not None and proxy.strip().lower() == "none":
+        proxy = None
+    if proxy is not None and "ProxyCommand" in opts:
+        proxy = proxy.replace("%h", host).replace("%p", str(port)).replace("%r", user)
+    jump = opts.get("ProxyJump") or (str(cfg["ProxyJump"]) if cfg.get("ProxyJump") else None)
+    hop = Hop(
+        name=str(endpoint),
+        host=host,
+        port=port,
+        user=user,
+        identities=tuple(dict.fromkeys(identities)),
+        identities_only=identities_only,
+        known_hosts=tuple(Path(f).expanduser() for f in known_files),
+        accept_new=_strict(opts.get("StrictHostKeyChecking") or str(cfg.get("StrictHostKeyChecking") or "yes"),
+                           settings.accept_new),
+        proxy_command=proxy,
+        connect_timeout=_number(opts.get("ConnectTimeout") or cfg.get("ConnectTimeout") or CONNECT_TIMEOUT,
+                                "ConnectTimeout") or CONNECT_TIMEOUT,
+        keepalive_interval=_number(opts.get("ServerAliveInterval") or cfg.get("ServerAliveInterval")
+                                   or KEEPALIVE_INTERVAL, "ServerAliveInterval") or KEEPALIVE_INTERVAL,
+        keepalive_count_max=int(_number(opts.get("ServerAliveCountMax") or cfg.get("ServerAliveCountMax")
+                                        or KEEPALIVE_COUNT_MAX, "ServerAliveCountMax")) or KEEPALIVE_COUNT_MAX,
+    )
+    return hop, jump
+
+
+def plan(destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: SshSettings) -> list[Hop]:
+    """The hops to connect, first to last. `jumps` from -J overrides the config's ProxyJump."""
+
+    def chain(endpoint: Endpoint, via: tuple[Endpoint, ...] | None, final: bool, depth: int) -> list[Hop]:
+        if depth > MAX_HOPS:
+            raise UsageError(f"ProxyJump chain through {endpoint} is longer than {MAX_HOPS} hops (a loop?)")
+        hop, config_jump = _hop(endpoint, settings, final=final)
+        if via is None:
+            via = parse_jumps(config_jump) if config_jump else ()
+        if not via:
+            return [hop]
+        head = chain(via[-1], via[:-1] or None, False, depth + 1)
+        return [*head, hop]
+
+    return chain(destination, jumps, True, 0)
+
+
+def _known_hosts(hop: Hop) -> asyncssh.SSHKnownHosts:
+    text = ""
+    for path in (*hop.known_hosts, Path("/etc/ssh/ssh_known_hosts")):
+        try:
+            text += path.read_text() + "\n"
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise HostKeyError(f"cannot read {path}: {exc.strerror}") from exc
+    return asyncssh.import_known_hosts(text)
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Sees every key that known_hosts did not vouch for, so the error can name it."""
+
+    def __init__(self, hop: Hop, known: asyncssh.SSHKnownHosts) -> None:
+        self.hop = hop
+        self.known = known
+        self.offered: asyncssh.SSHKey | None = None
+        self.changed = False
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = key
+        matched = self.known.match(host, addr, port if port != DEFAULT_PORT else None)
+        self.changed = bool(matched[0] or matched[1])
+        if self.changed or not self.hop.accept_new:
+            return False
+        _remember(self.hop, key)
+        return True
+
+
+def _remember(hop: Hop, key: asyncssh.SSHKey) -> None:
+    path = hop.known_hosts[0]
+    name = hop.host if hop.port == DEFAULT_PORT else f"[{hop.host}]:{hop.port}"
+    algo, blob = key.export_public_key("openssh").decode().split()[:2]
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(f"{name} {algo} {blob}\n")
+
+
+def _host_key_error(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
+    key = policy.offered
+    fingerprint = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}" if key else "unknown key"
+    if policy.changed:
+        return HostKeyError(
+            f"HOST KEY CHANGED for {hop}: it now offers {fingerprint}, which is not the key in "
+            f"{hop.known_hosts[0]}; refusing to connect",
+            hint=f"if the change is expected, remove the old key with: ssh-keygen -R {_kh_name(hop)}",
+        )
+    return HostKeyError(
+        f"host key of {hop} is not known: {fingerprint}",
+        hint=f"check the fingerprint, then rerun with --accept-new (or: ssh-keyscan -p {hop.port} "
+        f"{hop.host} >> {hop.known_hosts[0]})",
+    )
+
+
+def _kh_name(hop: Hop) -> str:
+    return hop.host if hop.port == DEFAULT_PORT else f"'[{hop.host}]:{hop.port}'"
+
+
+def _client_keys(hop: Hop) -> object:
+    if not hop.identities:
+        return ()
+    existing = [p for p in hop.identities if os.path.exists(p)]
+    if not existing:
+        return () if not hop.identities_only else []
+    return existing
+
+
+def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> TunnelauthError:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable) or (
+        isinstance(exc, asyncssh.DisconnectError) and policy.offered is not None
+    ):
+        return _host_key_error(hop, policy)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthFailed(f"{hop} refused authentication as {hop.user!r}",
+                          hint="check the key (-i) and the user (-l or user@host)")
+    if isinstance(exc, TIMEOUTS):
+        return ConnectFailed(f"cannot reach {hop}: no answer within {hop.connect_timeout:g} s")
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        return ConnectFailed(f"cannot reach {hop} from the previous hop: {exc.reason}")
+    if isinstance(exc, asyncssh.Error):
+        return ConnectFailed(f"cannot connect to {hop}: {exc.reason}")
+    if isinstance(exc, OSError):
+        return ConnectFailed(f"cannot reach {hop}: {exc.strerror or exc}")
+    return ConnectFailed(f"cannot connect to {hop}: {exc}")
+
+
+async def connect(
+    hops: list[Hop],
+    stack: AsyncExitStack,
+    on_hop: Callable[[Hop], None] = lambda hop: None,
+) -> asyncssh.SSHClientConnection:
+    """Connect hop by hop, each through the previous one, all with the same policy.
+
+    Every connection is closed by `stack`, last hop first.
+    """
+    conn: asyncssh.SSHClientConnection | None = None
+    for hop in hops:
+        on_hop(hop)
+        policy = _HostKeyPolicy(hop, _known_hosts(hop))
+        try:
+            async with timeout(hop.connect_timeout):
+                conn = await asyncssh.connect(
+                    hop.host,
+                    hop.port,
+                    tunnel=conn,
+                    proxy_command=hop.proxy_command if conn is None else None,
+                    config=None,
+                    username=hop.user,
+                    known_hosts=policy.known,
+                    client_factory=lambda policy=policy: policy,  # type: ignore[misc]
+                    client_keys=_client_keys(hop),
+                    agent_path=None if hop.identities_only else (),
+                    password_auth=False,
+                    kbdint_auth=False,
+                    keepalive_interval=hop.keepalive_interval,
+                    keepalive_count_max=hop.keepalive_count_max,
+                    encryption_algs=CIPHERS,
+                    connect_timeout=hop.connect_timeout,
+                )
+        except (OSError, asyncssh.Error, *TIMEOUTS, ValueError) as exc:
+            raise _translate(hop, exc, policy) from exc
+        stack.push_async_callback(_close, conn)
+    assert conn is not None
+    return conn
+
+
+async def _close(conn: asyncssh.SSHClientConnection) -> None:
+    conn.close()
+    try:
+        async with timeout(2):
+            await conn.wait_closed()
+    except TIMEOUTS:
+        conn.abort()
