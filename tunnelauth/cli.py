@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
         "Log a remote Hermes Agent into a provider through one SSH connection.\n\n"
-        "`tunnelauth PROVIDER DESTINATION [options]` is short for `tunnelauth login ...`."
+        "`tunnelauth PROVIDER DESTINATION \\[options]` is short for `tunnelauth login ...`."
     ),
 )
 
@@ -58,7 +58,7 @@ def login(
     allow_host: List[str] = typer.Option([], "--allow-host", help="Open authorize URLs on this host without a warning (labs)."),
     timeout: float = typer.Option(300.0, "--timeout", help="Give up (and stop the remote hermes) after this many seconds."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote line and every decision."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only URLs, codes, errors and the result."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
 ) -> None:
     """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
     from tunnelauth import flow, output, providers, remote, ssh

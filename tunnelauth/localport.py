@@ -8,6 +8,7 @@ import socket
 from tunnelauth.errors import LocalPortBusy
 
 LOOPBACK = "127.0.0.1"
+MAX_CMDLINE = 120
 
 
 def holder(port: int) -> str | None:
@@ -26,6 +27,10 @@ def holder(port: int) -> str | None:
                 cmdline = " ".join(psutil.Process(conn.pid).cmdline()) or "?"
             except (psutil.Error, OSError):
                 cmdline = "?"
+            # One line, whatever the command line holds.
+            cmdline = " ".join(cmdline.split())
+            if len(cmdline) > MAX_CMDLINE:
+                cmdline = cmdline[: MAX_CMDLINE - 1] + "…"
             return f"pid {conn.pid} ({cmdline})"
     return None
 

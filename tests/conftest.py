@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+from tests.lab.netlab import Lab, LabUnavailable  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lab: needs the root-only network-namespace SSH lab (sudo ./tests/setup)"
+    )
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # KeyboardInterrupt makes pytest stop and still run fixture teardown (SystemExit would not).
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    try:
+        the_lab = Lab.create()
+    except LabUnavailable as exc:
+        msg = f"SSH lab unavailable: {exc}. Run `sudo ./tests/setup` and the tests as root."
+        if _in_ci():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    atexit.register(the_lab.destroy)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield the_lab
+    finally:
+        try:
+            the_lab.destroy()
+        finally:
+            atexit.unregister(the_lab.destroy)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@pytest.fixture
+def clean_lab(lab: Lab) -> Iterator[Lab]:
+    try:
+        yield lab
+    finally:
+        lab.kill_tracked()
+        lab.reset_sshd()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test that uses the lab is a lab test, whether or not its module says so.
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()) or "clean_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker("lab")
+
+
+_lab_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "lab" in report.keywords:
+        _lab_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # In CI a skipped lab test is a failure: the lab is the point of the suite.
+    if _in_ci() and _lab_skips and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _in_ci() and _lab_skips:
+        terminalreporter.write_line(
+            f"FAILED: {len(_lab_skips)} SSH lab test(s) were skipped in CI: " + ", ".join(_lab_skips[:5]),
+            red=True,
+        )

@@ -1,0 +1,188 @@
+"""Running tunnelauth on the lab's laptop against its bastion and target, as a user would.
+
+tunnelauth runs as a real process in the laptop namespace (`python -m tunnelauth ...`), the
+browser is tests/fakes/browser.py as $BROWSER, hermes is the real hermes-agent from PyPI or
+tests/fakes/fake_hermes.py, and the identity provider is tests/fakes/mock_provider.py on
+the lab's provider address (reachable from the laptop and the target, nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab.netlab import Lab
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+REAL_HERMES = {
+    "0.19.0": Path(os.environ.get("TUNNELAUTH_LAB_HERMES", "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes")),
+    "0.13.0": Path("/opt/tunnelauth-lab/hermes-0.13.0/bin/hermes"),
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip on a developer machine, fail in CI: CI must never skip the lab."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+def install_script(lab: Lab, source: Path, name: str) -> Path:
+    """Copy a stdlib-only script into the lab dir, runnable by every user with Debian's python."""
+    target = lab.root / "bin" / name
+    target.parent.mkdir(mode=0o755, exist_ok=True)
+    body = source.read_text().split("\n", 1)[1] if source.read_text().startswith("#!") else source.read_text()
+    target.write_text("#!/usr/bin/python3\n" + body)
+    target.chmod(0o755)
+    return target
+
+
+@dataclass
+class Provider:
+    url: str
+    proc: subprocess.Popen[str]
+
+
+def start_provider(lab: Lab) -> Provider:
+    script = install_script(lab, FAKES / "mock_provider.py", "mock-provider")
+    proc = lab.spawn("bastion", [script, "--host", lab.provider_ip, "--port", "0"], keep=True,
+                     stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening "):
+        raise RuntimeError(f"mock provider did not start: {line!r}")
+    return Provider(url=line.split(" ", 1)[1], proc=proc)
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Laptop:
+    """tunnelauth as the person on the laptop runs it, with the lab's HOME and $BROWSER."""
+
+    def __init__(self, lab: Lab, home: Path | None = None) -> None:
+        self.lab = lab
+        self.home = home or lab.laptop_home
+        self.browser = install_script(lab, FAKES / "browser.py", "browser")
+        self.browser_log = lab.root / f"browser-{os.getpid()}.log"
+        self.key = str(lab.laptop_home / ".ssh" / "id_ed25519")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = self.lab.laptop_env(BROWSER=str(self.browser), FAKE_BROWSER_LOG=str(self.browser_log), **extra)
+        env["HOME"] = str(self.home)
+        env.pop("DISPLAY", None)
+        env.pop("WAYLAND_DISPLAY", None)
+        return env
+
+    def argv(self, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "tunnelauth", *args]
+
+    def run(self, args: list[str], timeout: float = 90, **env: str) -> Run:
+        start = time.monotonic()
+        done = self.lab.run("laptop", self.argv(args), env=self.env(**env), timeout=timeout)
+        return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
+
+    def start(self, args: list[str], **env: str) -> subprocess.Popen[str]:
+        return self.lab.spawn("laptop", self.argv(args), env=self.env(**env),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def browser_runs(self) -> list[dict[str, object]]:
+        if not self.browser_log.exists():
+            return []
+        return [json.loads(line) for line in self.browser_log.read_text().splitlines() if line.strip()]
+
+
+def wait_for_stderr(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> str:
+    """Read proc's stderr until needle shows up; return what was read (raw fd reads, so the
+    rest can still be collected with communicate())."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+            if needle.encode() in seen:
+                return seen.decode(errors="replace")
+    raise AssertionError(f"{needle!r} not seen on stderr within {timeout}s; got:\n{seen.decode(errors='replace')}")
+
+
+def finish(proc: subprocess.Popen[str], sig: int | None = None, timeout: float = 30) -> Run:
+    if sig is not None:
+        proc.send_signal(sig)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=timeout)
+    return Run(proc.returncode, out, err, time.monotonic() - start)
+
+
+def gone_within(lab: Lab, needle: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not lab.target_processes(needle):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def hold_port(lab: Lab, host: str, port: int) -> subprocess.Popen[str]:
+    """Something else listening on 127.0.0.1:port inside host's namespace."""
+    code = (
+        "import socket,sys,time\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1',{port})); s.listen(); print('held', flush=True); time.sleep(600)\n"
+    )
+    proc = lab.spawn(host, ["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def fresh_home(lab: Lab, name: str, known_hosts: bool = True) -> Path:
+    """A copy of the laptop HOME, optionally without known_hosts."""
+    home = lab.root / f"home-{name}"
+    if home.exists():
+        shutil.rmtree(home)
+    shutil.copytree(lab.laptop_home, home, symlinks=True)
+    if not known_hosts:
+        (home / ".ssh" / "known_hosts").unlink()
+    config = home / ".ssh" / "config"
+    config.write_text(config.read_text().replace(str(lab.laptop_home), str(home)))
+    return home
+
+
+def tokens(path: Path) -> dict[str, object]:
+    assert path.exists(), f"no token file at {path}"
+    assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+    return json.loads(path.read_text())
+
+
+SIGINT = signal.SIGINT
+SIGTERM = signal.SIGTERM
