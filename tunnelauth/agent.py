@@ -9,7 +9,8 @@
 # exit status, token file) can never be confused with the command's output.
 #
 # Frames out:  <kind><length>:<payload>   kinds: T (hello, first), o e (command stdout/stderr), L (port listening),
-#              x (exit status), n (command not found), f (token file: JSON), m (message)
+#              x (exit status), n (command not found), f (token file: JSON),
+#              S (cannot become --as-user: JSON)
 # Lines in:    h (heartbeat), i<base64> (bytes for the command's stdin), c (close its stdin),
 #              w<port> (report when 127.0.0.1/::1:<port> is LISTENing), k (kill now)
 import base64
@@ -77,7 +78,35 @@ def login_shell_which(name):
     return out[-1] if out and out[-1].startswith("/") else None
 
 
-def find_command(name, home):
+def as_user(user, argv, timeout=10):
+    """Run argv as user through sudo -n; (returncode, stdout, stderr)."""
+    try:
+        done = subprocess.run(
+            ["sudo", "-n", "-H", "-u", user, "--"] + argv,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return 127, "", str(exc)
+    return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+
+
+def find_command(name, home, user=None):
+    if user:
+        # Look as that user: their PATH, their login shell, their home (often 0700 to us).
+        if "/" in name:
+            return name if as_user(user, ["test", "-x", name])[0] == 0 else None
+        import pwd
+
+        shell = pwd.getpwnam(user).pw_shell or "/bin/sh"
+        rc, out, _ = as_user(user, [shell, "-lc", "command -v " + name])
+        lines = out.strip().splitlines()
+        if rc == 0 and lines and lines[-1].startswith("/"):
+            return lines[-1]
+        if name == "hermes":
+            for path in candidates(home):
+                if as_user(user, ["test", "-x", path])[0] == 0:
+                    return path
+        return None
     if "/" in name:
         return name if os.access(name, os.X_OK) else None
     found = shutil.which(name) or login_shell_which(name)
@@ -109,6 +138,14 @@ def token_file(user, home_env):
     home = home_env or os.path.join(home_of(user), ".hermes")
     path = os.path.join(home, "auth.json")
     info = {"path": path}
+    if user:
+        rc, out, err = as_user(user, ["stat", "-c", "%a %s", path, home])
+        if rc != 0:
+            info["error"] = (err.strip().splitlines() or ["cannot stat"])[-1]
+            return info
+        (mode, size), (dir_mode, _) = [row.split() for row in out.split("\n")[:2]]
+        info.update(mode=int(mode, 8), size=int(size), dir_mode=int(dir_mode, 8))
+        return info
     try:
         st = os.stat(path)
         info.update(mode=stat.S_IMODE(st.st_mode), size=st.st_size, mtime=st.st_mtime)
@@ -128,9 +165,18 @@ def main(config):
 
 def supervise(config):
     user = config.get("as_user")
-    home = home_of(user)
+    try:
+        home = home_of(user)
+    except KeyError:
+        frame("S", json.dumps({"user": user, "error": "no such user"}))
+        return 127
+    if user:
+        rc, _, err = as_user(user, ["true"])
+        if rc != 0:
+            frame("S", json.dumps({"user": user, "error": (err.strip().splitlines() or ["sudo failed"])[-1]}))
+            return 127
     name = config["command"][0]
-    path = find_command(name, home)
+    path = find_command(name, home, user)
     if path is None:
         looked = ["$PATH", "the login shell's PATH"] + (list(candidates(home)) if name == "hermes" else [])
         frame("n", json.dumps({"command": name, "looked": looked}))
@@ -146,7 +192,7 @@ def supervise(config):
     try:
         child = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, start_new_session=True, cwd=home if os.path.isdir(home) else "/",
+            env=env, start_new_session=True, cwd=home if os.access(home, os.X_OK) else "/",
         )
     except OSError as exc:
         frame("n", json.dumps({"command": name, "looked": [path], "error": exc.strerror}))

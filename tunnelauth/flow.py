@@ -220,7 +220,7 @@ class _Session:
             for task in helpers:
                 task.cancel()
         self.finished = True
-        return self._result()
+        return await self._result()
 
     async def cleanup(self) -> None:
         """Stop the remote command (if it still runs) and every forward. Short and bounded."""
@@ -299,6 +299,12 @@ class _Session:
             self.exit_status = int(payload)
         elif kind == "f":
             self.token_info = json.loads(payload)
+        elif kind == "S":
+            info = json.loads(payload)
+            raise RemoteSetupError(
+                f"cannot run hermes as {info['user']} on {self.request.destination}: {info['error']}",
+                hint="--as-user needs `sudo -n -u USER` to work without a password there",
+            )
         elif kind == "n":
             info = json.loads(payload)
             raise RemoteSetupError(
@@ -455,7 +461,22 @@ class _Session:
 
     # -- the outcome -----------------------------------------------------------------------
 
-    def _result(self) -> LoginResult:
+    async def _why_port_busy(self, port: int) -> RemoteSetupError:
+        holder = None
+        try:
+            async with timeout(5):
+                done = await self.conn.run(remote.port_holder_command(port), check=False)
+            holder = remote.parse_port_holder(str(done.stdout or ""))
+        except (*TIMEOUTS, asyncssh.Error, OSError):
+            pass
+        by = f"by {holder}" if holder else "by a process this login cannot see"
+        return RemoteSetupError(
+            f"port {port} on {self.request.destination}'s 127.0.0.1 is taken {by}, and hermes "
+            f"cannot move its callback elsewhere",
+            hint="stop that process (an earlier login?) and run tunnelauth again",
+        )
+
+    async def _result(self) -> LoginResult:
         status = self.exit_status
         if status == 0 and self.success is not None:
             info = self.token_info
@@ -473,6 +494,9 @@ class _Session:
                 token_mode=mode if isinstance(mode, int) else None,
             )
         reason = self.failure or (self.hermes_errors[-1] if self.hermes_errors else None)
+        busy = remote.busy_port(reason or "")
+        if busy is not None:
+            raise await self._why_port_busy(busy)
         if status == 0:
             raise LoginFailed(f"hermes exited without reporting a login{': ' + reason if reason else ''}")
         raise LoginFailed(f"hermes failed: {reason or 'no message'} (exit status {status})")

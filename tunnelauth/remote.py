@@ -126,3 +126,23 @@ class FrameDecoder:
             frames.append((kind, self._buffer[colon + 1 : end]))
             self._buffer = self._buffer[end:]
         return frames
+
+
+_BIND_FAILED = re.compile(r"(?:bind|listen)\b.*?(?:127\.0\.0\.1|localhost|\[?::1\]?):(?P<port>\d{1,5}).*Address already in use", re.IGNORECASE)
+_SS_USER = re.compile(r'\(\("(?P<name>[^"]+)",pid=(?P<pid>\d+)')
+
+
+def busy_port(message: str) -> int | None:
+    """The port of a 'could not bind ... Address already in use' failure, if that is what it is."""
+    match = _BIND_FAILED.search(message)
+    return int(match["port"]) if match else None
+
+
+def port_holder_command(port: int) -> str:
+    return f"ss -Hltnp 'sport = :{int(port)}' 2>/dev/null"
+
+
+def parse_port_holder(ss_output: str) -> str | None:
+    """'python3 (pid 123)' from `ss -ltnp` output, when ss could see the process."""
+    match = _SS_USER.search(ss_output)
+    return f"{match['name']} (pid {match['pid']})" if match else None
