@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import select
 import shutil
 import signal
@@ -111,6 +112,15 @@ class Laptop:
         return self.lab.spawn("laptop", self.argv(args), env=self.env(**env),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def start_with_tty(self, args: list[str], **env: str) -> tuple[subprocess.Popen[str], int]:
+        """tunnelauth with a pseudo-terminal as stdin, as when a person runs it; returns the
+        process and the terminal's master end (write to it to type)."""
+        master, slave = pty.openpty()
+        proc = self.lab.spawn("laptop", self.argv(args), env=self.env(**env), stdin=slave,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        return proc, master
+
     def browser_runs(self) -> list[dict[str, object]]:
         if not self.browser_log.exists():
             return []
@@ -186,3 +196,10 @@ def tokens(path: Path) -> dict[str, object]:
 
 SIGINT = signal.SIGINT
 SIGTERM = signal.SIGTERM
+
+
+def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
+    """The mock provider's record (it holds raw codes: for leak checks and typing a code)."""
+    code = f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{provider.url}/_log').read().decode())"
+    done = lab.run("laptop", ["/usr/bin/python3", "-c", code], check=True)
+    return json.loads(done.stdout)

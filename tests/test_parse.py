@@ -231,3 +231,15 @@ _alphabet = st.sampled_from(
 def test_tokens_soup_is_parsed_the_same_in_any_chunking(parts: list[str], chunk: int) -> None:
     data = "".join(parts).encode()
     assert events(data, "xai", chunk) == events(data, "xai")
+
+
+def test_output_after_an_answered_prompt_starts_a_new_line() -> None:
+    parser = Parser(lookup("anthropic"))
+    first = parser.feed(b"Authorization code: ")
+    assert [e for e in first if isinstance(e, Prompt)]
+    later = parser.feed(b'Added anthropic OAuth credential #1: "me@example.test"\n')
+    assert Success("me@example.test") in later
+    assert [e.text for e in later if isinstance(e, Line)] == [
+        "Authorization code: ",
+        'Added anthropic OAuth credential #1: "me@example.test"',
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -65,14 +66,14 @@ def login(
 
     reporter = output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
     try:
-        if timeout <= 0:
+        if not math.isfinite(timeout) or timeout <= 0:
             raise UsageError(f"--timeout {timeout:g} must be more than 0 seconds")
         if port is not None:
             ssh.parse_port(str(port), "-p")
         settings = ssh.SshSettings(
             config_file=config_file.expanduser() if config_file else None,
             identities=tuple(str(Path(i).expanduser()) for i in identity),
-            login=login_name,
+            login=ssh.check_login(login_name, "-l") if login_name else None,
             port=port,
             options=dict(ssh.parse_option(o) for o in option),
             accept_new=accept_new,

@@ -188,7 +188,7 @@ class _Session:
         self.opened: set[str] = set()
         self.device = False
         self.success: parse.Success | None = None
-        self.failure: str | None = None
+        self.failures: list[str] = []
         self.token_path: str | None = None
         self.token_info: dict[str, object] = {}
         self.exit_status: int | None = None
@@ -339,7 +339,9 @@ class _Session:
         elif isinstance(event, parse.TokenFile):
             self.token_path = event.path
         elif isinstance(event, parse.Failure):
-            self.failure = event.message
+            # The last two distinct messages: the specific cause and hermes's summary of it.
+            if event.message not in self.failures:
+                self.failures = (self.failures + [event.message])[-2:]
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
         if self.device or self.success:
@@ -493,7 +495,7 @@ class _Session:
                 token_file=path,
                 token_mode=mode if isinstance(mode, int) else None,
             )
-        reason = self.failure or (self.hermes_errors[-1] if self.hermes_errors else None)
+        reason = "; ".join(self.failures) or (self.hermes_errors[-1] if self.hermes_errors else None)
         busy = remote.busy_port(reason or "")
         if busy is not None:
             raise await self._why_port_busy(busy)

@@ -197,6 +197,11 @@ class Parser:
 
     def _take(self, state: _Stream, text: str) -> list[Event]:
         events: list[Event] = []
+        if text and state.prompted and state.pending and strip_ansi(state.pending) == state.prompted:
+            # The answer to a prompt is typed on the other side of a pipe, so no newline is
+            # echoed: what follows belongs on a line of its own.
+            line, state.pending = state.pending, ""
+            events += self._line(state, line)
         text = text.replace("\r\n", "\n")
         while text:
             head, newline, text = text.partition("\n")

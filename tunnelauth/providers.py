@@ -52,6 +52,9 @@ COMMON_FAILURES: tuple[str, ...] = (
     r"^hermes_cli\.auth\.AuthError: (?P<message>.+)$",
     r"^(?P<message>Unknown provider[: ].+)$",
     r"^(?P<message>Error: .+)$",
+    r"^hermes: error: (?P<message>.+)$",  # argparse, e.g. an option this release lacks
+    # Last line of any other traceback (nous raises RuntimeError, httpx errors, ...).
+    r"^(?:[A-Za-z_][\w.]*\.)?(?:RuntimeError|TimeoutError|ConnectError|HTTPStatusError|ValueError): (?P<message>.+)$",
 )
 
 PROVIDERS: tuple[Provider, ...] = (
@@ -86,6 +89,11 @@ PROVIDERS: tuple[Provider, ...] = (
         flows=(Flow.PASTE,),
         aliases=("claude",),
         success=(_added("anthropic"), r"^Login successful!"),
+        failure=(
+            r"^(?P<message>Token exchange failed: .+)$",
+            r"^(?P<message>Anthropic OAuth login did not return credentials\.)$",
+            r"^(?P<message>No code entered\.)$",
+        ),
         authorize_hosts=("claude.ai", "console.anthropic.com"),
         releases="all",
     ),

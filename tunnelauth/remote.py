@@ -19,8 +19,8 @@ from tunnelauth.errors import RemoteSetupError, UsageError
 HEARTBEAT = 1.0  # seconds between heartbeats to the supervisor
 DEAD_AFTER = 4.0  # the supervisor kills the command after this long without one
 MAX_FRAME = 1 << 20
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 # Runs under whatever login shell the user has, so it holds no single quote or backslash.
 _BOOT = (
     'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -c '
@@ -34,7 +34,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _ENV_NAME.match(key):
+        if not sep or not _ENV_NAME.fullmatch(key):
             raise UsageError(
                 f"--remote-env {item!r} is not KEY=VALUE with a valid variable name",
                 hint="names are letters, digits and _, not starting with a digit",
@@ -46,7 +46,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def check_user(user: str) -> str:
-    if not _USER.match(user) or len(user) > 32:
+    if not _USER.fullmatch(user) or len(user) > 32:
         raise UsageError(f"--as-user {user!r} is not a valid user name")
     return user
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -68,8 +70,10 @@ PER_HOP = frozenset(
     }
 )
 _KEYS = {key.lower(): key for key in OPTION_KEYS}
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_.%-]+$|^[0-9A-Fa-f:.%]+$")
-_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.%-]+|[0-9A-Fa-f:.%]+")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*")
+_DIGITS = re.compile(r"[0-9]{1,5}")
+_INTEGER_KEYS = {"ConnectTimeout": "seconds", "ServerAliveInterval": "seconds", "ServerAliveCountMax": "probes"}
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,15 @@ class Endpoint:
         return f"{text}:{self.port}" if self.port else text
 
 
+def check_login(user: str, what: str) -> str:
+    """A remote user name: it may reach a ProxyCommand's %r, so nothing a shell would read."""
+    if not _USER.fullmatch(user):
+        raise UsageError(f"{what} {user!r} is not a valid user name")
+    return user
+
+
 def parse_port(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) < 65536:
         raise UsageError(f"{what}: port {text!r} is not a number from 1 to 65535")
     return int(text)
 
@@ -98,7 +109,7 @@ def parse_endpoint(text: str, what: str = "destination") -> Endpoint:
     user: str | None = None
     if "@" in raw:
         user, raw = raw.rsplit("@", 1)
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             raise UsageError(f"{what} {text!r}: {user!r} is not a valid user name")
     port: int | None = None
     if raw.startswith("["):
@@ -113,7 +124,7 @@ def parse_endpoint(text: str, what: str = "destination") -> Endpoint:
         port = parse_port(port_text, f"{what} {text!r}")
     else:
         host = raw
-    if not host or not _HOSTNAME.match(host) or host.startswith("-"):
+    if not host or not _HOSTNAME.fullmatch(host) or host.startswith("-"):
         raise UsageError(f"{what} {text!r} is not a host name", hint="use [user@]host[:port]")
     return Endpoint(host=host, user=user, port=port)
 
@@ -142,7 +153,23 @@ def parse_option(text: str) -> tuple[str, str]:
     value = value.strip()
     if not value:
         raise UsageError(f"-o {text!r}: missing value")
+    check_option(canonical, value)
     return canonical, value
+
+
+def check_option(canonical: str, value: str) -> None:
+    """Refuse -o values that are malformed or would weaken the host-key policy."""
+    if any(c in value for c in "\n\r\0"):
+        raise UsageError(f"-o {canonical}: the value holds a line break or NUL")
+    if canonical == "User":
+        check_login(value, "-o User")
+    if canonical in _INTEGER_KEYS and not _DIGITS.fullmatch(value):
+        raise UsageError(f"-o {canonical} {value!r} is not a whole number of {_INTEGER_KEYS[canonical]}")
+    if canonical == "Port":
+        parse_port(value, "-o Port")
+    if canonical == "UserKnownHostsFile" and "none" in value.lower().split():
+        raise UsageError(f"-o UserKnownHostsFile {value} would skip host-key checks",
+                         hint="tunnelauth always checks; name a file, or use --accept-new")
 
 
 @dataclass(frozen=True)
@@ -194,12 +221,24 @@ def _config_paths(settings: SshSettings) -> list[Path]:
     return [default] if os.access(default, os.R_OK) else []
 
 
-def _load(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None) -> dict[str, object]:
+def _load(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None,
+          opts: Mapping[str, str]) -> dict[str, object]:
+    """Evaluate the ssh config for one hop, with -o options in front of it.
+
+    The config keeps the first value it sees, as OpenSSH does, so -o options written first
+    win over the file, and `Match host`, `%h` and friends see them too.
+    """
+    paths = _config_paths(settings)
+    args = (getpass.getuser(), user if user else (), endpoint.host, port if port else ())
     try:
-        config = _Config.load(
-            None, _config_paths(settings), False, False, False, getpass.getuser(),
-            user if user else (), endpoint.host, port if port else (),
-        )
+        with tempfile.TemporaryDirectory(prefix="tunnelauth-") as tmp:
+            if opts:
+                override = Path(tmp) / "options"
+                override.write_text("".join(f"{key} {value}\n" for key, value in opts.items()))
+                paths = [override, *paths]
+            config = _Config.load(None, paths, False, False, False, *args)
+            if config.has_match_final():
+                config = _Config.load(None, paths, False, False, True, *args)
     except (OSError, asyncssh.Error, ValueError) as exc:
         raise UsageError(f"ssh config: {exc}") from exc
     return dict(config._options)  # noqa: SLF001 - asyncssh keeps the resolved values here
@@ -216,60 +255,45 @@ def _strict(value: str, accept_new: bool) -> bool:
 
 
 def _number(value: object, what: str) -> float:
+    if value is None:
+        return 0.0
     try:
         number = float(str(value))
     except ValueError:
         raise UsageError(f"{what} {value!r} is not a number") from None
-    if number < 0:
-        raise UsageError(f"{what} {value!r} must not be negative")
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"{what} {value!r} must be a number of seconds, 0 or more")
     return number
 
 
 def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop, str | None]:
     opts = {k: v for k, v in settings.options.items() if final or k in PER_HOP}
-    user = endpoint.user or (settings.login if final else None) or opts.get("User")
+    for key, value in opts.items():
+        check_option(key, value)
+    user = endpoint.user or (settings.login if final else None)
     port = endpoint.port or (settings.port if final else None)
-    if port is None and "Port" in opts:
-        port = parse_port(opts["Port"], "-o Port")
-    cfg = _load(endpoint, settings, user, port)
-    host = opts.get("HostName") or str(cfg.get("Hostname") or endpoint.host)
-    user = user or str(cfg.get("User") or getpass.getuser())
-    port = port or int(str(cfg.get("Port") or DEFAULT_PORT))
-    identities = [*settings.identities]
-    if "IdentityFile" in opts:
-        identities.append(opts["IdentityFile"])
-    identities += [str(p) for p in (cfg.get("IdentityFile") or [])]  # type: ignore[union-attr]
+    cfg = _load(endpoint, settings, user, port, opts)
+    host = str(cfg.get("Hostname") or endpoint.host)
+    user = check_login(str(cfg.get("User") or getpass.getuser()), "user")
+    port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
+    identities = [*settings.identities, *(str(p) for p in (cfg.get("IdentityFile") or []))]  # type: ignore[union-attr]
     identities = [str(Path(p).expanduser()) for p in identities]
-    only_value = opts.get("IdentitiesOnly")
-    identities_only = (only_value.lower() in ("yes", "true")) if only_value else bool(cfg.get("IdentitiesOnly"))
-    known_files = opts.get("UserKnownHostsFile", "").split() or [
-        str(p) for p in (cfg.get("UserKnownHostsFile") or ["~/.ssh/known_hosts"])  # type: ignore[union-attr]
-    ]
-    if any(f.lower() == "none" for f in known_files):
-        raise UsageError("UserKnownHostsFile none would skip host-key checks; tunnelauth always checks")
-    proxy: str | None = opts.get("ProxyCommand") or (str(cfg["ProxyCommand"]) if cfg.get("ProxyCommand") else None)
-    if proxy is not None and proxy.strip().lower() == "none":
-        proxy = None
-    if proxy is not None and "ProxyCommand" in opts:
-        proxy = proxy.replace("%h", host).replace("%p", str(port)).replace("%r", user)
-    jump = opts.get("ProxyJump") or (str(cfg["ProxyJump"]) if cfg.get("ProxyJump") else None)
+    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or ["~/.ssh/known_hosts"])]  # type: ignore[union-attr]
+    proxy = str(cfg["ProxyCommand"]) if cfg.get("ProxyCommand") else None
+    jump = str(cfg["ProxyJump"]) if cfg.get("ProxyJump") else None
     hop = Hop(
         name=str(endpoint),
         host=host,
         port=port,
         user=user,
         identities=tuple(dict.fromkeys(identities)),
-        identities_only=identities_only,
+        identities_only=bool(cfg.get("IdentitiesOnly")),
         known_hosts=tuple(Path(f).expanduser() for f in known_files),
-        accept_new=_strict(opts.get("StrictHostKeyChecking") or str(cfg.get("StrictHostKeyChecking") or "yes"),
-                           settings.accept_new),
+        accept_new=_strict(str(cfg.get("StrictHostKeyChecking") or "yes"), settings.accept_new),
         proxy_command=proxy,
-        connect_timeout=_number(opts.get("ConnectTimeout") or cfg.get("ConnectTimeout") or CONNECT_TIMEOUT,
-                                "ConnectTimeout") or CONNECT_TIMEOUT,
-        keepalive_interval=_number(opts.get("ServerAliveInterval") or cfg.get("ServerAliveInterval")
-                                   or KEEPALIVE_INTERVAL, "ServerAliveInterval") or KEEPALIVE_INTERVAL,
-        keepalive_count_max=int(_number(opts.get("ServerAliveCountMax") or cfg.get("ServerAliveCountMax")
-                                        or KEEPALIVE_COUNT_MAX, "ServerAliveCountMax")) or KEEPALIVE_COUNT_MAX,
+        connect_timeout=_number(cfg.get("ConnectTimeout"), "ConnectTimeout") or CONNECT_TIMEOUT,
+        keepalive_interval=_number(cfg.get("ServerAliveInterval"), "ServerAliveInterval") or KEEPALIVE_INTERVAL,
+        keepalive_count_max=int(_number(cfg.get("ServerAliveCountMax"), "ServerAliveCountMax")) or KEEPALIVE_COUNT_MAX,
     )
     return hop, jump
 
@@ -298,9 +322,21 @@ def _known_hosts(hop: Hop) -> asyncssh.SSHKnownHosts:
             text += path.read_text() + "\n"
         except FileNotFoundError:
             continue
-        except OSError as exc:
-            raise HostKeyError(f"cannot read {path}: {exc.strerror}") from exc
-    return asyncssh.import_known_hosts(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HostKeyError(f"cannot read known hosts file {path}: {exc}") from exc
+    try:
+        return asyncssh.import_known_hosts(text)
+    except ValueError:
+        # Like OpenSSH, a line it cannot read is skipped rather than fatal.
+        return asyncssh.import_known_hosts("".join(line + "\n" for line in text.splitlines() if _readable(line)))
+
+
+def _readable(line: str) -> bool:
+    try:
+        asyncssh.import_known_hosts(line)
+    except ValueError:
+        return False
+    return True
 
 
 class _HostKeyPolicy(asyncssh.SSHClient):
