@@ -108,10 +108,10 @@ async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
         # Checked before connecting, so a busy port costs nothing remote.
         ensure_free(provider.port)
     async with AsyncExitStack() as stack:
-        conn = await ssh.connect(
+        chain = await ssh.connect(
             list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}")
         )
-        session = _Session(request, reporter, conn)
+        session = _Session(request, reporter, chain)
         stack.push_async_callback(session.cleanup)
         try:
             async with timeout(request.timeout):
@@ -173,10 +173,11 @@ def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | No
 
 
 class _Session:
-    def __init__(self, request: LoginRequest, reporter: Reporter, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(self, request: LoginRequest, reporter: Reporter, chain: ssh.Chain) -> None:
         self.request = request
         self.reporter = reporter
-        self.conn = conn
+        self.chain = chain
+        self.conn = chain.last
         self.parser = parse.Parser(request.provider)
         self.frames = remote.FrameDecoder()
         self.proc: asyncssh.SSHClientProcess[bytes] | None = None
@@ -277,8 +278,14 @@ class _Session:
             raise self._lost(None)
 
     def _lost(self, exc: BaseException | None) -> TunnelauthError:
-        if self.conn.is_closed() or isinstance(exc, asyncssh.ConnectionLost):
-            return ConnectionLost(f"lost the connection to {self.request.destination} during the login")
+        hop = self.chain.dropped()
+        if hop is not None or isinstance(exc, asyncssh.ConnectionLost):
+            where = hop or self.request.destination
+            why = f" ({exc.reason})" if isinstance(exc, asyncssh.Error) and exc.reason else ""
+            return ConnectionLost(
+                f"lost the connection to {where} during the login{why}; the remote hermes stops by itself",
+                hint="check that hop and run tunnelauth again",
+            )
         tail = " ".join(line.strip() for line in self.stderr_tail[-2:] if line.strip())
         return RemoteSetupError(
             f"the remote side of the login stopped unexpectedly on {self.request.destination}"

@@ -415,15 +415,35 @@ def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> Tunnelau
     return ConnectFailed(f"cannot connect to {hop}: {exc}")
 
 
+@dataclass
+class Chain:
+    """The connections of a hop-by-hop login, first hop first."""
+
+    hops: list[Hop]
+    conns: list[asyncssh.SSHClientConnection]
+
+    @property
+    def last(self) -> asyncssh.SSHClientConnection:
+        return self.conns[-1]
+
+    def dropped(self) -> Hop | None:
+        """The first hop whose connection is gone: where a chain broke."""
+        for hop, conn in zip(self.hops, self.conns):
+            if conn.is_closed():
+                return hop
+        return None
+
+
 async def connect(
     hops: list[Hop],
     stack: AsyncExitStack,
     on_hop: Callable[[Hop], None] = lambda hop: None,
-) -> asyncssh.SSHClientConnection:
+) -> Chain:
     """Connect hop by hop, each through the previous one, all with the same policy.
 
     Every connection is closed by `stack`, last hop first.
     """
+    chain = Chain(hops=list(hops), conns=[])
     conn: asyncssh.SSHClientConnection | None = None
     for hop in hops:
         on_hop(hop)
@@ -451,8 +471,8 @@ async def connect(
         except (OSError, asyncssh.Error, *TIMEOUTS, ValueError) as exc:
             raise _translate(hop, exc, policy) from exc
         stack.push_async_callback(_close, conn)
-    assert conn is not None
-    return conn
+        chain.conns.append(conn)
+    return chain
 
 
 async def _close(conn: asyncssh.SSHClientConnection) -> None:
