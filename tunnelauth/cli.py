@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
 from pathlib import Path
@@ -15,11 +14,12 @@ from tunnelauth.errors import EXIT_CODES, TunnelauthError, UsageError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich costs more start-up time than the whole login path
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
         "Log a remote Hermes Agent into a provider through one SSH connection.\n\n"
-        "`tunnelauth PROVIDER DESTINATION \\[options]` is short for `tunnelauth login ...`."
+        "`tunnelauth PROVIDER DESTINATION [options]` is short for `tunnelauth login ...`."
     ),
 )
 
@@ -62,6 +62,8 @@ def login(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
 ) -> None:
     """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
+    import asyncio
+
     from tunnelauth import flow, output, providers, remote, ssh
 
     reporter = output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
