@@ -394,22 +394,19 @@ class _Session:
             await self._close_forwards()
 
     async def _forward(self, port: int) -> None:
-        forward = Forward(self.conn, port, self._forward_failed)
+        forward = Forward(self.conn, port, self._forward_failed, self._relaying)
         await forward.start()
         self.forwards[port] = forward
         self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}")
 
     def _forward_failed(self, port: int, exc: asyncssh.ChannelOpenError) -> None:
-        if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-            self._fail(
-                RemoteSetupError(
-                    f"{self.request.destination} refuses port forwarding, so the browser's callback "
-                    f"cannot reach hermes ({exc.reason})",
-                    hint="the target's sshd has AllowTcpForwarding no or PermitOpen set",
-                )
-            )
-        else:
-            self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
+        self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
+
+    def _relaying(self, port: int, reason: str) -> None:
+        self.reporter.step(
+            f"{self.request.destination} forbids port forwarding ({reason}); relaying the callback "
+            f"to 127.0.0.1:{port} through an exec channel instead"
+        )
 
     async def _close_forwards(self) -> None:
         for port in list(self.forwards):
