@@ -191,3 +191,25 @@ def test_quiet_shows_only_the_url_and_the_result(lab: Lab, laptop: e2e.Laptop, p
     assert run.returncode == 0, run.output
     assert "connecting" not in run.stderr and "forwarding" not in run.stderr
     assert run.stdout.startswith("Logged in to xai-oauth")
+
+
+def test_json_lines_for_wrappers(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    run = laptop.run(["xai", "target", "--json", *xai_args(lab, provider, fake_hermes, "0.18.0")])
+    assert run.returncode == 0, run.output
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    for kind in ("connecting", "connected", "forwarded", "started", "url", "success"):
+        assert kind in kinds, kinds
+    success = events[-1]
+    assert success["event"] == "success" and success["label"] == "lab@example.test"
+    assert success["token_file"] == str(lab.user_home / ".hermes" / "auth.json")
+    assert run.stderr == ""
+    code = e2e.provider_log(lab, provider)["codes"][-1]["code"]  # type: ignore[index]
+    assert code not in run.stdout
+
+
+def test_json_lines_report_failure_with_its_exit_code(lab: Lab, laptop: e2e.Laptop) -> None:
+    run = laptop.run(["xai", "target", "--json", "--hermes", "/nonexistent/hermes"])
+    assert run.returncode == 7, run.output
+    last = json.loads(run.stdout.splitlines()[-1])
+    assert last["event"] == "failure" and last["exit_code"] == 7 and "not found" in last["message"]

@@ -60,13 +60,14 @@ def login(
     timeout: float = typer.Option(300.0, "--timeout", help="Give up (and stop the remote hermes) after this many seconds."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote line and every decision."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
 ) -> None:
     """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
     import asyncio
 
     from tunnelauth import flow, output, providers, remote, ssh
 
-    reporter = output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
+    reporter = output.JsonReporter() if json_lines else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
     try:
         if not math.isfinite(timeout) or timeout <= 0:
             raise UsageError(f"--timeout {timeout:g} must be more than 0 seconds")
@@ -103,10 +104,10 @@ def login(
         )
         result = asyncio.run(flow.run(request, reporter))
     except TunnelauthError as exc:
-        reporter.error(str(exc))
+        reporter.failure(str(exc), exc.exit_code)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        reporter.error("interrupted")
+        reporter.failure("interrupted", 130)
         raise typer.Exit(130) from None
     reporter.result(result)
 

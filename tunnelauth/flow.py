@@ -39,7 +39,10 @@ T = TypeVar("T")
 
 
 class Reporter(Protocol):
-    def step(self, text: str) -> None: ...
+    def step(self, text: str, event: str | None = None, **fields: object) -> None:
+        """Progress for a person (text) and, when `event` is set, for a machine."""
+        ...
+
     def detail(self, text: str) -> None: ...
     def remote_line(self, text: str, stream: str) -> None: ...
     def warn(self, text: str) -> None: ...
@@ -109,8 +112,9 @@ async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
         ensure_free(provider.port)
     async with AsyncExitStack() as stack:
         chain = await ssh.connect(
-            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}")
+            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
         )
+        reporter.step("", "connected", destination=str(request.destination), hops=[str(h) for h in request.hops])
         session = _Session(request, reporter, chain)
         stack.push_async_callback(session.cleanup)
         try:
@@ -209,7 +213,10 @@ class _Session:
             as_user=self.request.as_user,
             token_check=True,
         )
-        self.reporter.step(f"starting {self.request.hermes} {' '.join(provider.args)} on {self.request.destination}")
+        self.reporter.step(
+            f"starting {self.request.hermes} {' '.join(provider.args)} on {self.request.destination}",
+            "started", destination=str(self.request.destination), command=" ".join(spec.command),
+        )
         try:
             self.proc = await self.conn.create_process(remote.command_line(spec), encoding=None)
         except (asyncssh.Error, OSError) as exc:
@@ -341,7 +348,7 @@ class _Session:
             self._prompt(event)
         elif isinstance(event, parse.Success):
             self.success = event
-            self.reporter.step("hermes reports success; closing the tunnel")
+            self.reporter.step("hermes reports success; closing the tunnel", "reported_success")
             await self._close_forwards()
         elif isinstance(event, parse.TokenFile):
             self.token_path = event.path
@@ -360,7 +367,8 @@ class _Session:
             await self._forward(event.port)
             if old:
                 self.reporter.step(
-                    f"hermes listens on port {event.port}, not {old[0]}: forwarding {event.port} instead"
+                    f"hermes listens on port {event.port}, not {old[0]}: forwarding {event.port} instead",
+                    "port_moved", port=event.port, old_port=old[0],
                 )
             for port in old:
                 await self.forwards.pop(port).close()
@@ -397,7 +405,7 @@ class _Session:
         forward = Forward(self.conn, port, self._forward_failed, self._relaying)
         await forward.start()
         self.forwards[port] = forward
-        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}")
+        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}", "forwarded", port=port)
 
     def _forward_failed(self, port: int, exc: asyncssh.ChannelOpenError) -> None:
         self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
@@ -405,7 +413,8 @@ class _Session:
     def _relaying(self, port: int, reason: str) -> None:
         self.reporter.step(
             f"{self.request.destination} forbids port forwarding ({reason}); relaying the callback "
-            f"to 127.0.0.1:{port} through an exec channel instead"
+            f"to 127.0.0.1:{port} through an exec channel instead",
+            "relaying", port=port,
         )
 
     async def _close_forwards(self) -> None:
@@ -429,7 +438,7 @@ class _Session:
         if not await _in_thread(browser.open_url, url):
             self.reporter.warn("could not start a browser; open the URL above yourself")
         elif not self.success:
-            self.reporter.step("opened the browser; waiting for you to approve")
+            self.reporter.step("opened the browser; waiting for you to approve", "browser_opened")
 
     def _prompt(self, event: parse.Prompt) -> None:
         for prefix, answer in self.request.answers.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from typing import TextIO
 
@@ -32,8 +33,8 @@ class ConsoleReporter:
     def _say(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
-    def step(self, text: str) -> None:
-        if self.verbosity >= 1:
+    def step(self, text: str, event: str | None = None, **fields: object) -> None:
+        if text and self.verbosity >= 1:
             self._say(self._paint("• ", "2") + text)
 
     def detail(self, text: str) -> None:
@@ -83,3 +84,38 @@ class ConsoleReporter:
 
     def error(self, text: str) -> None:
         self._say(self._paint("tunnelauth: error: ", "31") + text)
+
+    def failure(self, message: str, exit_code: int) -> None:
+        self.error(message)
+
+
+class JsonReporter(ConsoleReporter):
+    """One JSON object per line on stdout, for wrappers and CI. Secrets are left out as
+    everywhere: no remote lines, no typed answers; URLs and device codes are for the user."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        super().__init__(verbosity=0, out=out)
+
+    def _emit(self, event: str, **fields: object) -> None:
+        print(json.dumps({"event": event, **fields}), file=self.out, flush=True)
+
+    def step(self, text: str, event: str | None = None, **fields: object) -> None:
+        if event:
+            self._emit(event, **fields)
+
+    def warn(self, text: str) -> None:
+        self._emit("warning", message=text)
+
+    def show_url(self, url: str, purpose: str, opened: bool | None) -> None:
+        self._emit("url", purpose=purpose, url=url, opening=opened is not None)
+
+    def show_code(self, code: str) -> None:
+        self._emit("device_code", code=code)
+
+    def result(self, result: LoginResult) -> None:
+        self._emit("success", provider=result.provider, destination=result.destination,
+                   label=result.label, token_file=result.token_file,
+                   token_mode=f"{result.token_mode:o}" if result.token_mode is not None else None)
+
+    def failure(self, message: str, exit_code: int) -> None:
+        self._emit("failure", exit_code=exit_code, message=message)
