@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import secrets
 import select
 import shutil
 import signal
@@ -90,7 +91,7 @@ class Laptop:
         self.lab = lab
         self.home = home or lab.laptop_home
         self.browser = install_script(lab, FAKES / "browser.py", "browser")
-        self.browser_log = lab.root / f"browser-{os.getpid()}.log"
+        self.browser_log = lab.root / f"browser-{secrets.token_hex(4)}.log"  # one per Laptop: per test
         self.key = str(lab.laptop_home / ".ssh" / "id_ed25519")
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -203,3 +204,56 @@ def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
     code = f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{provider.url}/_log').read().decode())"
     done = lab.run("laptop", ["/usr/bin/python3", "-c", code], check=True)
     return json.loads(done.stdout)
+
+
+# -- helpers for the reliability and security tests ----------------------------------------------
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll condition until it is true; fail naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+def sshd_log(lab: Lab, host: str) -> str:
+    return (lab.root / host / "sshd.log").read_text(errors="replace")
+
+
+def write_script(lab: Lab, name: str, text: str) -> Path:
+    """A script (shebang included in text) under lab.root/bin, runnable by every lab user."""
+    target = lab.root / "bin" / name
+    target.parent.mkdir(mode=0o755, exist_ok=True)
+    target.write_text(text)
+    target.chmod(0o755)
+    return target
+
+
+def laptop_link(lab: Lab) -> str:
+    """The laptop's interface towards the bastion (its only one besides lo)."""
+    out = subprocess.run(["ip", "-n", lab.laptop_ns, "-o", "link"], capture_output=True, text=True,
+                         check=True).stdout
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip()]
+    links = [name for name in names if name != "lo"]
+    assert len(links) == 1, f"expected one laptop link, found {links}"
+    return links[0]
+
+
+@contextmanager
+def link_down(lab: Lab) -> Iterator[None]:
+    """Cut the laptop<->bastion link; restore it, and the route it takes along, however the body ends
+    (the lab's per-test cleanup restarts processes, not links)."""
+    dev = laptop_link(lab)
+    subprocess.run(["ip", "-n", lab.laptop_ns, "link", "set", dev, "down"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "-n", lab.laptop_ns, "link", "set", dev, "up"], check=True)
+        # An interface going down drops the routes through it, the provider's among them.
+        subprocess.run(["ip", "-n", lab.laptop_ns, "route", "replace", f"{lab.provider_ip}/32",
+                        "via", lab.bastion_ip], check=True)

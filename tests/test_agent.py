@@ -70,7 +70,7 @@ def test_channel_eof_kills_the_whole_process_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     pids = [int(p) for p in pidfile.read_text().split()]
     proc.stdin.close()  # what sshd does when the connection goes away
-    assert all(gone(pid, 5) for pid in pids)
+    assert all(gone(pid, 8) for pid in pids)
     proc.wait(timeout=5)
 
 
@@ -119,7 +119,7 @@ def test_listen_watch_reports_a_port_once_it_listens() -> None:
     proc.stdin.write(f"w{port}\nh\n".encode())
     proc.stdin.flush()
     frames = frames_of(proc)
-    assert ("L", str(port).encode()) in frames
+    assert ("L", f"{port} 127.0.0.1".encode()) in frames
 
 
 def test_token_file_is_reported_after_success(tmp_path: Path) -> None:
@@ -145,3 +145,14 @@ def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> 
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     frames = frames_of(proc)
     assert ("o", b"hi\n") in frames and frames[-1] == ("x", b"0")
+
+
+def test_pty_mode_gives_the_command_a_terminal() -> None:
+    proc = start(RemoteSpec(command=("sh", "-c", "tty; stty size; read x; echo got:$x"), pty=True, size=(100, 30)))
+    assert proc.stdin
+    proc.stdin.write(b"h\n" + stdin_line(b"typed\n"))
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    out = b"".join(p for k, p in frames if k == "o").decode()
+    assert "/dev/pts/" in out and "30 100" in out and "got:typed" in out
+    assert frames[-1] == ("x", b"0")

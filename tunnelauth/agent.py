@@ -119,8 +119,18 @@ def find_command(name, home, user=None):
     return None
 
 
+ADDRESSES = {
+    "0100007F": "127.0.0.1",
+    "00000000": "0.0.0.0",
+    "00000000000000000000000001000000": "::1",
+    "00000000000000000000000000000000": "::",
+}
+
+
 def listening(port):
+    """The address something LISTENs on at port ('127.0.0.1', '::1', ...), or None."""
     want = ":%04X" % port
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -128,10 +138,14 @@ def listening(port):
                 for row in handle:
                     cols = row.split()
                     if cols[1].endswith(want) and cols[3] == "0A":
-                        return True
+                        found.append(ADDRESSES.get(cols[1].split(":")[0], "other"))
         except (OSError, StopIteration):
             continue
-    return False
+    # An IPv4 listener is what a plain 127.0.0.1 forward reaches; prefer it when both exist.
+    for address in ("127.0.0.1", "0.0.0.0", "::", "::1"):
+        if address in found:
+            return address
+    return found[0] if found else None
 
 
 def token_file(user, home_env):
@@ -153,6 +167,59 @@ def token_file(user, home_env):
     except OSError as exc:
         info["error"] = exc.strerror
     return info
+
+
+class PtyChild(object):
+    """A Popen look-alike whose stdin/stdout are both the master side of a pseudo-terminal."""
+
+    def __init__(self, proc, master):
+        self.proc = proc
+        self.pid = proc.pid
+        self.master = master
+        self.stdin = self
+        self.stdout = self
+        self.stderr = None
+
+    def fileno(self):
+        return self.master
+
+    def write(self, data):
+        os.write(self.master, data)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        os.write(self.master, b"\x04")  # end of input, as a person's Ctrl-D
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self):
+        return self.proc.wait()
+
+
+def start_in_pty(argv, env, cwd, size):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    if size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+
+    def controlling_tty():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = dict(env)
+    env.setdefault("TERM", "xterm-256color")
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
+        start_new_session=True, preexec_fn=controlling_tty,
+    )
+    os.close(slave)
+    return PtyChild(proc, master)
 
 
 def main(config):
@@ -189,11 +256,15 @@ def supervise(config):
         keep = ["PYTHONUNBUFFERED"] + sorted(config.get("env", {}))
         argv = ["sudo", "-n", "-H", "-u", user, "--", "env"] + [
             k + "=" + env[k] for k in keep] + argv
+    cwd = home if os.access(home, os.X_OK) else "/"
     try:
-        child = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, start_new_session=True, cwd=home if os.access(home, os.X_OK) else "/",
-        )
+        if config.get("pty"):
+            child = start_in_pty(argv, env, cwd, config.get("size"))
+        else:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, start_new_session=True, cwd=cwd,
+            )
     except OSError as exc:
         frame("n", json.dumps({"command": name, "looked": [path], "error": exc.strerror}))
         return 127
@@ -228,7 +299,9 @@ def pump(config, child, kill, user):
     last = time.time()
     pending = b""
     watch = set()
-    streams = {child.stdout.fileno(): "o", child.stderr.fileno(): "e"}
+    streams = {child.stdout.fileno(): "o"}
+    if child.stderr is not None:
+        streams[child.stderr.fileno()] = "e"
     stdin_open = True
     while streams:
         fds = list(streams) + ([IN] if stdin_open else [])
@@ -253,21 +326,26 @@ def pump(config, child, kill, user):
                             pass
                     elif line == b"c" and child.stdin:
                         child.stdin.close()
-                        child.stdin = None
+                        if not isinstance(child, PtyChild):
+                            child.stdin = None
                     elif line[:1] == b"w" and line[1:].isdigit():
                         watch.add(int(line[1:]))
                     elif line == b"k":
                         kill()
             else:
-                data = os.read(fd, 65536)
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""  # a pty master reads EIO once the child side is gone
                 if data:
                     frame(streams[fd], data)
                 else:
                     del streams[fd]
         for port in sorted(watch):
-            if listening(port):
+            address = listening(port)
+            if address:
                 watch.discard(port)
-                frame("L", str(port))
+                frame("L", "%d %s" % (port, address))
         if stdin_open and time.time() - last > dead_after:
             # Heartbeats stopped: the link is cut even though no EOF arrived.
             kill()

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from tunnelauth import __version__
 from tunnelauth.errors import EXIT_CODES, TunnelauthError, UsageError
 
+if TYPE_CHECKING:  # the login path imports these when it runs; --help stays fast without them
+    from tunnelauth import flow, output, ssh
+
 app = typer.Typer(
     add_completion=False,
-    rich_markup_mode=None,  # plain help: rich costs more start-up time than the whole login path
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # plain help: rich costs more start-up time than the whole login path
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
@@ -23,7 +28,7 @@ app = typer.Typer(
     ),
 )
 
-SUBCOMMANDS = {"login", "providers", "exit-codes"}
+SUBCOMMANDS = {"login", "run", "providers", "exit-codes", "doctor"}
 
 
 def _version(value: bool) -> None:
@@ -39,77 +44,172 @@ def _root(
     pass
 
 
+# SSH options shared by every command that connects (typer reuses these defaults).
+JUMP = typer.Option(None, "-J", "--jump", help="Jump hosts: [user@]host[:port][,...], like ssh -J.")
+PORT = typer.Option(None, "-p", "--port", help="SSH port of the destination.")
+LOGIN = typer.Option(None, "-l", "--login", help="Remote user name.")
+IDENTITY = typer.Option([], "-i", "--identity", help="Private key file (repeatable).")
+CONFIG = typer.Option(None, "-F", "--config", help="ssh config file (default ~/.ssh/config).")
+OPTION = typer.Option([], "-o", help="ssh option Key=Value (repeatable), as for ssh -o.")
+ACCEPT_NEW = typer.Option(False, "--accept-new", help="Record unknown host keys in known_hosts (changed keys are always refused).")
+REMOTE_ENV = typer.Option([], "--remote-env", help="KEY=VALUE for the remote command (repeatable).")
+AS_USER = typer.Option(None, "--as-user", help="Run the remote command as this user, through sudo -n.")
+NO_OPEN = typer.Option(False, "--no-open", help="Print URLs instead of opening the browser.")
+ALLOW_HOST = typer.Option([], "--allow-host", help="Open authorize URLs on this host without a warning (labs).")
+VERBOSE = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote line and every decision.")
+
+
+def _hops(destination: str, jump: str | None, port: int | None, login_name: str | None,
+          identity: list[str], config_file: Path | None, option: list[str], accept_new: bool) -> tuple[ssh.Hop, ...]:
+    """The hops to connect, from the ssh-style options every connecting command takes."""
+    from tunnelauth import ssh
+
+    if port is not None:
+        ssh.parse_port(str(port), "-p")
+    settings = ssh.SshSettings(
+        config_file=config_file.expanduser() if config_file else None,
+        identities=tuple(str(Path(i).expanduser()) for i in identity),
+        login=ssh.check_login(login_name, "-l") if login_name else None,
+        port=port,
+        options=dict(ssh.parse_option(o) for o in option),
+        accept_new=accept_new,
+    )
+    for path in settings.identities:
+        if not Path(path).is_file():
+            raise UsageError(f"-i {path}: no such key file")
+    jumps = ssh.parse_jumps(jump) if jump is not None else None
+    return tuple(ssh.plan(ssh.parse_endpoint(destination), jumps, settings))
+
+
+def _check_timeout(timeout: float) -> float:
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"--timeout {timeout:g} must be more than 0 seconds")
+    return timeout
+
+
 @app.command()
 def login(
     provider: str = typer.Argument(..., help="xai, spotify, anthropic, codex, minimax or nous (see `providers`)."),
     destination: str = typer.Argument(..., help="[user@]host[:port], or a Host alias from the ssh config."),
-    jump: Optional[str] = typer.Option(None, "-J", "--jump", help="Jump hosts: [user@]host[:port][,...], like ssh -J."),
-    port: Optional[int] = typer.Option(None, "-p", "--port", help="SSH port of the destination."),
-    login_name: Optional[str] = typer.Option(None, "-l", "--login", help="Remote user name."),
-    identity: List[str] = typer.Option([], "-i", "--identity", help="Private key file (repeatable)."),
-    config_file: Optional[Path] = typer.Option(None, "-F", "--config", help="ssh config file (default ~/.ssh/config)."),
-    option: List[str] = typer.Option([], "-o", help="ssh option Key=Value (repeatable), as for ssh -o."),
+    jump: Optional[str] = JUMP,
+    port: Optional[int] = PORT,
+    login_name: Optional[str] = LOGIN,
+    identity: List[str] = IDENTITY,
+    config_file: Optional[Path] = CONFIG,
+    option: List[str] = OPTION,
     hermes: str = typer.Option("hermes", "--hermes", help="The remote hermes command (found on the login PATH and in the usual install places)."),
-    remote_env: List[str] = typer.Option([], "--remote-env", help="KEY=VALUE for the remote command (repeatable)."),
-    as_user: Optional[str] = typer.Option(None, "--as-user", help="Run hermes as this remote user, through sudo -n."),
+    remote_env: List[str] = REMOTE_ENV,
+    as_user: Optional[str] = AS_USER,
     hermes_home: Optional[str] = typer.Option(None, "--hermes-home", help="HERMES_HOME for the remote hermes."),
     client_id: Optional[str] = typer.Option(None, "--client-id", help="Answer for hermes's `Spotify Client ID:` prompt."),
-    no_open: bool = typer.Option(False, "--no-open", help="Print URLs instead of opening the browser."),
-    accept_new: bool = typer.Option(False, "--accept-new", help="Record unknown host keys in known_hosts (changed keys are always refused)."),
-    allow_host: List[str] = typer.Option([], "--allow-host", help="Open authorize URLs on this host without a warning (labs)."),
+    no_open: bool = NO_OPEN,
+    accept_new: bool = ACCEPT_NEW,
+    allow_host: List[str] = ALLOW_HOST,
     timeout: float = typer.Option(300.0, "--timeout", help="Give up (and stop the remote hermes) after this many seconds."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote line and every decision."),
+    verbose: int = VERBOSE,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
 ) -> None:
     """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
-    import asyncio
-
-    from tunnelauth import flow, output, providers, remote, ssh
+    from tunnelauth import flow, output, providers, remote
 
     reporter = output.JsonReporter() if json_lines else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
-    try:
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise UsageError(f"--timeout {timeout:g} must be more than 0 seconds")
-        if port is not None:
-            ssh.parse_port(str(port), "-p")
-        settings = ssh.SshSettings(
-            config_file=config_file.expanduser() if config_file else None,
-            identities=tuple(str(Path(i).expanduser()) for i in identity),
-            login=ssh.check_login(login_name, "-l") if login_name else None,
-            port=port,
-            options=dict(ssh.parse_option(o) for o in option),
-            accept_new=accept_new,
-        )
-        for path in settings.identities:
-            if not Path(path).is_file():
-                raise UsageError(f"-i {path}: no such key file")
+
+    def request() -> flow.LoginRequest:
         env = remote.parse_env(remote_env)
         if hermes_home:
             env["HERMES_HOME"] = hermes_home
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
-        answers = {"Spotify Client ID": client_id} if client_id else {}
-        request = flow.LoginRequest(
+        return flow.LoginRequest(
             provider=providers.lookup(provider),
-            hops=tuple(ssh.plan(ssh.parse_endpoint(destination),
-                                ssh.parse_jumps(jump) if jump is not None else None, settings)),
+            hops=_hops(destination, jump, port, login_name, identity, config_file, option, accept_new),
             hermes=hermes,
             remote_env=env,
             as_user=remote.check_user(as_user) if as_user else None,
             open_browser=not no_open,
-            timeout=timeout,
+            timeout=_check_timeout(timeout),
             allow_hosts=tuple(h.lower() for h in allow_host),
-            answers=answers,
+            answers={"Spotify Client ID": client_id} if client_id else {},
         )
-        result = asyncio.run(flow.run(request, reporter))
+
+    reporter.result(_execute(request, reporter))
+
+
+@app.command()
+def run(
+    destination: str = typer.Argument(..., help="[user@]host[:port], or a Host alias from the ssh config."),
+    command: List[str] = typer.Argument(..., help="The command to run remotely, after `--`."),
+    jump: Optional[str] = JUMP,
+    port: Optional[int] = PORT,
+    login_name: Optional[str] = LOGIN,
+    identity: List[str] = IDENTITY,
+    config_file: Optional[Path] = CONFIG,
+    option: List[str] = OPTION,
+    remote_env: List[str] = REMOTE_ENV,
+    as_user: Optional[str] = AS_USER,
+    no_open: bool = NO_OPEN,
+    accept_new: bool = ACCEPT_NEW,
+    allow_host: List[str] = ALLOW_HOST,
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop the command after this many seconds (default: no limit)."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Run any CLI remotely; forward each loopback callback port it prints, open its login URL."""
+    import shutil
+
+    from tunnelauth import flow, output, remote
+
+    terminal = sys.stdin.isatty()
+    reporter = output.ConsoleReporter(1 + min(verbose, 1) if verbose else 0)
+
+    def request() -> flow.LoginRequest:
+        size = shutil.get_terminal_size()
+        return flow.LoginRequest(
+            provider=None,
+            hops=_hops(destination, jump, port, login_name, identity, config_file, option, accept_new),
+            remote_env=remote.parse_env(remote_env),
+            as_user=remote.check_user(as_user) if as_user else None,
+            open_browser=not no_open,
+            timeout=_check_timeout(timeout) if timeout is not None else None,
+            allow_hosts=tuple(h.lower() for h in allow_host),
+            command=tuple(command),
+            pty=terminal,
+            size=(size.columns, size.lines) if terminal else None,
+            stdin_fd=sys.stdin.fileno() if not sys.stdin.closed else None,
+        )
+
+    if terminal:
+        # Like ssh -t: keys go to the remote terminal as typed (Ctrl-C included), its echo comes back.
+        import termios
+        import tty
+
+        saved = termios.tcgetattr(sys.stdin.fileno())
+        tty.setraw(sys.stdin.fileno())
+        reporter.newline = "\r\n"
+        try:
+            result = _execute(request, reporter)
+        finally:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+    else:
+        result = _execute(request, reporter)
+    sys.stdout.flush()
+    raise typer.Exit(result.exit_status)
+
+
+def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleReporter) -> flow.LoginResult:
+    """Build the request and run it; every failure becomes its message and exit code."""
+    import asyncio
+
+    from tunnelauth import flow
+
+    try:
+        return asyncio.run(flow.run(build(), reporter))
     except TunnelauthError as exc:
         reporter.failure(str(exc), exc.exit_code)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         reporter.failure("interrupted", 130)
         raise typer.Exit(130) from None
-    reporter.result(result)
 
 
 @app.command("providers")
@@ -137,6 +237,64 @@ def exit_codes() -> None:
     """List tunnelauth's exit codes."""
     for code, meaning in sorted(EXIT_CODES.items()):
         print(f"{code:>3}  {meaning}")
+
+
+@app.command("doctor")
+def doctor(
+    destinations: List[str] = typer.Argument(..., help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
+    jump: Optional[str] = JUMP,
+    port: Optional[int] = PORT,
+    login_name: Optional[str] = LOGIN,
+    identity: List[str] = IDENTITY,
+    config_file: Optional[Path] = CONFIG,
+    option: List[str] = OPTION,
+    provider: Optional[str] = typer.Option(None, "--provider", help="Check for this provider only (default: every provider)."),
+    hermes: str = typer.Option("hermes", "--hermes", help="The remote hermes command, looked up as a login does."),
+    remote_env: List[str] = REMOTE_ENV,
+    as_user: Optional[str] = AS_USER,
+    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", help="HERMES_HOME for the remote hermes."),
+    accept_new: bool = ACCEPT_NEW,
+    json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
+    strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Destinations checked at the same time."),
+) -> None:
+    """Check that logins to DESTINATION... would work (for CI): hops, forwarding, hermes and its
+    flows, callback ports, token directory. Exit 0 when nothing fails; leaves nothing running."""
+    import asyncio
+
+    from tunnelauth import doctor as checkup
+    from tunnelauth import output, providers, remote
+
+    try:
+        if concurrency < 1:
+            raise UsageError(f"--concurrency {concurrency} must be 1 or more")
+        env = remote.parse_env(remote_env)
+        if hermes_home:
+            env["HERMES_HOME"] = hermes_home
+        if not hermes.strip() or "\0" in hermes:
+            raise UsageError("--hermes must name a command")
+        request = checkup.DoctorRequest(
+            destinations=tuple(
+                (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new))
+                for d in destinations
+            ),
+            providers=(providers.lookup(provider),) if provider else providers.PROVIDERS,
+            provider_given=provider is not None,
+            hermes=hermes,
+            remote_env=env,
+            as_user=remote.check_user(as_user) if as_user else None,
+            strict=strict,
+            concurrency=concurrency,
+        )
+        report = asyncio.run(checkup.run(request))
+    except TunnelauthError as exc:
+        output.ConsoleReporter().error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        output.ConsoleReporter().error("interrupted")
+        raise typer.Exit(130) from None
+    (checkup.as_json if json_output else checkup.as_table)(report)
+    raise typer.Exit(report.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,10 @@ T = TypeVar("T")
 
 
 class Reporter(Protocol):
+    def passthrough(self, stream: str, data: bytes) -> None:
+        """The command's own output, for `run`."""
+        ...
+
     def step(self, text: str, event: str | None = None, **fields: object) -> None:
         """Progress for a person (text) and, when `event` is set, for a machine."""
         ...
@@ -55,7 +60,9 @@ class Reporter(Protocol):
 
 @dataclass(frozen=True)
 class LoginRequest:
-    provider: Provider
+    """A hermes login (provider set) or `tunnelauth run` of any command (provider None)."""
+
+    provider: Provider | None
     hops: tuple[ssh.Hop, ...]
     hermes: str = "hermes"
     remote_env: Mapping[str, str] = field(default_factory=dict)
@@ -64,6 +71,10 @@ class LoginRequest:
     timeout: float | None = DEFAULT_TIMEOUT
     allow_hosts: tuple[str, ...] = ()
     answers: Mapping[str, str] = field(default_factory=dict)  # prompt prefix -> answer
+    command: tuple[str, ...] = ()  # for `run`: the command and its arguments
+    pty: bool = False  # for `run`: give the command a terminal (the laptop has one)
+    size: tuple[int, int] | None = None  # the laptop terminal's columns and rows
+    stdin_fd: int | None = None  # for `run`: relay this file descriptor to the command
 
     @property
     def destination(self) -> ssh.Hop:
@@ -77,6 +88,7 @@ class LoginResult:
     label: str | None
     token_file: str | None
     token_mode: int | None
+    exit_status: int = 0  # the remote command's, for `run`
 
 
 async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
@@ -107,7 +119,7 @@ async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
 
 async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
     provider = request.provider
-    if provider.loopback and provider.port:
+    if provider is not None and provider.loopback and provider.port:
         # Checked before connecting, so a busy port costs nothing remote.
         ensure_free(provider.port)
     async with AsyncExitStack() as stack:
@@ -182,7 +194,8 @@ class _Session:
         self.reporter = reporter
         self.chain = chain
         self.conn = chain.last
-        self.parser = parse.Parser(request.provider)
+        self.running = request.provider is None  # `tunnelauth run`, not a hermes login
+        self.parser = parse.Parser(request.provider, loopback_urls=self.running)
         self.frames = remote.FrameDecoder()
         self.proc: asyncssh.SSHClientProcess[bytes] | None = None
         self.group: TaskGroup | None = None
@@ -205,16 +218,18 @@ class _Session:
 
     async def run(self) -> LoginResult:
         provider = self.request.provider
-        if provider.loopback and provider.port:
-            await self._forward(provider.port)
-        spec = remote.RemoteSpec(
-            command=(self.request.hermes, *provider.args),
-            env=self.request.remote_env,
-            as_user=self.request.as_user,
-            token_check=True,
-        )
+        if provider is None:
+            spec = remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
+                                     as_user=self.request.as_user, pty=self.request.pty,
+                                     size=self.request.size)
+        else:
+            if provider.loopback and provider.port:
+                await self._forward(provider.port)
+            spec = remote.RemoteSpec(command=(self.request.hermes, *provider.args),
+                                     env=self.request.remote_env, as_user=self.request.as_user,
+                                     token_check=True)
         self.reporter.step(
-            f"starting {self.request.hermes} {' '.join(provider.args)} on {self.request.destination}",
+            f"starting {' '.join(spec.command)} on {self.request.destination}",
             "started", destination=str(self.request.destination), command=" ".join(spec.command),
         )
         try:
@@ -224,7 +239,16 @@ class _Session:
         async with TaskGroup() as group:
             self.group = group
             helpers = [group.create_task(self._heartbeat()), group.create_task(self._read_stderr())]
-            await self._read_stdout()
+            if self.request.stdin_fd is not None:
+                self._relay_stdin(self.request.stdin_fd)
+            try:
+                await self._read_stdout()
+            finally:
+                if self.request.stdin_fd is not None:
+                    try:
+                        asyncio.get_running_loop().remove_reader(self.request.stdin_fd)
+                    except (OSError, ValueError):
+                        pass
             for task in helpers:
                 task.cancel()
         self.finished = True
@@ -299,13 +323,49 @@ class _Session:
             + (f": {tail}" if tail else "")
         )
 
+    def _relay_stdin(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def read() -> bytes:
+            try:
+                return os.read(fd, 4096)
+            except OSError:
+                return b""
+
+        def forward(data: bytes) -> None:
+            self._send(remote.stdin_line(data) if data else b"c\n")
+
+        def readable() -> None:
+            data = read()
+            if not data:
+                loop.remove_reader(fd)
+            forward(data)
+
+        def blocking() -> None:
+            while data := read():
+                loop.call_soon_threadsafe(forward, data)
+            loop.call_soon_threadsafe(forward, b"")
+
+        try:
+            loop.add_reader(fd, readable)
+        except (OSError, ValueError):
+            # A regular file or /dev/null cannot be polled: read it in a thread instead.
+            threading.Thread(target=blocking, daemon=True).start()
+
     async def _frame(self, kind: str, payload: bytes) -> None:
+        if kind in "oe" and self.running:
+            self.reporter.passthrough("stdout" if kind == "o" else "stderr", payload)
         if kind in "oe":
             for event in self.parser.feed(payload, "stdout" if kind == "o" else "stderr"):
                 await self._event(event)
         elif kind == "L":
-            self.listening.add(int(payload))
-            self.reporter.detail(f"the target now listens on 127.0.0.1:{int(payload)}")
+            port_text, _, address = payload.decode().partition(" ")
+            port = int(port_text)
+            self.listening.add(port)
+            if address == "::1" and port in self.forwards:
+                # It listens on IPv6 loopback only: the forward must connect there.
+                self.forwards[port].remote_host = "::1"
+            self.reporter.detail(f"the target now listens on {address or '127.0.0.1'}:{port}")
             await self._maybe_open()
         elif kind == "x":
             for event in self.parser.close():
@@ -321,10 +381,12 @@ class _Session:
             )
         elif kind == "n":
             info = json.loads(payload)
+            hint = ("install hermes-agent there, or pass --hermes /path/to/hermes" if not self.running
+                    else "check the command's name, or give its full path")
             raise RemoteSetupError(
                 f"{info['command']} was not found on {self.request.destination}; looked in "
                 + ", ".join(info["looked"]),
-                hint="install hermes-agent there, or pass --hermes /path/to/hermes",
+                hint=hint,
             )
 
     # -- reacting to events ----------------------------------------------------------------
@@ -344,7 +406,7 @@ class _Session:
         elif isinstance(event, parse.UserCode):
             await self._device()
             self.reporter.show_code(event.code)
-        elif isinstance(event, parse.Prompt):
+        elif isinstance(event, parse.Prompt) and not self.running:  # `run` relays the terminal itself
             self._prompt(event)
         elif isinstance(event, parse.Success):
             self.success = event
@@ -358,6 +420,9 @@ class _Session:
                 self.failures = (self.failures + [event.message])[-2:]
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
+        if self.running:
+            await self._run_port(event)
+            return
         if self.device or self.success:
             return
         if event.listening:
@@ -372,6 +437,15 @@ class _Session:
                 )
             for port in old:
                 await self.forwards.pop(port).close()
+        await self._maybe_open()
+
+    async def _run_port(self, event: parse.CallbackPort) -> None:
+        """`run` forwards every loopback port it sees and keeps them all: a CLI may use several."""
+        if event.listening:
+            self.listening.add(event.port)
+        if event.port not in self.forwards:
+            self.reporter.detail(f"port {event.port}: seen as a loopback URL ({event.source}) in the output")
+            await self._forward(event.port, also_ipv6=event.host == "localhost")
         await self._maybe_open()
 
     async def _authorize_url(self, event: parse.AuthorizeUrl) -> None:
@@ -395,14 +469,16 @@ class _Session:
             self._open(url.url, "authorize")
 
     async def _device(self) -> None:
+        if self.running:
+            return
         if not self.device:
             self.device = True
             if self.forwards:
                 self.reporter.detail("device-code flow: no callback, so no tunnel")
             await self._close_forwards()
 
-    async def _forward(self, port: int) -> None:
-        forward = Forward(self.conn, port, self._forward_failed, self._relaying)
+    async def _forward(self, port: int, also_ipv6: bool = False) -> None:
+        forward = Forward(self.conn, port, self._forward_failed, self._relaying, also_ipv6=also_ipv6)
         await forward.start()
         self.forwards[port] = forward
         self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}", "forwarded", port=port)
@@ -425,8 +501,9 @@ class _Session:
         if url in self.opened:
             return
         self.opened.add(url)
-        warning = browser.vet(url, self.request.provider.authorize_hosts, self.request.allow_hosts)
-        if warning:
+        provider = self.request.provider
+        warning = browser.vet(url, provider.authorize_hosts if provider else (), self.request.allow_hosts)
+        if warning and provider is not None:  # `run` has no known hosts to compare with
             self.reporter.warn(warning)
         if not self.request.open_browser:
             self.reporter.show_url(url, purpose, None)
@@ -493,6 +570,9 @@ class _Session:
 
     async def _result(self) -> LoginResult:
         status = self.exit_status
+        if self.running:
+            return LoginResult(provider="", destination=str(self.request.destination), label=None,
+                               token_file=None, token_mode=None, exit_status=status or 0)
         if status == 0 and self.success is not None:
             info = self.token_info
             path = str(info.get("path") or self.token_path or "") or None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -26,12 +27,19 @@ class ConsoleReporter:
         self.err = err or sys.stderr
         self.out = out or sys.stdout
         self.color = _tty(self.err)
+        self.newline = "\n"
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def _say(self, text: str) -> None:
-        print(text, file=self.err, flush=True)
+        # In raw terminal mode (`run` with a terminal) a bare newline would not return the carriage.
+        print(text, file=self.err, end=self.newline, flush=True)
+
+    def passthrough(self, stream: str, data: bytes) -> None:
+        target = self.out if stream == "stdout" else self.err
+        target.flush()
+        os.write(target.fileno(), data)
 
     def step(self, text: str, event: str | None = None, **fields: object) -> None:
         if text and self.verbosity >= 1:

@@ -138,7 +138,7 @@ def loopback_port(url: str) -> tuple[str, int] | None:
     return None
 
 
-def authorize_url(url: str) -> AuthorizeUrl | None:
+def authorize_url(url: str, *, any_loopback_redirect: bool = False) -> AuthorizeUrl | None:
     """An OAuth authorization request: http(s), with client_id and a response_type or redirect_uri.
 
     Whether it may be opened (scheme, host) is the browser module's decision, not the parser's.
@@ -150,10 +150,11 @@ def authorize_url(url: str) -> AuthorizeUrl | None:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return None
     query = parse_qs(parts.query)
-    if "client_id" not in query or not ({"redirect_uri", "response_type"} & query.keys()):
-        return None
     redirect = query.get("redirect_uri", [""])[0]
     found = loopback_port(unquote(redirect)) if redirect else None
+    oauth = "client_id" in query and bool({"redirect_uri", "response_type"} & query.keys())
+    if not oauth and not (any_loopback_redirect and found and parts.scheme == "https"):
+        return None
     if found is None:
         return AuthorizeUrl(url=url, redirect_port=None)
     return AuthorizeUrl(url=url, redirect_port=found[1], redirect_host=found[0])
@@ -172,8 +173,13 @@ class _Stream:
 class Parser:
     """Incremental parser for one remote login command's output."""
 
-    def __init__(self, provider: Provider | None = None, *, max_line: int = MAX_LINE) -> None:
+    def __init__(self, provider: Provider | None = None, *, max_line: int = MAX_LINE,
+                 loopback_urls: bool = False) -> None:
+        """loopback_urls: also report every loopback http URL in the text as a callback port
+        (for `tunnelauth run`, where any CLI's callback must be caught; forwarding an unused
+        port is harmless, opening a browser is not, so only authorize URLs are ever opened)."""
         self._max_line = max_line
+        self._loopback_urls = loopback_urls
         self._streams: dict[str, _Stream] = {}
         success = provider.success if provider else ()
         failure = (provider.failure if provider else ()) + COMMON_FAILURES
@@ -283,7 +289,7 @@ class Parser:
         if m := _TOKEN_FILE.match(text):
             return [TokenFile(m["path"])]
         for url in _URL.findall(text):
-            found = authorize_url(url)
+            found = authorize_url(url, any_loopback_redirect=self._loopback_urls)
             if found and url not in self._seen_urls:
                 self._seen_urls.add(url)
                 events.append(found)
@@ -292,4 +298,6 @@ class Parser:
                         CallbackPort(found.redirect_port, listening=False, source="redirect_uri",
                                      host=found.redirect_host or "127.0.0.1")
                     )
+            elif self._loopback_urls and (local := loopback_port(url)):
+                events.append(CallbackPort(local[1], listening=False, source="url", host=local[0]))
         return events

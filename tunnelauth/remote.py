@@ -58,6 +58,8 @@ class RemoteSpec:
     as_user: str | None = None
     token_check: bool = False
     dead_after: float = DEAD_AFTER
+    pty: bool = False
+    size: tuple[int, int] | None = None  # columns, rows
 
 
 def _agent_source() -> bytes:
@@ -79,6 +81,8 @@ def command_line(spec: RemoteSpec) -> str:
         "as_user": spec.as_user,
         "token_check": spec.token_check,
         "dead_after": spec.dead_after,
+        "pty": spec.pty,
+        "size": list(spec.size) if spec.size else None,
     }
     payload = base64.b64encode(json.dumps(config).encode()).decode()
     return _python(_agent_source(), payload)

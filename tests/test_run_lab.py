@@ -1,0 +1,121 @@
+"""`tunnelauth run` with CLIs shaped like codex, az/MCP, kubelogin, in the SSH lab."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import e2e
+from tests.lab.netlab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def provider(lab: Lab) -> Iterator[e2e.Provider]:
+    server = e2e.start_provider(lab)
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cli(lab: Lab) -> Path:
+    return e2e.install_script(lab, e2e.FAKES / "loopback_cli.py", "loopback-cli")
+
+
+@pytest.fixture
+def laptop(clean_lab: Lab) -> e2e.Laptop:
+    return e2e.Laptop(clean_lab)
+
+
+def run_args(lab: Lab, cli: Path, provider: e2e.Provider, *cli_args: str) -> list[str]:
+    return ["run", "target", "--allow-host", lab.provider_ip, "-v", "--", str(cli), "--provider", provider.url,
+            *cli_args]
+
+
+def callbacks(laptop: e2e.Laptop) -> list[str]:
+    return [str(run["final"]) for run in laptop.browser_runs()]
+
+
+def test_fixed_port_printed_plainly(lab: Lab, laptop: e2e.Laptop, cli: Path, provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--port", "1455", "--style", "plain"))
+    assert run.returncode == 0, run.output
+    assert "Got a code on port 1455." in run.stdout and "Logged in." in run.stdout
+    assert callbacks(laptop) == ["127.0.0.1:1455/callback"]
+    assert 1455 not in lab.listening_ports("laptop")
+
+
+def test_random_port_only_inside_an_encoded_redirect_uri(lab: Lab, laptop: e2e.Laptop, cli: Path,
+                                                         provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--style", "encoded"))
+    assert run.returncode == 0, run.output
+    port = int(run.stdout.split("Got a code on port ")[1].split(".")[0])
+    assert callbacks(laptop) == [f"127.0.0.1:{port}/callback"]
+    assert f"port {port}: seen" in run.stderr  # -v says why each port was forwarded
+
+
+def test_localhost_redirect_to_a_cli_listening_on_ipv6_only(lab: Lab, laptop: e2e.Laptop, cli: Path,
+                                                           provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--listen", "::1", "--redirect-host", "localhost",
+                              "--style", "encoded"))
+    assert run.returncode == 0, run.output
+    assert "Logged in." in run.stdout
+    assert len(callbacks(laptop)) == 1 and callbacks(laptop)[0].startswith("localhost:")
+
+
+def test_two_ports_in_one_session(lab: Lab, laptop: e2e.Laptop, cli: Path, provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--ports", "8000,18000", "--style", "plain"))
+    assert run.returncode == 0, run.output
+    assert callbacks(laptop) == ["127.0.0.1:8000/callback", "127.0.0.1:18000/callback"]
+    assert not {8000, 18000} & lab.listening_ports("laptop")
+
+
+def test_exit_status_of_the_command_is_tunnelauths(lab: Lab, laptop: e2e.Laptop, cli: Path,
+                                                   provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--style", "encoded", "--exit", "42"))
+    assert run.returncode == 42, run.output
+    assert e2e.gone_within(lab, "loopback-cli", 5)
+
+
+def test_lookalike_output_opens_no_browser(lab: Lab, laptop: e2e.Laptop, cli: Path, provider: e2e.Provider) -> None:
+    run = laptop.run(run_args(lab, cli, provider, "--noise", "--style", "encoded"))
+    assert run.returncode == 0, run.output
+    assert all(":8080" not in str(r["url"]) for r in laptop.browser_runs())
+    assert "port 8080: seen" in run.stderr  # forwarded (harmless) and said why
+    assert len(laptop.browser_runs()) == 1
+
+
+def test_interactive_prompt_answered_through_the_terminal(lab: Lab, laptop: e2e.Laptop, cli: Path,
+                                                          provider: e2e.Provider) -> None:
+    proc, tty = laptop.start_with_tty(run_args(lab, cli, provider, "--prompt", "--style", "encoded"))
+    try:
+        out = b""
+        import select
+        import time
+
+        deadline = time.monotonic() + 30
+        while b"Continue?" not in out and time.monotonic() < deadline:
+            # The remote terminal's output arrives on our stdout pipe, not on the pty.
+            assert proc.stdout is not None
+            ready = select.select([proc.stdout.fileno()], [], [], 0.2)[0]
+            if ready:
+                out += os.read(proc.stdout.fileno(), 4096)
+        assert b"Continue?" in out, out
+        os.write(tty, b"y\r")
+        run = e2e.finish(proc)
+    finally:
+        os.close(tty)
+    assert run.returncode == 0, run.output
+    assert "Logged in." in run.stdout
+
+
+def test_run_through_a_target_that_forbids_forwarding(clean_lab: Lab, cli: Path, provider: e2e.Provider) -> None:
+    clean_lab.start_sshd("target", extra=["AllowTcpForwarding no"])
+    laptop = e2e.Laptop(clean_lab)
+    run = laptop.run(run_args(clean_lab, cli, provider, "--style", "encoded"))
+    assert run.returncode == 0, run.output
+    assert "relaying the callback" in run.stderr and "Logged in." in run.stdout
