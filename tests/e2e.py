@@ -257,3 +257,29 @@ def link_down(lab: Lab) -> Iterator[None]:
         # An interface going down drops the routes through it, the provider's among them.
         subprocess.run(["ip", "-n", lab.laptop_ns, "route", "replace", f"{lab.provider_ip}/32",
                         "via", lab.bastion_ip], check=True)
+
+
+def finish_now(proc: subprocess.Popen[str], sig: int | None = None, timeout: float = 30) -> Run:
+    """Like finish(), but done when tunnelauth exits, even while a child it started (a browser
+    that is still waiting) holds its output pipes open."""
+    if sig is not None:
+        proc.send_signal(sig)
+    start = time.monotonic()
+    proc.wait(timeout=timeout)
+    elapsed = time.monotonic() - start
+    texts = []
+    for stream in (proc.stdout, proc.stderr):
+        assert stream is not None
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        texts.append(data.decode(errors="replace"))
+    return Run(proc.returncode, texts[0], texts[1], elapsed)

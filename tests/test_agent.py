@@ -134,7 +134,9 @@ def test_token_file_is_reported_after_success(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("version", ["3.6", "3.8"])
 def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> None:
-    python = shutil.which(f"python{version}")
+    # sudo's secure_path hides pyenv's shims: look in pyenv's versions too.
+    found = sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}"))
+    python = shutil.which(f"python{version}") or (str(found[-1]) if found else None)
     if python is None:
         pytest.skip(f"python{version} is not installed here")
     bin_dir = tmp_path / "bin"

@@ -482,3 +482,74 @@ async def _close(conn: asyncssh.SSHClientConnection) -> None:
             await conn.wait_closed()
     except TIMEOUTS:
         conn.abort()
+
+
+# -- shared connections ------------------------------------------------------------------------
+
+
+async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
+    """One hop, through `via` (None: directly), with connect()'s policy and error translation.
+
+    The caller owns the connection and must close it.
+    """
+    policy = _HostKeyPolicy(hop, _known_hosts(hop))
+    try:
+        async with timeout(hop.connect_timeout):
+            return await asyncssh.connect(
+                hop.host,
+                hop.port,
+                tunnel=via,
+                proxy_command=hop.proxy_command if via is None else None,
+                config=None,
+                username=hop.user,
+                known_hosts=policy.known,
+                client_factory=lambda: policy,
+                client_keys=_client_keys(hop),
+                agent_path=None if hop.identities_only else (),
+                password_auth=False,
+                kbdint_auth=False,
+                keepalive_interval=hop.keepalive_interval,
+                keepalive_count_max=hop.keepalive_count_max,
+                encryption_algs=CIPHERS,
+                connect_timeout=hop.connect_timeout,
+            )
+    except (OSError, asyncssh.Error, *TIMEOUTS, ValueError) as exc:
+        raise _translate(hop, exc, policy) from exc
+
+
+class SharedConnections:
+    """One connection per hop-chain prefix, so destinations behind the same jump hosts share
+    them (a fleet check logs in to a bastion once, not once per target).
+
+    Keyed by the tuple of Hops up to and including the hop; a failed connect is remembered
+    too, so every destination behind a dead bastion gets the same error at once.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[Hop, ...], asyncio.Task[asyncssh.SSHClientConnection]] = {}
+
+    async def get(self, chain: tuple[Hop, ...]) -> tuple[asyncssh.SSHClientConnection, bool]:
+        """The connection to chain[-1] through the others; True when it already existed
+        (or was being opened) for another caller."""
+        task = self._tasks.get(chain)
+        shared = task is not None
+        if task is None:
+            task = asyncio.ensure_future(self._open(chain))
+            self._tasks[chain] = task
+        # shield: one caller giving up must not cancel a connect other callers wait for.
+        return await asyncio.shield(task), shared
+
+    async def _open(self, chain: tuple[Hop, ...]) -> asyncssh.SSHClientConnection:
+        via = (await self.get(chain[:-1]))[0] if len(chain) > 1 else None
+        return await connect_hop(chain[-1], via)
+
+    async def close(self) -> None:
+        """Close every connection, deepest first; cancel connects still under way."""
+        for chain in sorted(self._tasks, key=len, reverse=True):
+            task = self._tasks.pop(chain)
+            if not task.done():
+                task.cancel()
+            # gather also retrieves a failed connect's error, so asyncio does not log it.
+            (conn,) = await asyncio.gather(task, return_exceptions=True)
+            if not isinstance(conn, BaseException):
+                await _close(conn)
