@@ -242,3 +242,93 @@ def test_output_after_an_answered_prompt_starts_a_new_line() -> None:
         "Authorization code: ",
         'Added anthropic OAuth credential #1: "me@example.test"',
     ]
+
+
+# Output of other releases, reconstructed from the hermes-agent sources of each release (the same
+# strings tests/fakes/fake_hermes.py prints, checked there against the real wheels).
+XAI_014 = b"""Open this URL to authorize Hermes with xAI:
+https://auth.x.ai/oauth2/auth?response_type=code&client_id=b1a00492&redirect_uri=http%3A%2F%2F127.0.0.1%3A41234%2Fcallback&scope=openid&code_challenge=abc&code_challenge_method=S256&state=0123456789abcdef0123456789abcdef
+
+Waiting for callback on http://127.0.0.1:41234/callback
+
+Remote session detected. Your browser will redirect to
+  http://127.0.0.1:41234/callback
+which the loopback listener on THIS machine is waiting on. If your
+browser is on a different machine, forward the port first from your
+local machine in a separate terminal:
+
+  ssh -N -L 41234:127.0.0.1:41234 <user>@<this-host>
+
+Then open the authorize URL above in your local browser.
+SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh
+
+Added xai-oauth OAuth credential #2: "lab@example.test"
+"""
+
+MINIMAX = """Starting Hermes login via MiniMax (global) OAuth...
+Portal: https://api.minimax.io
+
+To continue:
+  1. Open: https://www.minimax.io/oauth/device?user_code=ABCD-EFGH
+  2. If prompted, enter code: ABCD-EFGH
+Waiting for approval...
+\u2713 MiniMax OAuth login successful.
+Added minimax-oauth OAuth credential #1: "lab@example.test"
+""".encode()
+
+NOUS_IMPORT = b"""
+Found existing Nous OAuth credentials at /home/u/.hermes/shared/nous_auth.json
+Import these credentials? [Y/n]: """
+
+
+def test_xai_014_hint_without_dividers_and_added_wording() -> None:
+    got = events(XAI_014, "xai", 9)
+    assert {e.port for e in got if isinstance(e, CallbackPort)} == {41234}
+    assert [e for e in got if isinstance(e, Success)] == [Success("lab@example.test")]
+
+
+@pytest.mark.parametrize("line", [
+    'Saved xai-oauth OAuth credentials: "lab@example.test"',   # 0.16.0 - 0.18.1
+    'Added xai-oauth OAuth credential #1: "lab@example.test"',  # 0.14.0, 0.15.0, 0.19.0
+])
+def test_xai_success_wordings_of_every_release(line: str) -> None:
+    assert events(line.encode() + b"\n", "xai") == [Success("lab@example.test")]
+
+
+def test_minimax_device_code() -> None:
+    got = events(MINIMAX, "minimax", 4)
+    assert got[:2] == [VerificationUrl("https://www.minimax.io/oauth/device?user_code=ABCD-EFGH"), UserCode("ABCD-EFGH")]
+    assert isinstance(got[-1], Success)
+
+
+def test_nous_import_prompt() -> None:
+    got = [e for e in Parser(lookup("nous")).feed(NOUS_IMPORT) if isinstance(e, Prompt)]
+    assert got == [Prompt("Import these credentials? [Y/n]:", secret=False)]
+
+
+@pytest.mark.parametrize("stderr_line,message", [
+    ("hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback.",
+     "xAI authorization timed out waiting for the local callback."),
+    ("hermes_cli.auth.AuthError: xAI authorization failed: access_denied", "xAI authorization failed: access_denied"),
+    ("hermes_cli.auth.AuthError: xAI authorization failed: state mismatch.", "xAI authorization failed: state mismatch."),
+    ("hermes_cli.auth.AuthError: xAI token exchange failed (HTTP 400). Response: {}",
+     "xAI token exchange failed (HTTP 400). Response: {}"),
+    ("hermes_cli.auth.AuthError: xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution",
+     "xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution"),
+    ("hermes: error: unrecognized arguments: --manual-paste", "unrecognized arguments: --manual-paste"),
+    ("RuntimeError: Nous device authorization expired", "Nous device authorization expired"),
+])
+def test_failures_of_every_release(stderr_line: str, message: str) -> None:
+    parser = Parser(lookup("xai"))
+    got = parser.feed(b"Traceback (most recent call last):\n  File \"x\", line 1\n" + stderr_line.encode() + b"\n", "stderr")
+    assert [e for e in got if isinstance(e, Failure)] == [Failure(message)]
+
+
+def test_anthropic_wrong_code_lines() -> None:
+    parser = Parser(lookup("anthropic"))
+    got = parser.feed(b"Token exchange failed: HTTP Error 400: Bad Request\n")
+    got += parser.feed(b"Anthropic OAuth login did not return credentials.\n", "stderr")
+    assert [e.message for e in got if isinstance(e, Failure)] == [
+        "Token exchange failed: HTTP Error 400: Bad Request",
+        "Anthropic OAuth login did not return credentials.",
+    ]

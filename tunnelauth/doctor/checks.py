@@ -1,0 +1,243 @@
+"""The checks of one destination, in order, each timed; a failure that makes later checks
+meaningless turns them into "skip" with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from tunnelauth import ssh
+from tunnelauth._compat import TIMEOUTS, timeout
+from tunnelauth.doctor import commands, tunnel, verdicts, versions
+from tunnelauth.doctor.model import Check, DestinationReport, Outcome, Status
+from tunnelauth.errors import LocalPortBusy, RemoteSetupError, TunnelauthError
+from tunnelauth.localport import ensure_free
+from tunnelauth.providers import PROVIDERS, Flow, Provider
+
+DEFAULT_CONCURRENCY = 8
+# Seconds per check: finding hermes as another user may take a few sudo calls, and
+# `hermes --version` a few seconds on a slow host.
+LIMITS = {"forwarding": 30.0, "hermes": 90.0, "port": 15.0, "token dir": 40.0, "gateway": 40.0}
+DEFAULT_LIMIT = 30.0
+
+
+@dataclass(frozen=True)
+class DoctorRequest:
+    destinations: tuple[tuple[str, tuple[ssh.Hop, ...]], ...]  # as typed, and its hops
+    providers: tuple[Provider, ...] = PROVIDERS
+    provider_given: bool = False  # --provider: its problems fail, others' only warn
+    hermes: str = "hermes"
+    remote_env: Mapping[str, str] = field(default_factory=dict)
+    as_user: str | None = None
+    strict: bool = False
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    @property
+    def loopback(self) -> tuple[Provider, ...]:
+        return tuple(p for p in self.providers if p.loopback and p.port)
+
+
+def laptop_ports(request: DoctorRequest) -> dict[int, str | None]:
+    """Which callback ports are taken on this machine, and by whom (None: free). Asked once
+    for the whole fleet, before connecting anything, as a login asks before it connects."""
+    busy: dict[int, str | None] = {}
+    for provider in request.loopback:
+        assert provider.port is not None
+        try:
+            ensure_free(provider.port)
+            busy[provider.port] = None
+        except LocalPortBusy as exc:
+            busy[provider.port] = exc.message
+    return busy
+
+
+class Destination:
+    def __init__(self, request: DoctorRequest, name: str, hops: tuple[ssh.Hop, ...],
+                 pool: ssh.SharedConnections, laptop_busy: Mapping[int, str | None]) -> None:
+        self.request = request
+        self.name = name
+        self.hops = hops
+        self.pool = pool
+        self.laptop_busy = laptop_busy
+        self.checks: list[Check] = []
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.no_python = False
+        self.no_version = "the hermes check failed"  # why the flows cannot be told
+        self.socket_table: str | None = None
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> DestinationReport:
+        later = self._later_names()
+        if not await self._connect():
+            self._skip(later, f"no connection to {self.name}")
+            return self.report()
+        avoid = [p.port for p in PROVIDERS if p.port]  # the listener never takes a hermes port
+        await self._timed("forwarding", self._remote(tunnel.check(self._conn, self.name, avoid)),
+                          LIMITS["forwarding"])
+        found = await self._timed("hermes", self._remote(self._hermes()), LIMITS["hermes"])
+        version = found.data if found.status is Status.PASS else None
+        for provider in self.request.providers:
+            name = f"flow {provider.name}"
+            if version is None:
+                self._skip([name], found.detail if found.status is Status.SKIP else self.no_version)
+            else:
+                await self._timed(name, self._flow(provider, version))
+        for provider in self.request.loopback:
+            flow = versions.flow_for(provider, version) if version else None
+            await self._timed(f"port {provider.port} ({provider.name})", self._port(provider, flow),
+                              LIMITS["port"])
+        tokens = await self._timed("token dir", self._remote(self._tokens()), LIMITS["token dir"])
+        user = tokens.data if isinstance(tokens.data, str) else (self.request.as_user or self.hops[-1].user)
+        await self._timed("gateway", self._remote(self._gateway(user)), LIMITS["gateway"])
+        return self.report()
+
+    def report(self) -> DestinationReport:
+        return DestinationReport(self.name, tuple(self.checks))
+
+    def _later_names(self) -> list[str]:
+        names = ["forwarding", "hermes", *(f"flow {p.name}" for p in self.request.providers)]
+        names += [f"port {p.port} ({p.name})" for p in self.request.loopback]
+        return [*names, "token dir", "gateway"]
+
+    async def _connect(self) -> bool:
+        for i, hop in enumerate(self.hops):
+            # No limit of ours: every hop has its ConnectTimeout.
+            outcome = await self._timed(f"ssh {hop}", self._hop(self.hops[: i + 1]), None)
+            if outcome.status is Status.FAIL:
+                self._skip([f"ssh {later}" for later in self.hops[i + 1 :]], f"{hop} failed")
+                return False
+        return True
+
+    async def _hop(self, chain: tuple[ssh.Hop, ...]) -> Outcome:
+        self.conn, shared = await self.pool.get(chain)
+        how = " (connection shared with other destinations)" if shared else ""
+        return Outcome(Status.PASS, f"authenticated as {chain[-1].user}{how}")
+
+    @property
+    def _conn(self) -> asyncssh.SSHClientConnection:
+        assert self.conn is not None
+        return self.conn
+
+    async def _timed(self, name: str, work: Coroutine[Any, Any, Outcome],
+                     limit: float | None = DEFAULT_LIMIT) -> Outcome:
+        if self.conn is not None and self.conn.is_closed():
+            work.close()
+            outcome = Outcome(Status.SKIP, f"lost the connection to {self.name}")
+            self.checks.append(Check(name, outcome.status, outcome.detail, 0.0))
+            return outcome
+        start = time.monotonic()
+        try:
+            async with timeout(limit):
+                outcome = await work
+        except TIMEOUTS:
+            outcome = Outcome(Status.FAIL, f"no answer from {self.name} within {limit or 0:g} s")
+        except TunnelauthError as exc:
+            outcome = Outcome(Status.FAIL, str(exc))
+        except (asyncssh.Error, OSError) as exc:
+            outcome = Outcome(Status.FAIL, self._lost(exc))
+        detail = " ".join(outcome.detail.split())  # one line, whatever a remote error held
+        self.checks.append(Check(name, outcome.status, detail, time.monotonic() - start))
+        return outcome
+
+    def _skip(self, names: list[str], why: str) -> None:
+        self.checks.extend(Check(name, Status.SKIP, why, 0.0) for name in names)
+
+    def _lost(self, exc: BaseException) -> str:
+        if isinstance(exc, asyncssh.Error):
+            reason = exc.reason
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        if self.conn is not None and self.conn.is_closed():
+            return f"lost the connection to {self.name}: {reason}"
+        return f"{self.name}: {reason}"
+
+    # -- remote probes -----------------------------------------------------------------------
+
+    async def _remote(self, work: Coroutine[Any, Any, Outcome]) -> Outcome:
+        """Checks that need the target's python3 are skipped once it is known to be missing."""
+        if self.no_python:
+            work.close()
+            return Outcome(Status.SKIP, f"no python3 on {self.name}")
+        try:
+            return await work
+        except commands.NoPython:
+            self.no_python = True
+            raise
+
+    async def _probe(self, mode: str, **config: object) -> dict[str, object]:
+        # Not conn.run(): that closes the probe's stdin at once, and the probe takes its stdin
+        # closing as "tunnelauth is gone" (Ctrl-C, a timeout), stopping what it runs.
+        proc = await self._conn.create_process(commands.probe_command(mode, config), encoding="utf-8")
+        try:
+            out, errors = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+            await proc.wait_closed()
+        finally:
+            proc.close()
+        answer = commands.probe_answer(out)
+        if answer is None:
+            err = [line.strip() for line in errors.splitlines() if line.strip()]
+            commands.check_python(proc.exit_status, err[-1] if err else "", self.name)
+            raise RemoteSetupError(f"the doctor's probe failed on {self.name}: "
+                                   f"{err[-1] if err else f'exit status {proc.exit_status}'}")
+        return answer
+
+    async def _hermes(self) -> Outcome:
+        req = self.request
+        info = await self._probe("hermes", hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env))
+        if info.get("sudo"):
+            self.no_version = f"hermes cannot run as {req.as_user}"
+            return Outcome(Status.FAIL, f"cannot run hermes as {req.as_user} on {self.name} through "
+                                        f"`sudo -n`: {info['sudo']}")
+        if info.get("missing"):
+            looked = ", ".join(map(str, info["missing"]))  # type: ignore[call-overload]
+            self.no_version = "hermes was not found"
+            return Outcome(Status.FAIL, f"{req.hermes} was not found on {self.name}; looked in {looked} "
+                                        "(install hermes-agent there, or pass --hermes /path/to/hermes)")
+        path, first = info.get("path"), str(info.get("first_line") or "")
+        if info.get("rc") != 0:
+            why = info.get("error") or first or "no message"
+            self.no_version = "hermes --version failed"
+            return Outcome(Status.FAIL, f"{path} --version failed on {self.name} "
+                                        f"(exit status {info.get('rc')}): {why}")
+        version = versions.parse_version(first)
+        if version is None:
+            self.no_version = "hermes printed no version"
+            return Outcome(Status.WARN, f"{path}: --version printed {first!r}, not a hermes version "
+                                        "(a login still follows what it prints)")
+        return Outcome(Status.PASS, f"{path}: {first.strip()}", version)
+
+    async def _flow(self, provider: Provider, version: versions.Version) -> Outcome:
+        flow = versions.flow_for(provider, version)
+        shown = versions.show(version)
+        if flow is not None:
+            return Outcome(Status.PASS, f"{versions.LABELS[flow]} with hermes {shown}", flow)
+        first = versions.first_release(provider)
+        needs = f" (needs {versions.show(first)} or later)" if first else ""
+        status = Status.FAIL if self.request.provider_given else Status.WARN
+        return Outcome(status, f"hermes {shown} has no {provider.name} login{needs}")
+
+    async def _port(self, provider: Provider, flow: Flow | None) -> Outcome:
+        assert provider.port is not None
+        if self.socket_table is None:
+            done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
+            self.socket_table = str(done.stdout or "")
+        table = verdicts.listeners(self.socket_table) if self.socket_table.strip() else None
+        target = None if table is None else table.get(provider.port, set())
+        return verdicts.port_verdict(provider, provider.port, self.name,
+                                     laptop_busy=self.laptop_busy.get(provider.port),
+                                     target=target, flow=flow)
+
+    async def _tokens(self) -> Outcome:
+        home = self.request.remote_env.get("HERMES_HOME")
+        info = await self._probe("tokens", as_user=self.request.as_user, hermes_home=home)
+        return verdicts.token_verdict(info)
+
+    async def _gateway(self, token_user: str) -> Outcome:
+        info = await self._probe("gateway")
+        return verdicts.gateway_verdict(token_user, info)  # type: ignore[arg-type]

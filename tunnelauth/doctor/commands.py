@@ -1,0 +1,118 @@
+"""The command lines the doctor runs on the target. Pure: building strings.
+
+Everything runs under `sh -c` (the login shell may be csh or fish) and every program text
+travels base64-encoded, so no quoting of the login shell can change it, and no program text
+(such as the probe's own "hermes"/"gateway" strings) shows in `ps`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import zlib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+
+from tunnelauth.errors import RemoteSetupError
+
+MARK = "tunnelauth-doctor "  # what the probe's answer line starts with
+# Marker arguments: `ps` shows which tunnelauth process this is (tests look for them).
+LISTENER_TAG = "tunnelauth-doctor-listener"
+PROBE_TAG = "tunnelauth-doctor-probe"
+LISTENER_LIFE = 10  # seconds the throwaway listener waits for its one request
+PY_BOOT = "import base64,sys,zlib;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
+_SH_BOOT = (
+    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -c "$0" "$@"; done; '
+    'echo "tunnelauth: no python3 on the remote host (the doctor needs it)" >&2; exit 127'
+)
+NO_PYTHON = 127
+SOCKET_TABLE = "cat /proc/net/tcp 2>/dev/null; cat /proc/net/tcp6 2>/dev/null; true"
+
+# Binds 127.0.0.1:0 (never one of `avoid`, hermes's callback ports), prints the port, answers
+# ONE HTTP request with the token from argv, and exits; it also exits when its stdin closes
+# (tunnelauth is done or gone) and after LISTENER_LIFE seconds whatever happens.
+LISTENER = """\
+import os, select, socket, sys, time
+token = sys.argv[3].encode()
+avoid = set(int(p) for p in sys.argv[5:])
+deadline = time.time() + float(sys.argv[4])
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    if s.getsockname()[1] not in avoid:
+        break
+    s.close()
+s.listen(1)
+sys.stdout.write("%d\\n" % s.getsockname()[1])
+sys.stdout.flush()
+def wait(sock):
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            sys.exit(3)
+        ready = select.select([sock, 0], [], [], left)[0]
+        if 0 in ready and not os.read(0, 4096):
+            sys.exit(4)
+        if sock in ready:
+            return
+wait(s)
+c = s.accept()[0]
+s.close()
+request = b""
+while b"\\r\\n\\r\\n" not in request and len(request) < 65536:
+    wait(c)
+    data = c.recv(4096)
+    if not data:
+        break
+    request += data
+c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\nContent-Length: %d\\r\\n"
+          b"Connection: close\\r\\n\\r\\n%s" % (len(token), token))
+c.close()
+"""
+
+
+def _pack(data: bytes) -> str:
+    return base64.b64encode(zlib.compress(data, 9)).decode()
+
+
+def _python(code: bytes, tag: str, args: Iterable[str]) -> str:
+    return shlex.join(["sh", "-c", _SH_BOOT, PY_BOOT, _pack(code), tag, *args])
+
+
+def listener_command(token: str, avoid: Iterable[int], life: float = LISTENER_LIFE) -> str:
+    return _python(LISTENER.encode(), LISTENER_TAG, [token, f"{life:g}", *map(str, avoid)])
+
+
+def probe_command(mode: str, config: Mapping[str, object]) -> str:
+    probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
+    agent = resources.files("tunnelauth").joinpath("agent.py").read_bytes()
+    # "boot": how the probe starts itself again as another user (sh -c BOOT PY_BOOT args...).
+    boot = [_SH_BOOT, PY_BOOT]
+    payload = base64.b64encode(json.dumps({**config, "mode": mode, "boot": boot}).encode()).decode()
+    return _python(probe, PROBE_TAG, [_pack(agent), payload])
+
+
+def socket_table_command() -> str:
+    return shlex.join(["sh", "-c", SOCKET_TABLE])
+
+
+def probe_answer(stdout: str) -> dict[str, object] | None:
+    """The probe's JSON answer; None when it never got to print one."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(MARK):
+            try:
+                answer = json.loads(line[len(MARK):])
+            except ValueError:
+                return None
+            return answer if isinstance(answer, dict) else None
+    return None
+
+
+class NoPython(RemoteSetupError):
+    """The target has no python3: the listener and the probes cannot run (nor can a login)."""
+
+
+def check_python(exit_status: int | None, last_error: str, destination: str) -> None:
+    if exit_status == NO_PYTHON and "no python3" in last_error:
+        raise NoPython(f"no python3 on {destination} (the doctor and the login need it)")
