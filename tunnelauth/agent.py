@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -70,7 +71,7 @@ def login_shell_which(name):
     shell = os.environ.get("SHELL") or "/bin/sh"
     try:
         out = subprocess.run(
-            [shell, "-lc", "command -v " + name],
+            [shell, "-lc", "command -v -- " + shlex.quote(name)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5,
         ).stdout.decode(errors="replace").strip().splitlines()
     except (OSError, subprocess.SubprocessError):
@@ -98,7 +99,7 @@ def find_command(name, home, user=None):
         import pwd
 
         shell = pwd.getpwnam(user).pw_shell or "/bin/sh"
-        rc, out, _ = as_user(user, [shell, "-lc", "command -v " + name])
+        rc, out, _ = as_user(user, [shell, "-lc", "command -v -- " + shlex.quote(name)])
         lines = out.strip().splitlines()
         if rc == 0 and lines and lines[-1].startswith("/"):
             return lines[-1]

@@ -22,6 +22,7 @@ class Provider:
     args: tuple[str, ...]  # what follows the hermes command on the remote
     flows: tuple[Flow, ...]  # every flow some release uses; the output decides which one runs
     port: int | None = None  # preferred loopback callback port
+    moves_port: bool = False  # hermes binds another port when the preferred one is taken
     callback_path: str | None = None
     aliases: tuple[str, ...] = ()
     success: tuple[str, ...] = ()  # regexes, matched against whole lines
@@ -64,6 +65,7 @@ PROVIDERS: tuple[Provider, ...] = (
         args=("auth", "add", "xai-oauth", "--no-browser"),
         flows=(Flow.LOOPBACK, Flow.DEVICE),
         port=56121,
+        moves_port=True,
         callback_path="/callback",
         aliases=("grok", "grok-oauth", "x-ai-oauth", "xai-grok-oauth"),
         success=(_saved("xai-oauth"), _added("xai-oauth")),

@@ -447,29 +447,7 @@ async def connect(
     conn: asyncssh.SSHClientConnection | None = None
     for hop in hops:
         on_hop(hop)
-        policy = _HostKeyPolicy(hop, _known_hosts(hop))
-        try:
-            async with timeout(hop.connect_timeout):
-                conn = await asyncssh.connect(
-                    hop.host,
-                    hop.port,
-                    tunnel=conn,
-                    proxy_command=hop.proxy_command if conn is None else None,
-                    config=None,
-                    username=hop.user,
-                    known_hosts=policy.known,
-                    client_factory=lambda policy=policy: policy,  # type: ignore[misc]
-                    client_keys=_client_keys(hop),
-                    agent_path=None if hop.identities_only else (),
-                    password_auth=False,
-                    kbdint_auth=False,
-                    keepalive_interval=hop.keepalive_interval,
-                    keepalive_count_max=hop.keepalive_count_max,
-                    encryption_algs=CIPHERS,
-                    connect_timeout=hop.connect_timeout,
-                )
-        except (OSError, asyncssh.Error, *TIMEOUTS, ValueError) as exc:
-            raise _translate(hop, exc, policy) from exc
+        conn = await connect_hop(hop, conn)
         stack.push_async_callback(_close, conn)
         chain.conns.append(conn)
     return chain

@@ -11,9 +11,6 @@ from tunnelauth.providers import Flow, Provider
 # A listener on any of these keeps hermes from binding 127.0.0.1:<port> (a wildcard one too;
 # ::1 is listed because a browser may resolve "localhost" there).
 BLOCKING = frozenset({"127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"})
-# hermes binds port 0 when xAI's preferred port is taken, and tunnelauth follows the move;
-# Spotify's port is never moved (its redirect URI is registered with the port).
-MOVES_PORT = frozenset({"xai"})
 LISTEN = "0A"
 MAX_ARGS = 80
 
@@ -67,7 +64,7 @@ def port_verdict(provider: Provider, port: int, destination: str, *, laptop_busy
     if flow is Flow.DEVICE:
         return Outcome(Status.PASS, f"{taken}, but hermes there uses device code for "
                                     f"{provider.name}: no callback port needed")
-    if provider.name in MOVES_PORT:
+    if provider.moves_port:  # hermes binds elsewhere and tunnelauth follows; Spotify never moves
         return Outcome(Status.WARN, f"{taken}; hermes will move the {provider.name} callback to "
                                     "another port, which tunnelauth follows")
     return Outcome(Status.FAIL, f"{taken}; hermes cannot move the {provider.name} callback, so "
