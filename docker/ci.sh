@@ -162,7 +162,7 @@ mkdir -p "$STATE" "$DATA_ROOT"
 export DOCKER_HOST=unix://$STATE/docker.sock
 firewall -A
 start_dockerd() {  # start_dockerd DRIVER: 0 once the API answers
-  # --bridge=none: no docker0 (it would take 172.17.0.0/16). The host's firewall and
+  # --bridge=none: no docker0 (it would take a private /16 of its own). The host's firewall and
   # forwarding stay as they are. Builds use --network host; the lab's networks are internal
   # and in 198.18.0.0/15, and so is the pool for any other network.
   setsid dockerd --data-root "$DATA_ROOT" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \

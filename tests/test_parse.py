@@ -187,7 +187,7 @@ def test_megabyte_line_is_cut_and_memory_stays_bounded() -> None:
         "see https://example.com/docs?redirect_uri=http://127.0.0.1:9000/cb",  # no client_id
         "Waiting for callback on http://evil.example:56121/callback",
         "Waiting for callback on http://127.0.0.1:99999/callback",
-        "ssh -N -L 56121:10.0.0.5:56121 user@host",
+        "ssh -N -L 56121:198.18.0.5:56121 user@host",
         "javascript:alert(1)",
         "http://127.0.0.1.evil.example:56121/callback",
     ],
