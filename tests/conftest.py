@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
+from tests import e2e  # noqa: E402
 from tests.lab.netlab import Lab, LabUnavailable  # noqa: E402
 
 
@@ -61,6 +63,27 @@ def clean_lab(lab: Lab) -> Iterator[Lab]:
     finally:
         lab.kill_tracked()
         lab.reset_sshd()
+        # Each test starts from a user without tokens: "tokens in the right file" means this test's.
+        shutil.rmtree(lab.user_home / ".hermes", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def provider(lab: Lab) -> Iterator[e2e.Provider]:
+    """The mock identity provider on the lab's provider address (one per test module)."""
+    server = e2e.start_provider(lab)
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def fake_hermes(lab: Lab) -> Path:
+    return e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
+
+
+@pytest.fixture
+def laptop(clean_lab: Lab) -> e2e.Laptop:
+    return e2e.Laptop(clean_lab)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -22,10 +22,6 @@ STATUSES = {"pass", "fail", "warn", "skip"}
 UNUSED = "198.18.2.99"  # on the bastion-target link, but nobody has it
 
 
-@pytest.fixture(scope="module")
-def fake_hermes(lab: Lab) -> Path:
-    return e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
-
 
 @pytest.fixture
 def laptop(clean_lab: Lab) -> Iterator[e2e.Laptop]:

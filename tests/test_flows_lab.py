@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,7 @@ from tests.lab.netlab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def provider(lab: Lab) -> Iterator[e2e.Provider]:
-    server = e2e.start_provider(lab)
-    yield server
-    server.proc.terminate()
-    server.proc.wait(timeout=10)
 
-
-@pytest.fixture(scope="module")
-def fake_hermes(lab: Lab) -> Path:
-    return e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
-
-
-@pytest.fixture
-def laptop(clean_lab: Lab) -> e2e.Laptop:
-    return e2e.Laptop(clean_lab)
 
 
 def fake(lab: Lab, provider: e2e.Provider, hermes: Path, version: str = "0.19.0", **env: str) -> list[str]:
@@ -55,16 +39,6 @@ def real(lab: Lab, provider: e2e.Provider, version: str = "0.19.0", client_id: b
 
 def auth_json(lab: Lab) -> Path:
     return lab.user_home / ".hermes" / "auth.json"
-
-
-@pytest.fixture(autouse=True)
-def fresh_hermes_home(lab: Lab) -> Iterator[None]:
-    # Each login starts from a user without tokens, so "tokens in the right file" means this login's.
-    yield
-    home = lab.user_home / ".hermes"
-    if home.exists():
-        for path in sorted(home.rglob("*"), reverse=True):
-            path.unlink() if not path.is_dir() else path.rmdir()
 
 
 # -- device code ---------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,7 @@ from tests.lab.netlab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def provider(lab: Lab) -> Iterator[e2e.Provider]:
-    server = e2e.start_provider(lab)
-    yield server
-    server.proc.terminate()
-    server.proc.wait(timeout=10)
 
-
-@pytest.fixture(scope="module")
-def fake_hermes(lab: Lab) -> Path:
-    return e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
-
-
-@pytest.fixture
-def laptop(clean_lab: Lab) -> e2e.Laptop:
-    return e2e.Laptop(clean_lab)
 
 
 def real_hermes(version: str = "0.19.0") -> Path:

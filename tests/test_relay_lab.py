@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,13 +10,6 @@ from tests.lab.netlab import Lab
 
 pytestmark = pytest.mark.lab
 
-
-@pytest.fixture(scope="module")
-def provider(lab: Lab) -> Iterator[e2e.Provider]:
-    server = e2e.start_provider(lab)
-    yield server
-    server.proc.terminate()
-    server.proc.wait(timeout=10)
 
 
 @pytest.fixture

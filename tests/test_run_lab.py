@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,11 @@ from tests.lab.netlab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def provider(lab: Lab) -> Iterator[e2e.Provider]:
-    server = e2e.start_provider(lab)
-    yield server
-    server.proc.terminate()
-    server.proc.wait(timeout=10)
-
 
 @pytest.fixture(scope="module")
 def cli(lab: Lab) -> Path:
     return e2e.install_script(lab, e2e.FAKES / "loopback_cli.py", "loopback-cli")
 
-
-@pytest.fixture
-def laptop(clean_lab: Lab) -> e2e.Laptop:
-    return e2e.Laptop(clean_lab)
 
 
 def run_args(lab: Lab, cli: Path, provider: e2e.Provider, *cli_args: str) -> list[str]:
