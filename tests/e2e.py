@@ -208,8 +208,8 @@ def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
 
 # -- helpers for the reliability and security tests ----------------------------------------------
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:

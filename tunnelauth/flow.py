@@ -513,7 +513,8 @@ class _Session:
 
     async def _open_in_browser(self, url: str, purpose: str) -> None:
         if not await _in_thread(browser.open_url, url):
-            self.reporter.warn("could not start a browser; open the URL above yourself")
+            self.reporter.warn("the browser could not be started or reported a failure; "
+                               "if no page opened, open the URL above yourself")
         elif not self.success:
             self.reporter.step("opened the browser; waiting for you to approve", "browser_opened")
 

@@ -28,6 +28,7 @@ class ConsoleReporter:
         self.out = out or sys.stdout
         self.color = _tty(self.err)
         self.newline = "\n"
+        self._terminal: tuple[int, list[object]] | None = None
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -77,12 +78,41 @@ class ConsoleReporter:
             return None
         try:
             if secret:
+                self._remember_terminal()
                 return getpass.getpass(f"hermes asks: {prompt} ")
             self.err.write(f"hermes asks: {prompt} ")
             self.err.flush()
             return sys.stdin.readline().rstrip("\n")
         except (EOFError, OSError):
             return None
+
+    def _remember_terminal(self) -> None:
+        """getpass turns echo off; if tunnelauth is stopped mid-prompt its own restore never
+        runs, so keep the settings to put back (restore_terminal) on every way out."""
+        import termios
+
+        try:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            fd = os.dup(sys.stdin.fileno())
+        try:
+            self._terminal = (fd, termios.tcgetattr(fd))
+        except termios.error:
+            os.close(fd)
+
+    def restore_terminal(self) -> None:
+        if self._terminal is None:
+            return
+        import termios
+
+        fd, settings = self._terminal
+        self._terminal = None
+        try:
+            termios.tcsetattr(fd, termios.TCSADRAIN, settings)
+        except termios.error:
+            pass
+        finally:
+            os.close(fd)
 
     def result(self, result: LoginResult) -> None:
         who = f" as {result.label}" if result.label else ""

@@ -118,9 +118,13 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+_BEARER = re.compile(r"(?P<key>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
     """Hide the values of OAuth secrets (code=, state=, tokens) in a line shown to the user."""
-    return _SECRET.sub(lambda m: m["key"] + "[hidden]", text)
+    text = _SECRET.sub(lambda m: m["key"] + "[hidden]", text)
+    return _BEARER.sub(lambda m: m["key"] + "[hidden]", text)
 
 
 def loopback_port(url: str) -> tuple[str, int] | None:

@@ -163,6 +163,8 @@ def check_option(canonical: str, value: str) -> None:
         raise UsageError(f"-o {canonical}: the value holds a line break or NUL")
     if canonical == "User":
         check_login(value, "-o User")
+    if canonical == "HostName" and not _HOSTNAME.fullmatch(value):
+        raise UsageError(f"-o HostName {value!r} is not a host name")
     if canonical in _INTEGER_KEYS and not _DIGITS.fullmatch(value):
         raise UsageError(f"-o {canonical} {value!r} is not a whole number of {_INTEGER_KEYS[canonical]}")
     if canonical == "Port":
@@ -363,8 +365,13 @@ def _remember(hop: Hop, key: asyncssh.SSHKey) -> None:
     name = hop.host if hop.port == DEFAULT_PORT else f"[{hop.host}]:{hop.port}"
     algo, blob = key.export_public_key("openssh").decode().split()[:2]
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(f"{name} {algo} {blob}\n")
+    with path.open("a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        lead = b""
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            lead = b"" if handle.read(1) == b"\n" else b"\n"  # never glue onto a last line
+        handle.write(lead + f"{name} {algo} {blob}\n".encode())
 
 
 def _host_key_error(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
