@@ -199,9 +199,13 @@ def run(
 def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleReporter) -> flow.LoginResult:
     """Build the request and run it; every failure becomes its message and exit code."""
     import asyncio
+    import logging
 
     from tunnelauth import flow
 
+    # asyncio's own warnings (a ProxyCommand that exits at once, say) are not for the user:
+    # every failure reaches them as tunnelauth's one-line error.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(flow.run(build(), reporter))
     except TunnelauthError as exc:
