@@ -209,11 +209,9 @@ def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleRep
     try:
         return asyncio.run(flow.run(build(), reporter))
     except TunnelauthError as exc:
-        reporter.restore_terminal()
         reporter.failure(str(exc), exc.exit_code)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        reporter.restore_terminal()
         reporter.failure("interrupted", 130)
         raise typer.Exit(130) from None
     finally:

@@ -546,12 +546,6 @@ class _Session:
         assert self.group is not None
         self.group.create_task(coro)  # type: ignore[arg-type]
 
-    def _fail(self, error: TunnelauthError) -> None:
-        async def fail() -> None:
-            raise error
-
-        self._spawn(fail())
-
     # -- the outcome -----------------------------------------------------------------------
 
     async def _why_port_busy(self, port: int) -> RemoteSetupError:
