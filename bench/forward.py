@@ -64,11 +64,11 @@ def client(rounds: int, ports: list[int]) -> None:
 
 
 async def hold(config: str, target: str, port: int) -> None:
-    from tunnelauth import ssh
+    from tunnelauth import destination, ssh
     from tunnelauth.forward import Forward
 
-    settings = ssh.SshSettings(config_file=Path(config))
-    hops = ssh.plan(ssh.parse_endpoint(target), None, settings)
+    settings = destination.SshSettings(config_file=Path(config))
+    hops = ssh.plan(destination.parse_endpoint(target), None, settings)
     errors: list[str] = []
     async with AsyncExitStack() as stack:
         chain = await ssh.connect(hops, stack)

@@ -122,6 +122,47 @@ def test_listen_watch_reports_a_port_once_it_listens() -> None:
     assert ("L", f"{port} 127.0.0.1".encode()) in frames
 
 
+@pytest.mark.parametrize("shown", [
+    "http://127.0.0.1:{port}/callback",
+    "http://localhost:{port}/cb",
+    "https://auth.example.test/authorize?redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcallback",
+])
+def test_a_port_named_in_the_output_is_reported_unasked_before_that_output(shown: str) -> None:
+    # tunnelauth opens the browser once the target listens; telling it with the very line
+    # that names the port saves the round trip of asking.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = shown.format(port=port)
+    script = ("import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); "
+              "print(sys.argv[1], flush=True); time.sleep(0.5)" % port)
+    proc = start(RemoteSpec(command=("python3", "-c", script, text)))
+    assert proc.stdin
+    proc.stdin.write(b"h\n")
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    kinds = [(k, p) for k, p in frames if k in "Lo"]
+    assert kinds[0] == ("L", f"{port} 127.0.0.1".encode()), frames
+    assert kinds[1][0] == "o" and text.encode() in kinds[1][1]
+    assert sum(1 for k, _ in frames if k == "L") == 1  # once, however often it is named
+
+
+def test_a_port_not_listening_yet_is_reported_when_it_listens() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = ("import socket,time; print('http://127.0.0.1:%d/callback', flush=True); time.sleep(0.3); "
+              "s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); time.sleep(0.5)" % (port, port))
+    proc = start(RemoteSpec(command=("python3", "-c", script)))
+    assert proc.stdin
+    proc.stdin.write(b"h\n")
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    kinds = [k for k, _ in frames if k in "Lo"]
+    assert kinds == ["o", "L"], frames
+    assert ("L", f"{port} 127.0.0.1".encode()) in frames
+
+
 def test_token_file_is_reported_after_success(tmp_path: Path) -> None:
     home = tmp_path / "hh"
     home.mkdir(mode=0o700)

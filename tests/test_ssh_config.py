@@ -13,9 +13,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tunnelauth import ssh
+from tunnelauth import destination, ssh
 from tunnelauth.errors import HostKeyError, UsageError
-from tunnelauth.ssh import Endpoint, Hop, SshSettings, parse_endpoint, parse_jumps, parse_option, plan
+from tunnelauth.destination import Endpoint, SshSettings, parse_endpoint, parse_jumps, parse_option
+from tunnelauth.ssh import Hop, plan
 
 LOCAL_USER = "localme"
 
@@ -205,16 +206,23 @@ class TestParseOption:
         assert parse_option(text) == expected
 
     def test_every_supported_key_round_trips_in_any_case(self) -> None:
-        for key in ssh.OPTION_KEYS:
-            assert parse_option(f"{key.lower()}=2") == (key, "2")
-            assert parse_option(f"{key.upper()} 2") == (key, "2")
+        for key in destination.OPTION_KEYS:
+            value = "accept-new" if key == "StrictHostKeyChecking" else "2"
+            assert parse_option(f"{key.lower()}={value}") == (key, value)
+            assert parse_option(f"{key.upper()} {value}") == (key, value)
+
+    @pytest.mark.parametrize("value", ["maybe", "2", "strict"])
+    def test_a_strict_host_key_checking_value_ssh_does_not_know_is_refused(self, value: str) -> None:
+        with pytest.raises(UsageError) as excinfo:
+            parse_option(f"StrictHostKeyChecking={value}")
+        assert "is not yes, accept-new or no" in usage_error(excinfo)
 
     def test_unsupported_key_lists_the_supported_ones(self) -> None:
         with pytest.raises(UsageError) as excinfo:
             parse_option("Bogus=1")
         message = usage_error(excinfo)
         assert "'Bogus'" in message
-        for key in ssh.OPTION_KEYS:
+        for key in destination.OPTION_KEYS:
             assert key in message
 
     @pytest.mark.parametrize("text", ["User=", "User", "User=   ", "Port"])

@@ -13,9 +13,12 @@
 #              S (cannot become --as-user: JSON)
 # Lines in:    h (heartbeat), i<base64> (bytes for the command's stdin), c (close its stdin),
 #              w<port> (report when 127.0.0.1/::1:<port> is LISTENing), k (kill now)
+# Ports in loopback URLs of the command's output are watched without being asked: their L frame
+# then goes out before the output that names them, saving tunnelauth a round trip to ask.
 import base64
 import json
 import os
+import re
 import select
 import shlex
 import shutil
@@ -27,6 +30,9 @@ import time
 
 OUT = 1
 IN = 0
+# 127.0.0.1:P, localhost:P, [::1]:P, also URL-encoded (a redirect_uri parameter).
+LOOPBACK_PORT = re.compile(
+    rb"(?:127\.0\.0\.1|localhost|\[::1\]|%5B%3A%3A1%5D)(?::|%3A)(\d{1,5})(?!\d)", re.I)
 
 
 class ChannelGone(Exception):
@@ -295,18 +301,32 @@ def supervise(config):
         kill()
 
 
+def report_listening(watch, reported):
+    for port in sorted(watch):
+        address = listening(port)
+        if address:
+            del watch[port]
+            reported.add(port)
+            frame("L", "%d %s" % (port, address))
+
+
 def pump(config, child, kill, user):
     dead_after = float(config.get("dead_after", 4))
     last = time.time()
     pending = b""
-    watch = set()
+    watch = {}  # port -> when it was first watched
+    reported = set()
+    tail = b""  # the end of the previous output chunk: a URL may be split between reads
     streams = {child.stdout.fileno(): "o"}
     if child.stderr is not None:
         streams[child.stderr.fileno()] = "e"
     stdin_open = True
     while streams:
         fds = list(streams) + ([IN] if stdin_open else [])
-        ready = select.select(fds, [], [], 0.05 if watch else 0.5)[0]
+        now = time.time()
+        # Poll a fresh watch often (a login waits on it), an old one gently.
+        wait = 0.5 if not watch else 0.01 if now - max(watch.values()) < 2 else 0.1
+        ready = select.select(fds, [], [], wait)[0]
         for fd in ready:
             if fd == IN:
                 data = os.read(IN, 65536)
@@ -330,7 +350,9 @@ def pump(config, child, kill, user):
                         if not isinstance(child, PtyChild):
                             child.stdin = None
                     elif line[:1] == b"w" and line[1:].isdigit():
-                        watch.add(int(line[1:]))
+                        port = int(line[1:])
+                        if port not in reported:
+                            watch.setdefault(port, time.time())
                     elif line == b"k":
                         kill()
             else:
@@ -339,14 +361,16 @@ def pump(config, child, kill, user):
                 except OSError:
                     data = b""  # a pty master reads EIO once the child side is gone
                 if data:
+                    for match in LOOPBACK_PORT.finditer(tail + data):
+                        port = int(match.group(1))
+                        if 0 < port < 65536 and port not in reported:
+                            watch.setdefault(port, time.time())
+                    tail = data[-40:]
+                    report_listening(watch, reported)
                     frame(streams[fd], data)
                 else:
                     del streams[fd]
-        for port in sorted(watch):
-            address = listening(port)
-            if address:
-                watch.discard(port)
-                frame("L", "%d %s" % (port, address))
+        report_listening(watch, reported)
         if stdin_open and time.time() - last > dead_after:
             # Heartbeats stopped: the link is cut even though no EOF arrived.
             kill()

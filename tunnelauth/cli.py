@@ -60,25 +60,36 @@ VERBOSE = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote
 
 
 def _hops(destination: str, jump: str | None, port: int | None, login_name: str | None,
-          identity: list[str], config_file: Path | None, option: list[str], accept_new: bool) -> tuple[ssh.Hop, ...]:
-    """The hops to connect, from the ssh-style options every connecting command takes."""
-    from tunnelauth import ssh
+          identity: list[str], config_file: Path | None, option: list[str], accept_new: bool,
+          head_start: bool = True) -> tuple[ssh.Hop, ...]:
+    """The hops to connect, from the ssh-style options every connecting command takes.
+
+    Once the input is valid, the first hop's connection starts (preconnect.py) before
+    asyncssh is imported: it runs while the import does.
+    """
+    from tunnelauth import destination as dest
+    from tunnelauth import preconnect
 
     if port is not None:
-        ssh.parse_port(str(port), "-p")
-    settings = ssh.SshSettings(
+        dest.parse_port(str(port), "-p")
+    settings = dest.SshSettings(
         config_file=config_file.expanduser() if config_file else None,
         identities=tuple(str(Path(i).expanduser()) for i in identity),
-        login=ssh.check_login(login_name, "-l") if login_name else None,
+        login=dest.check_login(login_name, "-l") if login_name else None,
         port=port,
-        options=dict(ssh.parse_option(o) for o in option),
+        options=dict(dest.parse_option(o) for o in option),
         accept_new=accept_new,
     )
     for path in settings.identities:
         if not Path(path).is_file():
             raise UsageError(f"-i {path}: no such key file")
-    jumps = ssh.parse_jumps(jump) if jump is not None else None
-    return tuple(ssh.plan(ssh.parse_endpoint(destination), jumps, settings))
+    jumps = dest.parse_jumps(jump) if jump is not None else None
+    endpoint = dest.parse_endpoint(destination)
+    if head_start:
+        preconnect.start(endpoint, jumps, settings)
+    from tunnelauth import ssh
+
+    return tuple(ssh.plan(endpoint, jumps, settings))
 
 
 def _check_timeout(timeout: float) -> float:
@@ -111,24 +122,34 @@ def login(
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
 ) -> None:
     """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
-    from tunnelauth import flow, output, providers, remote
+    from tunnelauth import localport, output, providers, remote
 
     reporter = output.JsonReporter() if json_lines else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
 
     def request() -> flow.LoginRequest:
+        # Every check of the input comes before _hops, which starts connecting.
+        chosen = providers.lookup(provider)
         env = remote.parse_env(remote_env)
         if hermes_home:
             env["HERMES_HOME"] = hermes_home
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
+        user = remote.check_user(as_user) if as_user else None
+        limit = _check_timeout(timeout)
+        if chosen.loopback and chosen.port:
+            # A busy callback port costs nothing remote: checked before anything connects.
+            localport.ensure_free(chosen.port)
+        hops = _hops(destination, jump, port, login_name, identity, config_file, option, accept_new)
+        from tunnelauth import flow
+
         return flow.LoginRequest(
-            provider=providers.lookup(provider),
-            hops=_hops(destination, jump, port, login_name, identity, config_file, option, accept_new),
+            provider=chosen,
+            hops=hops,
             hermes=hermes,
             remote_env=env,
-            as_user=remote.check_user(as_user) if as_user else None,
+            as_user=user,
             open_browser=not no_open,
-            timeout=_check_timeout(timeout),
+            timeout=limit,
             allow_hosts=tuple(h.lower() for h in allow_host),
             answers={"Spotify Client ID": client_id} if client_id else {},
         )
@@ -157,20 +178,26 @@ def run(
     """Run any CLI remotely; forward each loopback callback port it prints, open its login URL."""
     import shutil
 
-    from tunnelauth import flow, output, remote
+    from tunnelauth import output, remote
 
     terminal = sys.stdin.isatty()
     reporter = output.ConsoleReporter(1 + min(verbose, 1) if verbose else 0)
 
     def request() -> flow.LoginRequest:
         size = shutil.get_terminal_size()
+        env = remote.parse_env(remote_env)
+        user = remote.check_user(as_user) if as_user else None
+        limit = _check_timeout(timeout) if timeout is not None else None
+        hops = _hops(destination, jump, port, login_name, identity, config_file, option, accept_new)
+        from tunnelauth import flow
+
         return flow.LoginRequest(
             provider=None,
-            hops=_hops(destination, jump, port, login_name, identity, config_file, option, accept_new),
-            remote_env=remote.parse_env(remote_env),
-            as_user=remote.check_user(as_user) if as_user else None,
+            hops=hops,
+            remote_env=env,
+            as_user=user,
             open_browser=not no_open,
-            timeout=_check_timeout(timeout) if timeout is not None else None,
+            timeout=limit,
             allow_hosts=tuple(h.lower() for h in allow_host),
             command=tuple(command),
             pty=terminal,
@@ -198,16 +225,19 @@ def run(
 
 def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleReporter) -> flow.LoginResult:
     """Build the request and run it; every failure becomes its message and exit code."""
-    import asyncio
-    import logging
+    from tunnelauth import preconnect
 
-    from tunnelauth import flow
-
-    # asyncio's own warnings (a ProxyCommand that exits at once, say) are not for the user:
-    # every failure reaches them as tunnelauth's one-line error.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
-        return asyncio.run(flow.run(build(), reporter))
+        request = build()  # first: it starts the first hop's connection before the imports below
+        import asyncio
+        import logging
+
+        from tunnelauth import flow
+
+        # asyncio's own warnings (a ProxyCommand that exits at once, say) are not for the user:
+        # every failure reaches them as tunnelauth's one-line error.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        return asyncio.run(flow.run(request, reporter))
     except TunnelauthError as exc:
         reporter.failure(str(exc), exc.exit_code)
         raise typer.Exit(exc.exit_code) from None
@@ -215,6 +245,7 @@ def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleRep
         reporter.failure("interrupted", 130)
         raise typer.Exit(130) from None
     finally:
+        preconnect.discard()
         reporter.restore_terminal()
 
 
@@ -281,7 +312,7 @@ def doctor(
             raise UsageError("--hermes must name a command")
         request = checkup.DoctorRequest(
             destinations=tuple(
-                (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new))
+                (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new, head_start=False))
                 for d in destinations
             ),
             providers=(providers.lookup(provider),) if provider else providers.PROVIDERS,

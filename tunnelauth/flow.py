@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-import asyncssh
+from tunnelauth._asyncssh import asyncssh
 
 from tunnelauth import browser, parse, remote, ssh
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
@@ -30,7 +30,6 @@ from tunnelauth.errors import (
     TunnelauthError,
 )
 from tunnelauth.forward import Forward
-from tunnelauth.localport import ensure_free
 from tunnelauth.providers import Provider
 
 DEFAULT_TIMEOUT = 300.0
@@ -118,10 +117,7 @@ async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
 
 
 async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
-    provider = request.provider
-    if provider is not None and provider.loopback and provider.port:
-        # Checked before connecting, so a busy port costs nothing remote.
-        ensure_free(provider.port)
+    # The laptop's callback port was checked (cli) before anything connected.
     async with AsyncExitStack() as stack:
         chain = await ssh.connect(
             list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
@@ -201,6 +197,7 @@ class _Session:
         self.group: TaskGroup | None = None
         self.forwards: dict[int, Forward] = {}
         self.listening: set[int] = set()
+        self.ipv6_only: set[int] = set()  # ports the target listens on at ::1 only
         self.watching: set[int] = set()
         self.authorize: parse.AuthorizeUrl | None = None
         self.opened: set[str] = set()
@@ -362,9 +359,11 @@ class _Session:
             port_text, _, address = payload.decode().partition(" ")
             port = int(port_text)
             self.listening.add(port)
-            if address == "::1" and port in self.forwards:
+            if address == "::1":
                 # It listens on IPv6 loopback only: the forward must connect there.
-                self.forwards[port].remote_host = "::1"
+                self.ipv6_only.add(port)
+                if port in self.forwards:
+                    self.forwards[port].remote_host = "::1"
             self.reporter.detail(f"the target now listens on {address or '127.0.0.1'}:{port}")
             await self._maybe_open()
         elif kind == "x":
@@ -479,6 +478,8 @@ class _Session:
 
     async def _forward(self, port: int, also_ipv6: bool = False) -> None:
         forward = Forward(self.conn, port, self._forward_failed, self._relaying, also_ipv6=also_ipv6)
+        if port in self.ipv6_only:  # the supervisor saw the listener before the URL
+            forward.remote_host = "::1"
         await forward.start()
         self.forwards[port] = forward
         self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}", "forwarded", port=port)

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Union
 
-import asyncssh
+from tunnelauth._asyncssh import asyncssh
 
 from tunnelauth import remote
 from tunnelauth.localport import LOOPBACK, busy_error

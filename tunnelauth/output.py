@@ -6,10 +6,12 @@ import getpass
 import json
 import os
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tunnelauth.flow import LoginResult
 from tunnelauth.parse import redact
+
+if TYPE_CHECKING:  # flow imports asyncssh; printing must not wait for that import
+    from tunnelauth.flow import LoginResult
 
 
 def _tty(stream: TextIO) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncssh
+from tunnelauth._asyncssh import asyncssh
 
 from tunnelauth import ssh
 from tunnelauth._compat import TIMEOUTS, timeout

@@ -23,7 +23,7 @@ PROBE_TAG = "tunnelauth-doctor-probe"
 LISTENER_LIFE = 10  # seconds the throwaway listener waits for its one request
 PY_BOOT = "import base64,sys,zlib;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
 _SH_BOOT = (
-    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -c "$0" "$@"; done; '
+    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -I -S -c "$0" "$@"; done; '
     'echo "tunnelauth: no python3 on the remote host (the doctor needs it)" >&2; exit 127'
 )
 NO_PYTHON = 127

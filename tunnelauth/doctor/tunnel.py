@@ -8,7 +8,7 @@ import secrets
 import socket
 from collections.abc import Iterable
 
-import asyncssh
+from tunnelauth._asyncssh import asyncssh
 
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands

@@ -1,0 +1,44 @@
+"""asyncssh, imported without its slowest step. Import asyncssh from here.
+
+asyncssh looks for liboqs (optional post-quantum key exchange) with ctypes.util.find_library,
+which on Linux falls back to running gcc and ld when ldconfig does not know the library: about
+30 ms of every login's start-up on a machine with a compiler and no liboqs. Here find_library
+first checks the places those tools would search; only if a liboqs file is there does the real
+(slow, exact) lookup run, so a machine with liboqs still gets it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _import() -> None:
+    if "asyncssh" in sys.modules or not sys.platform.startswith("linux"):
+        return
+    import ctypes.util
+    import glob
+    import os
+
+    real = ctypes.util.find_library
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += ["/usr/local/lib", "/usr/local/lib64", "/usr/lib", "/usr/lib64", "/lib", "/lib64",
+             *glob.glob("/usr/lib/*-linux-gnu*"), *glob.glob("/lib/*-linux-gnu*")]
+
+    def find_library(name: str) -> str | None:
+        stem = name if name.startswith("lib") else "lib" + name
+        if any(glob.glob(os.path.join(glob.escape(d), stem + ".so*")) for d in dirs):
+            return real(name)
+        return None
+
+    ctypes.util.find_library = find_library
+    try:
+        import asyncssh  # noqa: F401
+    finally:
+        ctypes.util.find_library = real
+
+
+_import()
+
+import asyncssh  # noqa: E402
+
+__all__ = ["asyncssh"]

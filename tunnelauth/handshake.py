@@ -1,0 +1,120 @@
+"""Fewer round trips per SSH login than asyncssh makes by default.
+
+Before its first signed public-key request asyncssh (like OpenSSH) spends three round trips
+per hop: it waits for SERVICE_ACCEPT, sends a `none` request to learn the server's methods,
+then offers the key unsigned and signs only after PK_OK. RFC 4252 lets a client send the
+signed request at once, and servers read pipelined requests in order (OpenSSH's sshd handles
+SERVICE_REQUEST, then the USERAUTH_REQUEST behind it). Through one jump host that is six of
+the sixteen round trips before hermes's first line.
+
+Only the first key goes out signed, straight behind the service request. If the server refuses
+it, asyncssh's own logic takes over with the server's method list (probing the next keys as
+usual). Security keys (sk-*) are still probed first, so a touch is never asked for a key the
+server would refuse.
+
+This leans on asyncssh internals (checked by `supported()`); where they are missing, the
+connection keeps asyncssh's own order, which is slower but equally correct.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunnelauth._asyncssh import asyncssh
+
+try:
+    from asyncssh.auth import _ClientPublicKeyAuth
+    from asyncssh.packet import Boolean, String
+except ImportError:  # an asyncssh without these internals: keep its own auth order
+    _ClientPublicKeyAuth = None
+
+_USERAUTH = b"ssh-userauth"
+_INTERNALS = ("send_service_request", "try_next_auth", "public_key_auth_requested", "_auth")
+
+
+def supported(conn: asyncssh.SSHClientConnection) -> bool:
+    return _ClientPublicKeyAuth is not None and all(hasattr(conn, name) for name in _INTERNALS)
+
+
+if _ClientPublicKeyAuth is not None:
+
+    class _SignedFirst(_ClientPublicKeyAuth):  # type: ignore[misc,valid-type]
+        """Public-key auth that sends its first key signed, without `none` or a probe."""
+
+        async def _start(self) -> None:
+            self._keypair = await self._conn.public_key_auth_requested()
+            if self._keypair is None:
+                # No key to offer: ask with `none`, as asyncssh would have, for the method list.
+                self._method = b"none"
+                await self.send_request()
+            elif self._keypair.algorithm.startswith(b"sk-"):
+                await self.send_request(Boolean(False), String(self._keypair.algorithm),
+                                        String(self._keypair.public_data))
+            else:
+                await self._send_signed_request()
+
+
+def pipeline_auth(conn: asyncssh.SSHClientConnection) -> None:
+    """Make `conn` start public-key auth behind its service request. Call from
+    SSHClient.connection_made (before key exchange)."""
+    if not supported(conn):
+        return
+    conn_any: Any = conn
+    request_service = conn_any.send_service_request
+    next_auth = conn_any.try_next_auth
+    early: list[object] = []  # the auth started early, until SERVICE_ACCEPT has been handled
+
+    def send_service_request(service: bytes) -> None:
+        request_service(service)
+        if service == _USERAUTH and conn_any._auth is None:
+            conn_any._auth = _SignedFirst(conn, b"publickey")
+            early.append(conn_any._auth)
+
+    def try_next_auth(*, next_method: bool = False) -> None:
+        # SERVICE_ACCEPT calls this to begin auth; ours is already under way, keep it.
+        if early and early.pop() is conn_any._auth and not next_method:
+            return
+        next_auth(next_method=next_method)
+
+    conn_any.send_service_request = send_service_request
+    conn_any.try_next_auth = try_next_auth
+
+
+def version_already_sent(conn: asyncssh.SSHClientConnection) -> None:
+    """preconnect.py sent this connection's version line: let asyncssh record it, not send it."""
+    conn_any: Any = conn
+    send_version = conn_any._send_version
+
+    def record_version() -> None:
+        conn_any._send = lambda data: None
+        try:
+            send_version()
+        finally:
+            del conn_any._send  # the class's own _send again
+
+    conn_any._send_version = record_version
+
+
+# asyncssh puts an empty MSG_IGNORE in front of every packet once encryption is on: RFC 4251
+# 9.3.1's defence for CBC ciphers, whose next IV the previous packet reveals. The AEAD ciphers
+# tunnelauth prefers have per-packet nonces, so there it only doubles the packets (and the
+# crypto) of every message; through a jump host each inner packet costs four outer ones.
+_AEAD = {b"aes128-gcm@openssh.com", b"aes256-gcm@openssh.com", b"chacha20-poly1305@openssh.com"}
+_MSG_IGNORE = 2
+_EMPTY_STRING = b"\0\0\0\0"
+
+
+def skip_cbc_padding(conn: asyncssh.SSHClientConnection) -> None:
+    """Drop asyncssh's automatic empty MSG_IGNORE packets when the cipher is AEAD."""
+    conn_any: Any = conn
+    if not all(hasattr(conn, name) for name in ("send_packet", "_enc_alg_cs")):
+        return
+    send_packet = conn_any.send_packet
+
+    def send(pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        if (pkttype == _MSG_IGNORE and args == (_EMPTY_STRING,) and not kwargs
+                and conn_any._enc_alg_cs in _AEAD):
+            return
+        send_packet(pkttype, *args, **kwargs)
+
+    conn_any.send_packet = send
