@@ -305,7 +305,7 @@ def _cmdline(pid: int) -> list[str]:
 
 def start_probe(mode: str, config: dict[str, object], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     # stdin stays open, as the doctor keeps the channel's: its closing means "tunnelauth is gone".
-    return subprocess.Popen(["sh", "-c", commands.probe_command(mode, config)], stdin=subprocess.PIPE,
+    return subprocess.Popen(["sh", "-c", commands.probe_command([mode], config)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -317,7 +317,8 @@ def probe(mode: str, config: dict[str, object], env: dict[str, str] | None = Non
     proc.wait(timeout=60)
     answer = commands.probe_answer(out)
     assert answer is not None, proc.stderr.read()
-    return answer
+    assert list(answer) == [mode]
+    return answer[mode]  # type: ignore[return-value]
 
 
 def fake_hermes(tmp_path: Path, line: str = "Hermes Agent v0.18.0 (2026.7.1)") -> Path:
@@ -341,6 +342,56 @@ def test_probe_runs_hermes_version_in_a_throwaway_home(tmp_path: Path) -> None:
     assert info["first_line"] == "Hermes Agent v0.18.0 (2026.7.1)"
     assert info["error"] == "FOO=bar"  # --remote-env reaches it
     assert list(scratch.iterdir()) == [] and not (home / ".hermes").exists()
+
+
+def installed_hermes(tmp_path: Path, version: str = "0.19.0", name: str = "hermes_agent") -> Path:
+    """A hermes as pip or pipx installs it: a venv whose bin/hermes runs the venv's python,
+    the package's dist-info beside it. Running it would fail: the probe must not need to."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python3"
+    python.symlink_to("/bin/false")
+    dist = venv / "lib" / "python3.11" / "site-packages" / f"{name}-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
+    script = venv / "bin" / "hermes"
+    script.write_text(f"#!{python}\nimport sys\nsys.exit(1)\n")
+    script.chmod(0o755)
+    link = tmp_path / "bin" / "hermes"  # ~/.local/bin/hermes -> the venv's, as pipx does
+    link.parent.mkdir()
+    link.symlink_to(script)
+    return link
+
+
+def test_probe_reads_the_version_from_the_package_metadata_without_running_hermes(tmp_path: Path) -> None:
+    hermes = installed_hermes(tmp_path)
+    info = probe("hermes", {"hermes": str(hermes), "as_user": None, "env": {}})
+    assert info["path"] == str(hermes) and info["rc"] == 0
+    assert versions.parse_version(str(info["first_line"])) == (0, 19, 0)
+    assert "package metadata" in str(info["first_line"])
+
+
+def test_probe_runs_hermes_when_the_metadata_is_not_hermes_agent(tmp_path: Path) -> None:
+    hermes = installed_hermes(tmp_path, name="hermes_other")
+    info = probe("hermes", {"hermes": str(hermes), "as_user": None, "env": {}})
+    assert info["rc"] == 1  # it ran (and this one fails), since nothing else told its version
+
+
+def test_one_probe_answers_every_mode(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        ["sh", "-c", commands.probe_command(["hermes", "tokens", "gateway", "sockets"],
+                                            {"hermes": str(fake_hermes(tmp_path)), "as_user": None, "env": {},
+                                             "hermes_home": str(tmp_path / "hh")})],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    out = proc.stdout.read()  # stdin stays open meanwhile: its closing means "tunnelauth is gone"
+    proc.stdin.close()
+    proc.wait(timeout=60)
+    answer = commands.probe_answer(out)
+    assert answer is not None, proc.stderr.read()
+    assert set(answer) == {"hermes", "tokens", "gateway", "sockets"}
+    assert answer["tokens"]["dir"] == str(tmp_path / "hh")  # type: ignore[index]
+    assert "local_address" in str(answer["sockets"])  # the /proc/net/tcp header
 
 
 def test_probe_stops_hermes_and_cleans_up_when_tunnelauth_goes_away(tmp_path: Path) -> None:

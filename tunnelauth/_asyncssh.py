@@ -1,4 +1,5 @@
-"""asyncssh, imported without its slowest step. Import asyncssh from here.
+"""asyncssh, imported without its slowest step, and with packet logging that costs nothing
+when it is off. Import asyncssh from here.
 
 asyncssh looks for liboqs (optional post-quantum key exchange) with ctypes.util.find_library,
 which on Linux falls back to running gcc and ld when ldconfig does not know the library: about
@@ -40,5 +41,25 @@ def _import() -> None:
 _import()
 
 import asyncssh  # noqa: E402
+from asyncssh.packet import SSHPacketLogger  # noqa: E402
+
+
+def _quiet_packet_logging() -> None:
+    """asyncssh formats a log line for every packet (names, sizes, a payload copy) before its
+    logger drops it below debug level 3. Skipping that work when it would be dropped changes
+    no output, and takes microseconds off each packet of each callback through the tunnel."""
+    log_packet = getattr(SSHPacketLogger, "_log_packet", None)
+    if log_packet is None or getattr(log_packet, "_tunnelauth", False):
+        return
+
+    def _log_packet(self: SSHPacketLogger, *args: object) -> None:
+        if getattr(self.logger, "_debug_level", 3) >= 3:
+            log_packet(self, *args)
+
+    _log_packet._tunnelauth = True  # type: ignore[attr-defined]
+    SSHPacketLogger._log_packet = _log_packet  # type: ignore[method-assign]
+
+
+_quiet_packet_logging()
 
 __all__ = ["asyncssh"]

@@ -293,7 +293,7 @@ def doctor(
     accept_new: bool = ACCEPT_NEW,
     json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
-    concurrency: int = typer.Option(8, "--concurrency", help="Destinations checked at the same time."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Destinations checked at the same time."),
 ) -> None:
     """Check that logins to DESTINATION... would work (for CI): hops, forwarding, hermes and its
     flows, callback ports, token directory. Exit 0 when nothing fails; leaves nothing running."""

@@ -7,6 +7,7 @@ OS errors into tunnelauth's error tree, naming the hop that failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import math
 import os
@@ -96,12 +97,28 @@ def _load(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int
     win over the file, and `Match host`, `%h` and friends see them too.
     """
     paths = _config_paths(settings)
-    args = (getpass.getuser(), user if user else (), endpoint.host, port if port else ())
+    stamp = tuple((str(p), *_stat(p)) for p in paths)
+    local = (getpass.getuser(), os.environ.get("HOME", ""))  # what %u, %d and Match localuser see
+    return dict(_evaluate(endpoint.host, stamp, local, user, port, tuple(opts.items())))
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str, str], user: str | None,
+              port: int | None, opts: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    # Cached: a fleet's destinations share their jump hosts, whose evaluation is the same each
+    # time (the files' mtimes and sizes are in the key, should one change meanwhile).
+    paths = [Path(str(entry[0])) for entry in stamp]
+    args = (local[0], user if user else (), host, port if port else ())
     try:
         with tempfile.TemporaryDirectory(prefix="tunnelauth-") as tmp:
             if opts:
                 override = Path(tmp) / "options"
-                override.write_text("".join(f"{key} {value}\n" for key, value in opts.items()))
+                override.write_text("".join(f"{key} {value}\n" for key, value in opts))
                 paths = [override, *paths]
             config = _Config.load(None, paths, False, False, False, *args)
             if config.has_match_final():

@@ -19,7 +19,8 @@ from tunnelauth.errors import LocalPortBusy, RemoteSetupError, TunnelauthError
 from tunnelauth.localport import ensure_free
 from tunnelauth.providers import PROVIDERS, Flow, Provider
 
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
+PROBE_MODES = ("hermes", "tokens", "gateway", "sockets")
 # Seconds per check: finding hermes as another user may take a few sudo calls, and
 # `hermes --version` a few seconds on a slow host.
 LIMITS = {"forwarding": 30.0, "hermes": 90.0, "port": 15.0, "token dir": 40.0, "gateway": 40.0}
@@ -69,6 +70,9 @@ class Destination:
         self.no_python = False
         self.no_version = "the hermes check failed"  # why the flows cannot be told
         self.socket_table: str | None = None
+        self._prefetch: asyncio.Future[None] | None = None
+        self._answers: dict[str, object] | None = None  # the probe's, for every mode at once
+        self._probe_error: BaseException | None = None
 
     # -- running -----------------------------------------------------------------------------
 
@@ -77,6 +81,17 @@ class Destination:
         if not await self._connect():
             self._skip(later, f"no connection to {self.name}")
             return self.report()
+        # The probe and the forwarding check need nothing of each other: the probe's python3
+        # (and hermes --version, if it must run) work while the test listener is fetched.
+        self._prefetch = asyncio.ensure_future(self._probe_all())
+        try:
+            return await self._checks()
+        finally:
+            if not self._prefetch.done():
+                self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+
+    async def _checks(self) -> DestinationReport:
         avoid = [p.port for p in PROVIDERS if p.port]  # the listener never takes a hermes port
         await self._timed("forwarding", self._remote(tunnel.check(self._conn, self.name, avoid)),
                           LIMITS["forwarding"])
@@ -170,10 +185,31 @@ class Destination:
             self.no_python = True
             raise
 
-    async def _probe(self, mode: str, **config: object) -> dict[str, object]:
+    async def _probe_all(self) -> None:
+        req = self.request
+        try:
+            self._answers = await self._run_probe(
+                hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env),
+                hermes_home=req.remote_env.get("HERMES_HOME"))
+        except (TunnelauthError, asyncssh.Error, OSError) as exc:
+            self._probe_error = exc
+
+    async def _probe(self, mode: str) -> Any:
+        """The probe's answer for `mode`. ONE probe run answers hermes, tokens, gateway and
+        sockets: on a fleet every process started on every target counts. It starts as soon
+        as the destination is connected; the first check to need it waits for the rest of
+        it (and that wait is its time), the others read its answer."""
+        assert self._prefetch is not None
+        await asyncio.shield(self._prefetch)  # a check's time limit must not cancel it for the others
+        if self._probe_error is not None:
+            raise self._probe_error
+        assert self._answers is not None
+        return self._answers[mode]
+
+    async def _run_probe(self, **config: object) -> dict[str, object]:
         # Not conn.run(): that closes the probe's stdin at once, and the probe takes its stdin
         # closing as "tunnelauth is gone" (Ctrl-C, a timeout), stopping what it runs.
-        proc = await self._conn.create_process(commands.probe_command(mode, config), encoding="utf-8")
+        proc = await self._conn.create_process(commands.probe_command(PROBE_MODES, config), encoding="utf-8")
         try:
             out, errors = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
             await proc.wait_closed()
@@ -189,7 +225,7 @@ class Destination:
 
     async def _hermes(self) -> Outcome:
         req = self.request
-        info = await self._probe("hermes", hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env))
+        info = await self._probe("hermes")
         if info.get("sudo"):
             self.no_version = f"hermes cannot run as {req.as_user}"
             return Outcome(Status.FAIL, f"cannot run hermes as {req.as_user} on {self.name} through "
@@ -225,8 +261,12 @@ class Destination:
     async def _port(self, provider: Provider, flow: Flow | None) -> Outcome:
         assert provider.port is not None
         if self.socket_table is None:
-            done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
-            self.socket_table = str(done.stdout or "")
+            try:
+                self.socket_table = str(await self._probe("sockets"))
+            except (TunnelauthError, asyncssh.Error, OSError):
+                # No probe (no python3, say): the kernel's tables need only sh and cat.
+                done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
+                self.socket_table = str(done.stdout or "")
         table = verdicts.listeners(self.socket_table) if self.socket_table.strip() else None
         target = None if table is None else table.get(provider.port, set())
         return verdicts.port_verdict(provider, provider.port, self.name,
@@ -234,10 +274,7 @@ class Destination:
                                      target=target, flow=flow)
 
     async def _tokens(self) -> Outcome:
-        home = self.request.remote_env.get("HERMES_HOME")
-        info = await self._probe("tokens", as_user=self.request.as_user, hermes_home=home)
-        return verdicts.token_verdict(info)
+        return verdicts.token_verdict(await self._probe("tokens"))
 
     async def _gateway(self, token_user: str) -> Outcome:
-        info = await self._probe("gateway")
-        return verdicts.gateway_verdict(token_user, info)  # type: ignore[arg-type]
+        return verdicts.gateway_verdict(token_user, await self._probe("gateway"))

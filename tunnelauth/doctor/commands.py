@@ -8,6 +8,7 @@ travels base64-encoded, so no quoting of the login shell can change it, and no p
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import shlex
 import zlib
@@ -84,13 +85,19 @@ def listener_command(token: str, avoid: Iterable[int], life: float = LISTENER_LI
     return _python(LISTENER.encode(), LISTENER_TAG, [token, f"{life:g}", *map(str, avoid)])
 
 
-def probe_command(mode: str, config: Mapping[str, object]) -> str:
-    probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
-    agent = resources.files("tunnelauth").joinpath("agent.py").read_bytes()
+@functools.lru_cache(maxsize=None)
+def _packed(package: str, name: str) -> str:
+    # Compressed once per run, not once per target of a fleet.
+    return _pack(resources.files(package).joinpath(name).read_bytes())
+
+
+def probe_command(modes: Iterable[str], config: Mapping[str, object]) -> str:
+    """One probe run answering each of `modes` (probe.py: hermes, tokens, gateway, sockets)."""
     # "boot": how the probe starts itself again as another user (sh -c BOOT PY_BOOT args...).
     boot = [_SH_BOOT, PY_BOOT]
-    payload = base64.b64encode(json.dumps({**config, "mode": mode, "boot": boot}).encode()).decode()
-    return _python(probe, PROBE_TAG, [_pack(agent), payload])
+    payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode()).decode()
+    return shlex.join(["sh", "-c", _SH_BOOT, PY_BOOT, _packed("tunnelauth.doctor", "probe.py"), PROBE_TAG,
+                       _packed("tunnelauth", "agent.py"), payload])
 
 
 def socket_table_command() -> str:

@@ -4,10 +4,13 @@
 # HERMES_HOME in a temporary directory that is removed again (that command writes ~/.hermes).
 #
 # argv: <this file, base64+zlib> <marker> <agent.py, base64+zlib> <config, base64 JSON>
-# Prints one line: "tunnelauth-doctor " + JSON.  Modes (config["mode"]):
-#   hermes   find hermes as the login would (agent.find_command), run `hermes --version`
+# Prints one line: "tunnelauth-doctor " + JSON: {mode: answer} for each of config["modes"]
+# (one python start for all: a fleet pays for every process it starts on every target):
+#   hermes   find hermes as the login would (agent.find_command); its version from the package
+#            metadata beside it, or else from `hermes --version`
 #   tokens   the token directory, as the user who will hold the tokens (sudo -n for --as-user)
 #   gateway  hermes gateway processes and systemd units, and the users they run as
+#   sockets  the kernel's TCP socket tables (for the callback ports' check)
 import base64
 import json
 import os
@@ -105,6 +108,9 @@ def hermes(config, agent):
         if name == "hermes":
             looked += list(agent["candidates"](home))
         return {"missing": looked}
+    known = metadata_version(path)
+    if known:
+        return {"path": path, "rc": 0, "first_line": "Hermes Agent v%s (from its package metadata)" % known}
     env = [f"{k}={v}" for k, v in sorted(config.get("env", {}).items())]
     argv = ["env"] + env + ["sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
     rc, out, err = run((sudo(user) if user else []) + argv, 60)
@@ -112,18 +118,67 @@ def hermes(config, agent):
             "error": last_line(err, "")}
 
 
+def metadata_version(path):
+    """hermes-agent's version from the dist-info of the environment its script runs in, without
+    running it (`hermes --version` imports all of hermes and may check for updates: seconds,
+    on every target of a fleet). None when that is not plain to see."""
+    try:
+        with open(os.path.realpath(path), "rb") as script:
+            first = script.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!/"):
+        return None
+    interpreter = first[2:].split()[0].decode(errors="replace")
+    if "python" not in os.path.basename(interpreter):
+        return None
+    lib = os.path.join(os.path.dirname(os.path.dirname(interpreter)), "lib")
+    try:
+        pythons = [d for d in os.listdir(lib) if d.startswith("python")]
+    except OSError:
+        return None
+    for python in pythons:
+        packages = os.path.join(lib, python, "site-packages")
+        try:
+            found = [d for d in os.listdir(packages)
+                     if d.lower().startswith("hermes_agent-") and d.endswith(".dist-info")]
+        except OSError:
+            continue
+        if len(found) != 1:
+            continue
+        try:
+            with open(os.path.join(packages, found[0], "METADATA"), encoding="utf-8") as meta:
+                head = dict(line.rstrip("\n").split(": ", 1) for line in meta if ": " in line[:40])
+        except (OSError, ValueError):
+            continue
+        if head.get("Name", "").lower().replace("_", "-") == "hermes-agent" and head.get("Version"):
+            return head["Version"]
+    return None
+
+
+def sockets(config, agent):
+    tables = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as table:
+                tables.append(table.read())
+        except OSError:
+            pass
+    return "".join(tables)
+
+
 def tokens(config, agent):
     me = pwd.getpwuid(os.geteuid())
     user = config.get("as_user")
     if user and user != me.pw_name:
         # Look as that user: their home is often 0700 to anyone else.
-        again = dict(config, as_user=None, watch=False)  # its stdin is /dev/null
+        again = dict(config, as_user=None, watch=False, modes=["tokens"])  # its stdin is /dev/null
         payload = base64.b64encode(json.dumps(again).encode()).decode()
         # Through sh and that user's PATH: this python3 may live where they cannot read (pyenv).
         rc, out, err = run(sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4] + [payload], 30)
         for line in out.splitlines():
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                return json.loads(line[len(MARK):])["tokens"]
         return {"user": user, "sudo": last_line(err, f"sudo failed (exit {rc})")}
     where = config.get("hermes_home") or os.path.join(me.pw_dir, ".hermes")
     info = {"user": me.pw_name, "dir": where, "exists": os.path.lexists(where)}
@@ -155,16 +210,36 @@ def user_name(uid):
         return str(uid)
 
 
+def process_table():
+    """(uid, pid, command line) of every process: from /proc where there is one (no ps to start,
+    on every target of a fleet), else from ps."""
+    if os.path.isdir("/proc/self"):
+        rows = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as cmdline:
+                    args = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                uid = os.stat("/proc/" + pid).st_uid
+            except OSError:
+                continue  # gone meanwhile, or not ours to see
+            if args:
+                rows.append((str(uid), pid, args))
+        return rows
+    # -ww: without a terminal ps cuts lines at 80 columns, often before "gateway".
+    rc, out, err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
+    return [tuple(row.split(None, 2)) for row in out.splitlines() if len(row.split(None, 2)) == 3]
+
+
 def gateway(config, agent):
     mine = {str(os.getpid()), str(os.getppid())}
     found = {"processes": [], "units": []}
-    # -ww: without a terminal ps cuts lines at 80 columns, often before "gateway".
-    rc, out, err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
-    for row in out.splitlines():
-        cols = row.split(None, 2)
-        if len(cols) == 3 and cols[1] not in mine and "hermes" in cols[2] and "gateway" in cols[2]:
-            found["processes"].append({"user": user_name(cols[0]), "pid": int(cols[1]), "args": cols[2]})
-    if shutil.which("systemctl"):
+    for uid, pid, args in process_table():
+        if pid not in mine and "hermes" in args and "gateway" in args:
+            found["processes"].append({"user": user_name(uid), "pid": int(pid), "args": args})
+    # Only where systemd runs (sd_booted's test): elsewhere systemctl has nothing to list.
+    if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
         rc, out, _ = run(["systemctl", "list-units", "--all", "--type=service", "--no-legend",
                           "--plain", "--no-pager", "hermes*"], 10)
         units = [next((c for c in row.split() if c.endswith(".service")), "") for row in out.splitlines()]
@@ -180,8 +255,10 @@ def main():
     config = json.loads(base64.b64decode(sys.argv[4]).decode())
     if config.get("watch", True):
         threading.Thread(target=watch_stdin, daemon=True).start()
-    mode = {"hermes": hermes, "tokens": tokens, "gateway": gateway}[config["mode"]]
-    sys.stdout.write(MARK + json.dumps(mode(config, load_agent())) + "\n")
+    modes = {"hermes": hermes, "tokens": tokens, "gateway": gateway, "sockets": sockets}
+    agent = load_agent()
+    answer = {mode: modes[mode](config, agent) for mode in config["modes"]}
+    sys.stdout.write(MARK + json.dumps(answer) + "\n")
     sys.stdout.flush()
 
 
