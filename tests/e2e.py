@@ -84,6 +84,12 @@ class Run:
         return self.stdout + self.stderr
 
 
+def _as_from_a_shell() -> None:
+    """Ctrl-C as a person's shell delivers it. Run in the background (`pytest … &`), the test
+    process itself ignores SIGINT, and a child would inherit that and never see it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Laptop:
     """tunnelauth as the person on the laptop runs it, with the lab's HOME and $BROWSER."""
 
@@ -95,7 +101,8 @@ class Laptop:
         self.key = str(lab.laptop_home / ".ssh" / "id_ed25519")
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = self.lab.laptop_env(BROWSER=str(self.browser), FAKE_BROWSER_LOG=str(self.browser_log), **extra)
+        env = self.lab.laptop_env(BROWSER=str(self.browser), FAKE_BROWSER_LOG=str(self.browser_log),
+                                  PYTHONFAULTHANDLER="1", **extra)
         env["HOME"] = str(self.home)
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
@@ -110,7 +117,7 @@ class Laptop:
         return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
     def start(self, args: list[str], **env: str) -> subprocess.Popen[str]:
-        return self.lab.spawn("laptop", self.argv(args), env=self.env(**env),
+        return self.lab.spawn("laptop", self.argv(args), env=self.env(**env), preexec_fn=_as_from_a_shell,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def start_with_tty(self, args: list[str], **env: str) -> tuple[subprocess.Popen[str], int]:
@@ -118,7 +125,8 @@ class Laptop:
         process and the terminal's master end (write to it to type)."""
         master, slave = pty.openpty()
         proc = self.lab.spawn("laptop", self.argv(args), env=self.env(**env), stdin=slave,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              preexec_fn=_as_from_a_shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
         os.close(slave)
         return proc, master
 
@@ -151,7 +159,14 @@ def finish(proc: subprocess.Popen[str], sig: int | None = None, timeout: float =
     if sig is not None:
         proc.send_signal(sig)
     start = time.monotonic()
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Still running: SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set by Laptop) print
+        # where every thread was, which is what the failure message needs.
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"still running {timeout} s later; its stacks and output:\n{err[-6000:]}\n{out[-2000:]}") from None
     return Run(proc.returncode, out, err, time.monotonic() - start)
 
 
