@@ -754,6 +754,12 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
             ns = [int(n) for n in per["sizes"] if n.isdigit()]
             ax.plot(ns, [per["sizes"][str(n)]["wall_s"] for n in ns], "-o", label=f"wall, {rtt} ms RTT")
             ax.plot(ns, [per["sizes"][str(n)]["cpu_s"] for n in ns], ":o", label=f"doctor's CPU, {rtt} ms RTT")
+            if rtt == "0" and all(per["sizes"][str(n)].get("machine_cpu_s") is not None for n in ns):
+                # All the lab's hosts share this machine: its busy CPU over its core count is the
+                # least wall time the run could take here.
+                cores = results["machine"]["nproc"]
+                ax.plot(ns, [per["sizes"][str(n)]["machine_cpu_s"] / cores for n in ns], "--", color="grey",
+                        label=f"whole machine's CPU / {cores} cores, {rtt} ms")
             mem.plot(ns, [per["sizes"][str(n)]["maxrss_mb"] for n in ns], "-s", label=f"doctor, {rtt} ms RTT")
         ax.legend(fontsize=8)
         ax.set(title="tunnelauth doctor: fleet behind one bastion", xlabel="targets", ylabel="seconds (median)")
