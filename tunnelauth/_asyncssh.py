@@ -57,7 +57,7 @@ def _quiet_packet_logging() -> None:
             log_packet(self, *args)
 
     _log_packet._tunnelauth = True  # type: ignore[attr-defined]
-    SSHPacketLogger._log_packet = _log_packet  # type: ignore[method-assign]
+    SSHPacketLogger._log_packet = _log_packet  # type: ignore[method-assign,assignment]
 
 
 _quiet_packet_logging()

@@ -26,7 +26,7 @@ try:
     from asyncssh.auth import _ClientPublicKeyAuth
     from asyncssh.packet import Boolean, String
 except ImportError:  # an asyncssh without these internals: keep its own auth order
-    _ClientPublicKeyAuth = None
+    _ClientPublicKeyAuth = None  # type: ignore[assignment,misc]
 
 _USERAUTH = b"ssh-userauth"
 _INTERNALS = ("send_service_request", "try_next_auth", "public_key_auth_requested", "_auth")
