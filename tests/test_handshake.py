@@ -33,11 +33,12 @@ class CountingServer(asyncssh.SSHServer):
         return key.public_data == self.allowed.public_data
 
 
-def hop(tmp_path: Path, port: int, keys: list[Path], host_key: asyncssh.SSHKey) -> ssh.Hop:
+def hop(tmp_path: Path, port: int, keys: list[Path], host_key: asyncssh.SSHKey,
+        identities_only: bool = True) -> ssh.Hop:
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
     return ssh.Hop(name="server", host="127.0.0.1", port=port, user="alice", identities=tuple(map(str, keys)),
-                   identities_only=True, known_hosts=(known,), accept_new=False, proxy_command=None,
+                   identities_only=identities_only, known_hosts=(known,), accept_new=False, proxy_command=None,
                    connect_timeout=10, keepalive_interval=0, keepalive_count_max=3)
 
 
@@ -45,17 +46,19 @@ def key_file(tmp_path: Path, name: str) -> tuple[Path, asyncssh.SSHKey]:
     key = asyncssh.generate_private_key("ssh-ed25519")
     path = tmp_path / name
     key.write_private_key(path)
+    path.chmod(0o600)
     return path, key
 
 
-async def login(tmp_path: Path, keys: list[Path], allowed: asyncssh.SSHKey, *, head_start: bool) -> list[str]:
+async def login(tmp_path: Path, keys: list[Path], allowed: asyncssh.SSHKey, *, head_start: bool,
+                identities_only: bool = True) -> list[str]:
     seen: list[str] = []
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[host_key],
                                    server_factory=lambda: CountingServer(allowed, seen))
     port = server.sockets[0].getsockname()[1]
     try:
-        target = hop(tmp_path, port, keys, host_key)
+        target = hop(tmp_path, port, keys, host_key, identities_only)
         if head_start:
             preconnect._pending = preconnect._Attempt("127.0.0.1", port)
         conn = await ssh.connect_hop(target, None)
@@ -98,3 +101,28 @@ def test_no_accepted_key_is_refused(tmp_path: Path) -> None:
     _, key = key_file(tmp_path, "id_ok")
     with pytest.raises(AuthFailed):
         asyncio.run(login(tmp_path, [stranger], key, head_start=False))
+
+
+def test_an_agent_key_is_signed_at_once_by_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("ssh-agent"):
+        pytest.skip("no ssh-agent here")
+    path, key = key_file(tmp_path, "id_agent")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.02"])
+        subprocess.run(["ssh-add", "-q", str(path)], env={"SSH_AUTH_SOCK": str(sock)}, check=True)
+        path.unlink()  # only the agent has it now
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no default keys of this machine's user
+        seen = asyncio.run(login(tmp_path, [], key, head_start=False, identities_only=False))
+        assert seen == [key.get_fingerprint()]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
