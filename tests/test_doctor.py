@@ -303,22 +303,26 @@ def _cmdline(pid: int) -> list[str]:
 
 # -- the probe, run locally ----------------------------------------------------------------------
 
-def start_probe(mode: str, config: dict[str, object], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_probe(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     # stdin stays open, as the doctor keeps the channel's: its closing means "tunnelauth is gone".
-    return subprocess.Popen(["sh", "-c", commands.probe_command([mode], config)], stdin=subprocess.PIPE,
+    return subprocess.Popen(["sh", "-c", commands.probe_command(modes, config)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def probe(mode: str, config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:
-    proc = start_probe(mode, config, env)
+def probe_modes(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:
+    proc = start_probe(modes, config, env)
     assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
     out = proc.stdout.read()
     proc.stdin.close()
     proc.wait(timeout=60)
     answer = commands.probe_answer(out)
     assert answer is not None, proc.stderr.read()
-    assert list(answer) == [mode]
-    return answer[mode]  # type: ignore[return-value]
+    assert list(answer) == modes
+    return answer
+
+
+def probe(mode: str, config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:
+    return probe_modes([mode], config, env)[mode]  # type: ignore[return-value]
 
 
 def fake_hermes(tmp_path: Path, line: str = "Hermes Agent v0.18.0 (2026.7.1)") -> Path:
@@ -357,8 +361,8 @@ def installed_hermes(tmp_path: Path, version: str = "0.19.0", name: str = "herme
     script = venv / "bin" / "hermes"
     script.write_text(f"#!{python}\nimport sys\nsys.exit(1)\n")
     script.chmod(0o755)
-    link = tmp_path / "bin" / "hermes"  # ~/.local/bin/hermes -> the venv's, as pipx does
-    link.parent.mkdir()
+    link = tmp_path / ".local" / "bin" / "hermes"  # ~/.local/bin/hermes -> the venv's, as pipx does
+    link.parent.mkdir(parents=True)
     link.symlink_to(script)
     return link
 
@@ -377,21 +381,21 @@ def test_probe_runs_hermes_when_the_metadata_is_not_hermes_agent(tmp_path: Path)
     assert info["rc"] == 1  # it ran (and this one fails), since nothing else told its version
 
 
-def test_one_probe_answers_every_mode(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        ["sh", "-c", commands.probe_command(["hermes", "tokens", "gateway", "sockets"],
-                                            {"hermes": str(fake_hermes(tmp_path)), "as_user": None, "env": {},
-                                             "hermes_home": str(tmp_path / "hh")})],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-    out = proc.stdout.read()  # stdin stays open meanwhile: its closing means "tunnelauth is gone"
-    proc.stdin.close()
-    proc.wait(timeout=60)
-    answer = commands.probe_answer(out)
-    assert answer is not None, proc.stderr.read()
-    assert set(answer) == {"hermes", "tokens", "gateway", "sockets"}
+ALL_MODES = ["hermes", "tokens", "gateway", "sockets"]
+
+
+def check_every_mode(tmp_path: Path, hermes: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    answer = probe_modes(ALL_MODES, {"hermes": str(hermes), "as_user": None, "env": {},
+                                     "hermes_home": str(tmp_path / "hh")}, env)
     assert answer["tokens"]["dir"] == str(tmp_path / "hh")  # type: ignore[index]
     assert "local_address" in str(answer["sockets"])  # the /proc/net/tcp header
+    assert answer["gateway"] == {"processes": [], "units": []} or answer["gateway"]["processes"] is not None  # type: ignore[index]
+    return answer
+
+
+def test_one_probe_answers_every_mode(tmp_path: Path) -> None:
+    answer = check_every_mode(tmp_path, fake_hermes(tmp_path))
+    assert answer["hermes"]["first_line"] == "Hermes Agent v0.18.0 (2026.7.1)"  # type: ignore[index]
 
 
 def test_probe_stops_hermes_and_cleans_up_when_tunnelauth_goes_away(tmp_path: Path) -> None:
@@ -402,7 +406,7 @@ def test_probe_stops_hermes_and_cleans_up_when_tunnelauth_goes_away(tmp_path: Pa
     hermes.chmod(0o755)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = start_probe("hermes", {"hermes": str(hermes), "as_user": None, "env": {}},
+    proc = start_probe(["hermes"], {"hermes": str(hermes), "as_user": None, "env": {}},
                        {**os.environ, "TMPDIR": str(scratch)})
     sleepers: list[psutil.Process] = []
     try:
@@ -483,6 +487,9 @@ def test_listener_and_probe_run_on_old_remote_pythons(version: str, tmp_path: Pa
     assert proc.wait(timeout=5) == 0
     info = probe("tokens", {"as_user": None, "hermes_home": str(tmp_path / "h")}, env)
     assert info["exists"] is False and info["creatable"] is True
+    # What a doctor run asks of it: every mode at once, hermes's version from its metadata.
+    answer = check_every_mode(tmp_path, installed_hermes(tmp_path), env)
+    assert versions.parse_version(str(answer["hermes"]["first_line"])) == (0, 19, 0)  # type: ignore[index]
 
 
 # -- one connection per hop-chain prefix ---------------------------------------------------------

@@ -44,15 +44,15 @@ def both(tmp_path: Path, config: str, destination: str, jumps: str | None = None
     ("", "user@example.test:2200", None),
     ("Host t\n  HostName 198.18.2.2\n  ProxyJump b\nHost b\n  HostName 198.18.1.2\n  Port 2022\n", "t", None),
     ("Host b\n  HostName 198.18.1.2\n", "198.18.2.2", "b,other"),
-    ("Host *.lab\n  ProxyJump gw\nHost gw\n  HostName 10.0.0.1\n", "x.lab", None),
-    ("Host * !direct\n  ProxyJump gw:2222\nHost gw\n  HostName 10.0.0.1\n", "direct", None),
-    ("Host * !direct !gw\n  ProxyJump gw:2222\nHost gw\n  HostName 10.0.0.1\n", "other", None),
+    ("Host *.lab\n  ProxyJump gw\nHost gw\n  HostName 198.18.9.1\n", "x.lab", None),
+    ("Host * !direct\n  ProxyJump gw:2222\nHost gw\n  HostName 198.18.9.1\n", "direct", None),
+    ("Host * !direct !gw\n  ProxyJump gw:2222\nHost gw\n  HostName 198.18.9.1\n", "other", None),
     ("Host a\n  ProxyJump b\n", "a", "none"),  # -J none: straight there
     ("Host a\n  HostName first\nHost a\n  HostName second\n", "a", None),  # the first value wins
     ("Port 2200\nHost a\n  Port 2300\n", "a", None),  # settings before any Host apply to all
-    ("Host a\n  Hostname=10.0.0.9\n  port = 2201\n", "a", None),
-    ("Host a\n  ProxyJump none\n  HostName 10.0.0.8\n", "a", None),
-    ("Host a\n  ProxyJump b\nHost b\n  ProxyJump c\nHost c\n  HostName 10.0.0.7\n", "a", None),
+    ("Host a\n  Hostname=198.18.9.9\n  port = 2201\n", "a", None),
+    ("Host a\n  ProxyJump none\n  HostName 198.18.9.8\n", "a", None),
+    ("Host a\n  ProxyJump b\nHost b\n  ProxyJump c\nHost c\n  HostName 198.18.9.7\n", "a", None),
 ])
 def test_the_guess_is_the_first_hop(tmp_path: Path, config: str, destination: str, jumps: str | None) -> None:
     guess, first = both(tmp_path, config, destination, jumps)
@@ -61,8 +61,8 @@ def test_the_guess_is_the_first_hop(tmp_path: Path, config: str, destination: st
 
 def test_dash_p_counts_only_when_the_destination_is_the_first_hop(tmp_path: Path) -> None:
     assert both(tmp_path, "", "example.test", port=2200) == (("example.test", 2200),) * 2
-    guess, first = both(tmp_path, "Host b\n  HostName 10.0.0.1\n", "example.test", "b", port=2200)
-    assert guess == first == ("10.0.0.1", 22)
+    guess, first = both(tmp_path, "Host b\n  HostName 198.18.9.1\n", "example.test", "b", port=2200)
+    assert guess == first == ("198.18.9.1", 22)
 
 
 @pytest.mark.parametrize("config", [
@@ -108,7 +108,7 @@ def test_no_guess_when_an_option_moves_the_connection(tmp_path: Path, option: st
 
 ALIASES = ["a", "b", "c", "d"]
 _block = st.fixed_dictionaries({}, optional={
-    "HostName": st.sampled_from(["10.0.0.1", "10.0.0.2", "h.example.test"]),
+    "HostName": st.sampled_from(["198.18.9.1", "198.18.9.2", "h.example.test"]),
     "Port": st.sampled_from(["22", "2200", "2222"]),
     "ProxyJump": st.sampled_from(["none", "b", "c", "d:2201", "c,d"]),
 })
