@@ -389,7 +389,7 @@ def check_every_mode(tmp_path: Path, hermes: Path, env: dict[str, str] | None = 
                                      "hermes_home": str(tmp_path / "hh")}, env)
     assert answer["tokens"]["dir"] == str(tmp_path / "hh")  # type: ignore[index]
     assert "local_address" in str(answer["sockets"])  # the /proc/net/tcp header
-    assert answer["gateway"] == {"processes": [], "units": []} or answer["gateway"]["processes"] is not None  # type: ignore[index]
+    assert set(answer["gateway"]) == {"processes", "units"}  # type: ignore[arg-type]
     return answer
 
 

@@ -73,8 +73,14 @@ c.close()
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _pack(data: bytes) -> str:
+    # Compressed once per run, not once per target of a fleet.
     return base64.b64encode(zlib.compress(data, 9)).decode()
+
+
+def _packed(package: str, name: str) -> str:
+    return _pack(resources.files(package).joinpath(name).read_bytes())
 
 
 def _python(code: bytes, tag: str, args: Iterable[str]) -> str:
@@ -85,19 +91,13 @@ def listener_command(token: str, avoid: Iterable[int], life: float = LISTENER_LI
     return _python(LISTENER.encode(), LISTENER_TAG, [token, f"{life:g}", *map(str, avoid)])
 
 
-@functools.lru_cache(maxsize=None)
-def _packed(package: str, name: str) -> str:
-    # Compressed once per run, not once per target of a fleet.
-    return _pack(resources.files(package).joinpath(name).read_bytes())
-
-
 def probe_command(modes: Iterable[str], config: Mapping[str, object]) -> str:
     """One probe run answering each of `modes` (probe.py: hermes, tokens, gateway, sockets)."""
     # "boot": how the probe starts itself again as another user (sh -c BOOT PY_BOOT args...).
     boot = [_SH_BOOT, PY_BOOT]
     payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode()).decode()
-    return shlex.join(["sh", "-c", _SH_BOOT, PY_BOOT, _packed("tunnelauth.doctor", "probe.py"), PROBE_TAG,
-                       _packed("tunnelauth", "agent.py"), payload])
+    probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
+    return _python(probe, PROBE_TAG, [_packed("tunnelauth", "agent.py"), payload])
 
 
 def socket_table_command() -> str:
