@@ -434,3 +434,121 @@ class SharedConnections:
             (conn,) = await asyncio.gather(task, return_exceptions=True)
             if not isinstance(conn, BaseException):
                 await _close(conn)
+
+
+# -- the transport.Connection over asyncssh ------------------------------------------------------
+# Everything below implements tunnelauth/transport.py's narrow interface, so that flow, forward
+# and the supervisor channel never see asyncssh: its errors are translated here, once.
+
+
+def _stream_error(exc: BaseException) -> TunnelauthError:
+    from tunnelauth.transport import ChannelFailed, StreamLost
+
+    if isinstance(exc, asyncssh.ConnectionLost):
+        return StreamLost(exc.reason)
+    return ChannelFailed(exc.reason if isinstance(exc, asyncssh.Error) else "")
+
+
+class _Reader:
+    def __init__(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        self._reader = reader
+
+    async def read(self, n: int = -1) -> bytes:
+        try:
+            return await self._reader.read(n)
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+
+class _Writer:
+    def __init__(self, writer: asyncssh.SSHWriter[bytes]) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    async def drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def can_write_eof(self) -> bool:
+        return self._writer.can_write_eof()
+
+    def write_eof(self) -> None:
+        try:
+            self._writer.write_eof()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _Process:
+    """An exec channel's process with tunnelauth's errors (transport.RemoteProcess)."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._proc = proc
+        self.stdin = _Writer(proc.stdin)
+        self.stdout = _Reader(proc.stdout)
+        self.stderr = _Reader(proc.stderr)
+
+    async def wait_closed(self) -> None:
+        try:
+            await self._proc.wait_closed()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def close(self) -> None:
+        self._proc.close()
+
+
+class AsyncsshConnection:
+    """transport.Connection over a Chain: channels and processes on its last hop."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self._conn = chain.last
+
+    @property
+    def destination(self) -> str:
+        return str(self.chain.hops[-1])
+
+    async def open_channel(self, host: str, port: int) -> tuple[_Reader, _Writer]:
+        from tunnelauth.transport import ChannelRefused, ForwardingProhibited
+
+        try:
+            reader, writer = await self._conn.open_connection(host, port)
+        except asyncssh.ChannelOpenError as exc:
+            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                raise ForwardingProhibited(exc.reason) from exc
+            raise ChannelRefused(exc.reason) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+        return _Reader(reader), _Writer(writer)
+
+    async def start(self, command: str) -> _Process:
+        try:
+            return _Process(await self._conn.create_process(command, encoding=None))
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    async def run(self, command: str) -> str:
+        try:
+            done = await self._conn.run(command, check=False)
+        except (asyncssh.Error, OSError):
+            return ""
+        return str(done.stdout or "") if done.exit_status == 0 else ""
+
+    def dropped(self) -> str | None:
+        hop = self.chain.dropped()
+        return str(hop) if hop is not None else None
+
+    async def close(self) -> None:
+        for conn in reversed(self.chain.conns):
+            await _close(conn)

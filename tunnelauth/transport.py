@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from tunnelauth.errors import RemoteSetupError
+from tunnelauth.errors import ConnectionLost, RemoteSetupError
 
 TRANSPORTS = ("asyncssh", "openssh")
 ENV_VAR = "TUNNELAUTH_SSH"
@@ -85,3 +85,19 @@ def choose(option: str | None) -> str:
         where = "--ssh" if option else ENV_VAR
         raise UsageError(f"{where} {value!r} is not one of: {', '.join(TRANSPORTS)}")
     return value
+
+
+class StreamLost(ConnectionLost):
+    """The connection under a remote process or channel is gone; `reason` is the peer's."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"the connection was lost{f' ({reason})' if reason else ''}")
+        self.reason = reason
+
+
+class ChannelFailed(RemoteSetupError):
+    """Starting, reading or writing a channel failed while the connection lived on."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"a channel failed{f' ({reason})' if reason else ''}")
+        self.reason = reason
