@@ -11,9 +11,9 @@ TOKEN = "/home/lab/.hermes/auth.json"
 
 
 def facts(**changes: object) -> outcome.LoginFacts:
-    base: dict[str, object] = dict(provider="xai-oauth", destination="lab@target", exit_status=0,
-                                   success=parse.Success("lab@example.test"),
-                                   token_info={"path": TOKEN, "mode": 0o600, "size": 300})
+    base: dict[str, object] = {"provider": "xai-oauth", "destination": "lab@target", "exit_status": 0,
+                                   "success": parse.Success("lab@example.test"),
+                                   "token_info": {"path": TOKEN, "mode": 0o600, "size": 300}}
     base.update(changes)
     return outcome.LoginFacts(**base)  # type: ignore[arg-type]
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, Union
+from typing import Protocol, TypeVar
 
 from tunnelauth import browser, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
@@ -100,7 +100,7 @@ class RunRequest(_Common):
     stdin_fd: int | None = None  # relay this file descriptor to the command
 
 
-Request = Union[LoginRequest, RunRequest]
+Request = LoginRequest | RunRequest
 
 
 # -- the job: connect, run a policy within the timeout, clean up -------------------------------

@@ -12,7 +12,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable
-from typing import Protocol, Union
+from typing import Protocol
 
 from tunnelauth import remote
 from tunnelauth.errors import TunnelauthError
@@ -29,15 +29,15 @@ from tunnelauth.transport import (
 CHUNK = 65536
 LOOPBACK6 = "::1"
 
-_Reader = Union[asyncio.StreamReader, Reader]
-_Writer = Union[asyncio.StreamWriter, Writer]
+_Reader = asyncio.StreamReader | Reader
+_Writer = asyncio.StreamWriter | Writer
 
 
 class _Closable(Protocol):
     def close(self) -> None: ...
 
 
-_End = Union[asyncio.BaseTransport, _Closable, RemoteProcess]
+_End = asyncio.BaseTransport | _Closable | RemoteProcess
 
 
 class Forward:

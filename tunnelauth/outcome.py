@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 from tunnelauth import parse, remote
 from tunnelauth.errors import ConnectionLost, LoginFailed, RemoteSetupError, TunnelauthError
@@ -49,7 +48,7 @@ class PortBusy:
     port: int
 
 
-Outcome = Union[Succeeded, PortBusy, LoginFailed]
+Outcome = Succeeded | PortBusy | LoginFailed
 
 
 def classify(facts: LoginFacts) -> Outcome:

@@ -1,8 +1,20 @@
 """The laptop's end of the remote supervisor's protocol (the supervisor is tunnelauth/agent.py).
 
-The one place on the laptop that knows the protocol's letters (docs/protocol.md): lines in
-(h heartbeat, i<base64> input, c close input, w<port> watch, k kill) are written by the
-methods below; frames out (remote.FrameDecoder splits them) come back as typed values.
+The one place on the laptop that knows the protocol's letters (agent.py's header is the
+supervisor's side of the same protocol):
+
+    lines in, one per write:  h                heartbeat (without one for DEAD_AFTER s: kill)
+                              i<base64>        bytes for the command's stdin
+                              c                close the command's stdin
+                              w<port>          report when 127.0.0.1/::1:<port> LISTENs
+                              k                kill the command's process group now
+    frames out:               <kind><length>:<payload>, after the hello T18:tunnelauth-agent 1
+                              o e   the command's stdout / stderr      -> Output
+                              L     "<port> <address>" listening       -> Listening
+                              x     exit status                        -> Exited
+                              f     token file (JSON)                  -> TokenInfo
+                              n     command not found (JSON)           -> CommandNotFound
+                              S     cannot become --as-user (JSON)     -> CannotBecomeUser
 """
 
 from __future__ import annotations
@@ -10,7 +22,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass
-from typing import Union
 
 from tunnelauth import parse, remote
 from tunnelauth.errors import TunnelauthError
@@ -61,7 +72,7 @@ class CannotBecomeUser:
     info: dict[str, object]
 
 
-Frame = Union[Output, Listening, Exited, TokenInfo, CommandNotFound, CannotBecomeUser]
+Frame = Output | Listening | Exited | TokenInfo | CommandNotFound | CannotBecomeUser
 
 _STREAMS = {"o": "stdout", "e": "stderr"}
 
