@@ -422,3 +422,21 @@ def test_a_timeout_stops_the_remote_command(tmp_path: Path, laptop: Path) -> Non
     assert isinstance(result, LoginTimeout) and result.exit_code == 8, result
     assert reporter.output["stdout"] == b"started\n"
     assert gone(marker)
+
+
+# -- one place knows asyncssh ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["flow", "forward", "supervisor", "outcome", "transport"])
+def test_the_policies_and_their_parts_never_import_asyncssh(module: str) -> None:
+    import ast
+
+    source = (Path(flow.__file__).parent / f"{module}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    assert not [name for name in imported if "asyncssh" in name], imported
