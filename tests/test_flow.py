@@ -415,6 +415,13 @@ def test_run_not_found_names_the_command(tmp_path: Path, laptop: Path) -> None:
     assert "no-such-command-here was not found" in str(result) and "full path" in str(result)
 
 
+def test_run_refuses_to_open_a_url_with_credentials(tmp_path: Path, laptop: Path) -> None:
+    url = "https://someone:secret@127.0.0.1/authorize?client_id=x&response_type=code"
+    result, reporter, _ = login(tmp_path, run_request(("echo", url)))
+    assert isinstance(result, LoginFailed) and "embedded credentials" in str(result), result
+    assert not reporter.urls and not browsed(laptop)
+
+
 def test_a_timeout_stops_the_remote_command(tmp_path: Path, laptop: Path) -> None:
     marker = f"tunnelauth-test-sleeper-{os.getpid()}"
     sleeper = ("python3", "-c", "import time; print('started', flush=True); time.sleep(300)", marker)

@@ -254,8 +254,10 @@ class _Policy:
     async def _event(self, event: parse.Event) -> None:
         raise NotImplementedError
 
-    def _warn_about_url(self, url: str) -> None:
-        """A warning about where an authorize URL leads, when the policy can judge it."""
+    def _vet(self, url: str) -> None:
+        """Refuse a URL never to open (browser.UnsafeUrl). `run` has no known hosts to compare
+        the URL's with, so no warning about an unexpected host."""
+        browser.vet(url, (), self.request.allow_hosts)
 
     def _input(self) -> None:
         """Relay the laptop's input to the command, when the policy does."""
@@ -400,7 +402,7 @@ class _Policy:
         if url in self.opened:
             return
         self.opened.add(url)
-        self._warn_about_url(url)
+        self._vet(url)
         if not self.request.open_browser:
             self.reporter.show_url(url, purpose, None)
             return
@@ -465,7 +467,7 @@ class HermesLogin(_Policy):
     def _token_info(self, info: dict[str, object]) -> None:
         self.token_info = info
 
-    def _warn_about_url(self, url: str) -> None:
+    def _vet(self, url: str) -> None:
         warning = browser.vet(url, self.request.provider.authorize_hosts, self.request.allow_hosts)
         if warning:
             self.reporter.warn(warning)
