@@ -461,8 +461,8 @@ class _Session:
                 await self._forward(event.port, also_ipv6=event.host == "localhost")
             except LocalPortBusy as exc:
                 self.ports.refuse(event.port)
-                self.reporter.warn(f"not forwarding port {event.port}: {exc}; a callback to it would "
-                                   f"not reach {self.request.destination}")
+                self.reporter.warn(f"not forwarding port {event.port}: {exc}; a callback to it "
+                                   f"would not reach {self.request.destination}")
                 return
         await self._maybe_open()
 

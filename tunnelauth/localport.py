@@ -81,15 +81,17 @@ class PortBudget:
             return False, None
         if port < FIRST_UNPRIVILEGED:
             self.refused.add(port)
-            return False, (f"the remote asks for a callback on port {port}; tunnelauth never listens on "
-                           f"a privileged port (below {FIRST_UNPRIVILEGED}) of this machine for a remote")
+            return False, (f"the remote asks for a callback on port {port}; tunnelauth never "
+                           f"listens on a privileged port (below {FIRST_UNPRIVILEGED}) of this "
+                           "machine for a remote")
         if len(self.admitted) >= self.limit:
             self.refused.add(port)
             if self._capped:
                 return False, None
             self._capped = True
-            return False, (f"the remote printed more than {self.limit} loopback ports; {self.what} forwards "
-                           f"at most {self.limit}, so port {port} and any further ones are not forwarded")
+            return False, (f"the remote printed more than {self.limit} loopback ports; "
+                           f"{self.what} forwards at most {self.limit}, so port {port} and any "
+                           "further ones are not forwarded")
         self.admitted.add(port)
         return True, None
 

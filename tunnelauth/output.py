@@ -47,7 +47,8 @@ class ConsoleReporter:
         if code:
             body = self._paint(body, code)
         # In raw terminal mode (`run` with a terminal) a bare newline would not return the carriage.
-        print((prefix + body).replace("\n", self.newline), file=self.err, end=self.newline, flush=True)
+        line = (prefix + body).replace("\n", self.newline)
+        print(line, file=self.err, end=self.newline, flush=True)
 
     def passthrough(self, stream: str, data: bytes) -> None:
         target = self.out if stream == "stdout" else self.err
@@ -70,7 +71,8 @@ class ConsoleReporter:
     def warn(self, text: str) -> None:
         self._say(text, prefix=self._paint("warning: ", "33"))
 
-    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None:
+    def show_url(self, url: str, purpose: str, opened: bool | None,
+                 host: str | None = None) -> None:
         """opened None: the person must open it; False: it is being opened. host (set by `run`):
         say which host even at -q, since no provider's hosts vouch for it."""
         if host is not None and opened is not None:
@@ -162,7 +164,8 @@ class JsonReporter(ConsoleReporter):
     def warn(self, text: str) -> None:
         self._emit("warning", message=text)
 
-    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None:
+    def show_url(self, url: str, purpose: str, opened: bool | None,
+                 host: str | None = None) -> None:
         self._emit("url", purpose=purpose, url=url, opening=opened is not None)
 
     def show_code(self, code: str) -> None:

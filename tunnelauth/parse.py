@@ -119,10 +119,12 @@ _GAP = r"(?:\s|%20|\+)*"
 # Its value, plain or URL-encoded: up to a space, & , ; quote or brace, raw or as %XX.
 _SECRET_VALUE = r"(?:%(?![2][0267Cc]|3[Bb]|7[Dd])[0-9A-Fa-f]{2}|[^\s&\"',;{}\[\]\\%<>])+"
 _SECRET = re.compile(
-    rf"(?P<key>{_SECRET_NAME}{_QUOTE}?{_GAP}(?:[=:]|%3[DdAa]){_GAP}{_QUOTE}?)(?P<value>{_SECRET_VALUE})",
+    rf"(?P<key>{_SECRET_NAME}{_QUOTE}?{_GAP}(?:[=:]|%3[DdAa]){_GAP}{_QUOTE}?)"
+    rf"(?P<value>{_SECRET_VALUE})",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)(?:\s|%20|\+)+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+_BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)(?:\s|%20|\+)+)(?P<value>[A-Za-z0-9._~+/=-]+)",
+                     re.IGNORECASE)
 
 
 def redact(text: str) -> str:
