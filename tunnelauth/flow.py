@@ -18,11 +18,12 @@ from typing import Protocol, TypeVar
 
 from tunnelauth._asyncssh import asyncssh
 
-from tunnelauth import browser, parse, remote, ssh
+from tunnelauth import browser, localport, parse, remote, ssh
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
 from tunnelauth.errors import (
     ConnectionLost,
     Interrupted,
+    LocalPortBusy,
     LoginFailed,
     LoginTimeout,
     RemoteSetupError,
@@ -35,6 +36,7 @@ from tunnelauth.providers import Provider
 DEFAULT_TIMEOUT = 300.0
 EXIT_GRACE = 15.0  # how long hermes may take to exit after printing success
 KILL_GRACE = 3.0  # how long the supervisor may take to stop hermes on the way out
+MAX_QUOTED = 300  # characters of a remote line quoted in an error
 T = TypeVar("T")
 
 
@@ -50,7 +52,7 @@ class Reporter(Protocol):
     def detail(self, text: str) -> None: ...
     def remote_line(self, text: str, stream: str) -> None: ...
     def warn(self, text: str) -> None: ...
-    def show_url(self, url: str, purpose: str, opened: bool | None) -> None: ...
+    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None: ...
     def show_code(self, code: str) -> None: ...
     def ask(self, prompt: str, secret: bool) -> str | None:
         """Blocking; None when there is no person to ask."""
@@ -200,7 +202,10 @@ class _Session:
         self.ipv6_only: set[int] = set()  # ports the target listens on at ::1 only
         self.watching: set[int] = set()
         self.authorize: parse.AuthorizeUrl | None = None
-        self.opened: set[str] = set()
+        self.urls = browser.Policy(request.provider.authorize_hosts if request.provider else (),
+                                   request.allow_hosts, running=self.running)
+        self.ports = localport.PortBudget(*((localport.MAX_RUN_FORWARDS, "`run`") if self.running
+                                            else (localport.MAX_LOGIN_PORTS, "a login")))
         self.device = False
         self.success: parse.Success | None = None
         self.failures: list[str] = []
@@ -394,7 +399,10 @@ class _Session:
         if isinstance(event, parse.Line):
             self.reporter.remote_line(event.text, event.stream)
             if event.stream == "stderr" and event.text.strip():
-                self.hermes_errors = (self.hermes_errors + [event.text.strip()])[-5:]
+                quoted = event.text.strip()
+                if len(quoted) > MAX_QUOTED:
+                    quoted = quoted[:MAX_QUOTED] + "…"
+                self.hermes_errors = (self.hermes_errors + [quoted])[-5:]
         elif isinstance(event, parse.CallbackPort):
             await self._callback_port(event)
         elif isinstance(event, parse.AuthorizeUrl):
@@ -424,6 +432,8 @@ class _Session:
             return
         if self.device or self.success:
             return
+        if not self._admit(event.port):
+            return
         if event.listening:
             self.listening.add(event.port)
         if event.port not in self.forwards:
@@ -439,17 +449,34 @@ class _Session:
         await self._maybe_open()
 
     async def _run_port(self, event: parse.CallbackPort) -> None:
-        """`run` forwards every loopback port it sees and keeps them all: a CLI may use several."""
+        """`run` forwards every loopback port it sees (up to a cap) and keeps them all: a CLI may
+        use several. A port busy on the laptop may merely be mentioned: a warning, not an abort."""
+        if not self._admit(event.port):
+            return
         if event.listening:
             self.listening.add(event.port)
         if event.port not in self.forwards:
             self.reporter.detail(f"port {event.port}: seen as a loopback URL ({event.source}) in the output")
-            await self._forward(event.port, also_ipv6=event.host == "localhost")
+            try:
+                await self._forward(event.port, also_ipv6=event.host == "localhost")
+            except LocalPortBusy as exc:
+                self.ports.refuse(event.port)
+                self.reporter.warn(f"not forwarding port {event.port}: {exc}; a callback to it "
+                                   f"would not reach {self.request.destination}")
+                return
         await self._maybe_open()
+
+    def _admit(self, port: int) -> bool:
+        admitted, warning = self.ports.admit(port)
+        if warning:
+            self.reporter.warn(warning)
+        return admitted
 
     async def _authorize_url(self, event: parse.AuthorizeUrl) -> None:
         if event.redirect_port is None:
             self._open(event.url, "authorize")
+            return
+        if not self._admit(event.redirect_port):
             return
         self.authorize = event
         port = event.redirect_port
@@ -462,10 +489,10 @@ class _Session:
 
     async def _maybe_open(self) -> None:
         url = self.authorize
-        if url is None or url.url in self.opened or url.redirect_port is None:
+        if url is None or self.urls.decided(url.url) or url.redirect_port is None:
             return
         if url.redirect_port in self.listening and url.redirect_port in self.forwards:
-            self._open(url.url, "authorize")
+            self._open(url.url, "authorize", url.redirect_port)
 
     async def _device(self) -> None:
         if self.running:
@@ -498,18 +525,19 @@ class _Session:
         for port in list(self.forwards):
             await self.forwards.pop(port).close()
 
-    def _open(self, url: str, purpose: str) -> None:
-        if url in self.opened:
+    def _open(self, url: str, purpose: str, port: int | None = None) -> None:
+        """Show url, and open it only when browser.Policy says the person would (see there)."""
+        decision = self.urls.decide(url, purpose, port)
+        if decision is None:
             return
-        self.opened.add(url)
-        provider = self.request.provider
-        warning = browser.vet(url, provider.authorize_hosts if provider else (), self.request.allow_hosts)
-        if warning and provider is not None:  # `run` has no known hosts to compare with
-            self.reporter.warn(warning)
-        if not self.request.open_browser:
+        if decision.warning:
+            self.reporter.warn(decision.warning)
+        if not decision.show:
+            return
+        if not decision.open or not self.request.open_browser:
             self.reporter.show_url(url, purpose, None)
             return
-        self.reporter.show_url(url, purpose, False)
+        self.reporter.show_url(url, purpose, False, host=decision.host if self.running else None)
         self._spawn(self._open_in_browser(url, purpose))
 
     async def _open_in_browser(self, url: str, purpose: str) -> None:
