@@ -57,6 +57,10 @@ def laptop_ports(request: DoctorRequest) -> dict[int, str | None]:
     return busy
 
 
+def unexpected(exc: BaseException) -> str:
+    return f"unexpected error: {type(exc).__name__}: {exc}" if str(exc) else f"unexpected error: {exc!r}"
+
+
 class Destination:
     def __init__(self, request: DoctorRequest, name: str, hops: tuple[ssh.Hop, ...],
                  pool: ssh.SharedConnections, laptop_busy: Mapping[int, str | None]) -> None:
@@ -156,6 +160,8 @@ class Destination:
             outcome = Outcome(Status.FAIL, str(exc))
         except (asyncssh.Error, OSError) as exc:
             outcome = Outcome(Status.FAIL, self._lost(exc))
+        except Exception as exc:  # a bug, or a target answering nonsense: this check fails, not the run
+            outcome = Outcome(Status.FAIL, unexpected(exc))
         detail = " ".join(outcome.detail.split())  # one line, whatever a remote error held
         self.checks.append(Check(name, outcome.status, detail, time.monotonic() - start))
         return outcome
