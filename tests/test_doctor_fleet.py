@@ -40,11 +40,13 @@ async def run_locally(process: asyncssh.SSHServerProcess[bytes]) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     await process.redirect(stdin=local.stdin, stdout=local.stdout, stderr=local.stderr)
     process.exit(await local.wait())
+    await process.wait_closed()
 
 
 async def answer_nonsense(process: asyncssh.SSHServerProcess[bytes]) -> None:
     process.stdout.write(NONSENSE.encode())
     process.exit(0)
+    await process.wait_closed()
 
 
 @asynccontextmanager

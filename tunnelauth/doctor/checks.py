@@ -73,7 +73,8 @@ class Destination:
         self.conn: asyncssh.SSHClientConnection | None = None
         self.no_python = False
         self.no_version = "the hermes check failed"  # why the flows cannot be told
-        self.socket_table: str | None = None
+        self.listeners: dict[int, set[str]] | None = None  # the target's; None: unknown
+        self._tables_read = False
         self._prefetch: asyncio.Future[None] | None = None
         self._answers: dict[str, object] | None = None  # the probe's, for every mode at once
         self._probe_error: BaseException | None = None
@@ -266,18 +267,26 @@ class Destination:
 
     async def _port(self, provider: Provider, flow: Flow | None) -> Outcome:
         assert provider.port is not None
-        if self.socket_table is None:
-            try:
-                self.socket_table = str(await self._probe("sockets"))
-            except (TunnelauthError, asyncssh.Error, OSError):
-                # No probe (no python3, say): the kernel's tables need only sh and cat.
-                done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
-                self.socket_table = str(done.stdout or "")
-        table = verdicts.listeners(self.socket_table) if self.socket_table.strip() else None
-        target = None if table is None else table.get(provider.port, set())
+        if not self._tables_read:
+            self.listeners = await self._listeners()
+            self._tables_read = True
+        target = None if self.listeners is None else self.listeners.get(provider.port, set())
         return verdicts.port_verdict(provider, provider.port, self.name,
                                      laptop_busy=self.laptop_busy.get(provider.port),
                                      target=target, flow=flow)
+
+    async def _listeners(self) -> dict[int, set[str]] | None:
+        """port -> loopback/wildcard addresses listening there; None when unknown."""
+        try:
+            found = await self._probe("sockets")
+        except (TunnelauthError, asyncssh.Error, OSError):
+            # No probe (no python3, say): the kernel's tables need only sh and cat.
+            done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
+            text = str(done.stdout or "")
+            return verdicts.listeners(text) if text.strip() else None
+        if not isinstance(found, dict):
+            return None
+        return verdicts.blocking({int(port): addresses for port, addresses in found.items()})
 
     async def _tokens(self) -> Outcome:
         return verdicts.token_verdict(await self._probe("tokens"))
