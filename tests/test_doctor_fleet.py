@@ -4,6 +4,7 @@ the doctor's commands with this machine's sh and python3, another answers them w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -30,17 +31,47 @@ class Target(asyncssh.SSHServer):
         return False  # no authentication: the lab's sshd tests that, not this file
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        return self.forwarding
+        if not self.forwarding:  # as OpenSSH's sshd with AllowTcpForwarding no answers
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            "TCP forwarding disabled here")
+        return True
 
 
 async def run_locally(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """The command as sshd would run it: through sh, here, with the same three pipes."""
+    """The command as sshd would run it: through sh, here, with the same three pipes. (Not
+    asyncssh's process.redirect: its server side drops the whole connection when a client
+    closes a channel mid-redirect, as the login's relay does.)"""
     local = await asyncio.create_subprocess_exec(
         "sh", "-c", str(process.command), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    await process.redirect(stdin=local.stdin, stdout=local.stdout, stderr=local.stderr)
-    process.exit(await local.wait())
-    await process.wait_closed()
+    assert local.stdin and local.stdout and local.stderr
+
+    async def feed() -> None:
+        assert local.stdin
+        try:
+            while data := await process.stdin.read(65536):
+                local.stdin.write(data)
+                await local.stdin.drain()
+        except (asyncssh.Error, OSError):
+            pass
+        local.stdin.close()
+
+    async def copy(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+
+    feeding = asyncio.ensure_future(feed())
+    try:
+        await asyncio.gather(copy(local.stdout, process.stdout), copy(local.stderr, process.stderr))
+        status = await local.wait()
+        with contextlib.suppress(asyncssh.Error, OSError):
+            process.exit(status)
+    finally:
+        feeding.cancel()
+        if local.returncode is None:
+            local.kill()
+            await local.wait()
 
 
 async def answer_nonsense(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -98,3 +129,21 @@ def test_a_destination_that_raises_fails_alone_and_the_fleet_reports_every_desti
     # Every later check of the odd target still has its row.
     assert [c.name for c in odd.checks][1:] == [c.name for c in good.checks][1:]
     assert not report.ok  # type: ignore[attr-defined]
+
+
+def test_a_target_that_forbids_forwarding_is_checked_through_the_logins_relay(tmp_path: Path) -> None:
+    async def main() -> object:
+        async with target(tmp_path, "closed", sane=True, forwarding=False) as closed:
+            request = DoctorRequest(destinations=(("closed", (closed,)),), providers=(lookup("spotify"),),
+                                    hermes=str(hermes_here(tmp_path)))
+            return await asyncio.wait_for(run(request), 60)
+
+    (closed,) = asyncio.run(main()).destinations  # type: ignore[attr-defined]
+    shown = {c.name: (c.status, c.detail) for c in closed.checks}
+    status, detail = shown["forwarding"]
+    assert status is Status.FAIL
+    assert detail.startswith("forwarding refused by the target's sshd (TCP forwarding disabled here): "
+                             "allow it there (AllowTcpForwarding yes or local); ")
+    assert detail.endswith("until then a login has to relay the callback through an exec channel "
+                           "(that relay works)")
+    assert shown["hermes"][0] is Status.PASS  # the other checks still ran

@@ -159,7 +159,7 @@ class Destination:
             outcome = Outcome(Status.FAIL, f"no answer from {self.name} within {limit or 0:g} s")
         except TunnelauthError as exc:
             outcome = Outcome(Status.FAIL, str(exc))
-        except (asyncssh.Error, OSError) as exc:
+        except ssh.CHANNEL_ERRORS as exc:
             outcome = Outcome(Status.FAIL, self._lost(exc))
         except Exception as exc:  # a bug, or a target answering nonsense: this check fails, not the run
             outcome = Outcome(Status.FAIL, unexpected(exc))
@@ -171,10 +171,7 @@ class Destination:
         self.checks.extend(Check(name, Status.SKIP, why, 0.0) for name in names)
 
     def _lost(self, exc: BaseException) -> str:
-        if isinstance(exc, asyncssh.Error):
-            reason = exc.reason
-        else:
-            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        reason = ssh.error_reason(exc)
         if self.conn is not None and self.conn.is_closed():
             return f"lost the connection to {self.name}: {reason}"
         return f"{self.name}: {reason}"
@@ -198,7 +195,7 @@ class Destination:
             self._answers = await self._run_probe(
                 hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env),
                 hermes_home=req.remote_env.get("HERMES_HOME"))
-        except (TunnelauthError, asyncssh.Error, OSError) as exc:
+        except (TunnelauthError, *ssh.CHANNEL_ERRORS) as exc:
             self._probe_error = exc
 
     async def _probe(self, mode: str) -> Any:
@@ -279,7 +276,7 @@ class Destination:
         """port -> loopback/wildcard addresses listening there; None when unknown."""
         try:
             found = await self._probe("sockets")
-        except (TunnelauthError, asyncssh.Error, OSError):
+        except (TunnelauthError, *ssh.CHANNEL_ERRORS):
             # No probe (no python3, say): the kernel's tables need only sh and cat.
             done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
             text = str(done.stdout or "")
