@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncssh
-import pytest
 
 from tunnelauth import ssh
 from tunnelauth.doctor import DoctorRequest, Status, run

@@ -14,7 +14,7 @@ OLD_HISTORY: dict[str, tuple[tuple[Release, Flow | None], ...]] = {
     "xai": (((0, 0, 0), None), ((0, 14, 0), Flow.LOOPBACK), ((0, 18, 1), Flow.DEVICE)),
     "spotify": (((0, 0, 0), None), ((0, 13, 0), Flow.LOOPBACK)),
 }
-RELEASES = [(0, minor, patch) for minor, patch in itertools.product(range(0, 22), range(0, 3))] + [
+RELEASES = [(0, minor, patch) for minor, patch in itertools.product(range(22), range(3))] + [
     (1, 0, 0), (2, 3, 4)]
 
 

@@ -25,6 +25,8 @@ PROBE_MODES = ("hermes", "tokens", "gateway", "sockets")
 # `hermes --version` a few seconds on a slow host.
 LIMITS = {"forwarding": 30.0, "hermes": 90.0, "port": 15.0, "token dir": 40.0, "gateway": 40.0}
 DEFAULT_LIMIT = 30.0
+# What a remote probe may fail with, short of a bug.
+PROBE_FAILURES: tuple[type[BaseException], ...] = (TunnelauthError, *ssh.CHANNEL_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ class Destination:
             outcome = Outcome(Status.FAIL, str(exc))
         except ssh.CHANNEL_ERRORS as exc:
             outcome = Outcome(Status.FAIL, self._lost(exc))
-        except Exception as exc:  # a bug, or a target answering nonsense: this check fails, not the run
+        # A bug, or a target answering nonsense: this check fails, not the whole run.
+        except Exception as exc:  # noqa: BLE001
             outcome = Outcome(Status.FAIL, unexpected(exc))
         detail = " ".join(outcome.detail.split())  # one line, whatever a remote error held
         self.checks.append(Check(name, outcome.status, detail, time.monotonic() - start))
@@ -195,7 +198,7 @@ class Destination:
             self._answers = await self._run_probe(
                 hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env),
                 hermes_home=req.remote_env.get("HERMES_HOME"))
-        except (TunnelauthError, *ssh.CHANNEL_ERRORS) as exc:
+        except PROBE_FAILURES as exc:
             self._probe_error = exc
 
     async def _probe(self, mode: str) -> Any:
@@ -276,7 +279,7 @@ class Destination:
         """port -> loopback/wildcard addresses listening there; None when unknown."""
         try:
             found = await self._probe("sockets")
-        except (TunnelauthError, *ssh.CHANNEL_ERRORS):
+        except PROBE_FAILURES:
             # No probe (no python3, say): the kernel's tables need only sh and cat.
             done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
             text = str(done.stdout or "")

@@ -22,7 +22,8 @@ async def run(request: DoctorRequest) -> DoctorReport:
             destination = Destination(request, name, hops, pool, laptop_busy)
             try:
                 return await destination.run()
-            except Exception as exc:  # one destination's surprise must not cost the others theirs
+            # One destination's surprise must not cost the others their reports.
+            except Exception as exc:  # noqa: BLE001
                 failed = Check("doctor", Status.FAIL, " ".join(unexpected(exc).split()), 0.0)
                 return DestinationReport(name, (*destination.checks, failed))
 

@@ -23,6 +23,7 @@ STARTUP = 10.0  # for the listener to print its port (python3 starting on a slow
 FETCH = 10.0
 STOP = 5.0  # the listener exits at once when its stdin closes
 FIX = "allow it there (AllowTcpForwarding yes or local)"
+_GONE: tuple[type[BaseException], ...] = (*TIMEOUTS, *ssh.CHANNEL_ERRORS)
 
 
 async def check(conn: asyncssh.SSHClientConnection, destination: str, avoid: Iterable[int]) -> Outcome:
@@ -102,7 +103,7 @@ async def _stderr(proc: asyncssh.SSHClientProcess[bytes]) -> str:
         async with timeout(3):
             text = (await proc.stderr.read()).decode(errors="replace")
             await proc.wait_closed()  # so that exit_status is known
-    except (*TIMEOUTS, *ssh.CHANNEL_ERRORS):
+    except _GONE:
         return ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from tunnelauth.doctor.model import Outcome, Status
-from tunnelauth.remote_lib.listeners import LOOPBACK_OR_ANY, tcp_listeners
 from tunnelauth.providers import Flow, Provider
+from tunnelauth.remote_lib.listeners import LOOPBACK_OR_ANY, tcp_listeners
 
 MAX_ARGS = 80
 

@@ -1,6 +1,7 @@
 # Listening TCP sockets, from the kernel's tables (no `ss` or `netstat` to start). Runs on the
 # target, in front of agent.py and the doctor's probe (remote._python, libs=("listeners",)), and
-# here, on a table that `cat` fetched. Standard library only, Python 3.6+.
+# here, on a table that `cat` fetched. Standard library only, Python 3.6+ (so the annotations
+# are strings: never evaluated there).
 
 TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 # Where a listener keeps hermes from binding 127.0.0.1:<port> (a wildcard one too; ::1 because
@@ -11,7 +12,7 @@ _LISTEN = "0A"
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
-def read_tcp_tables():
+def read_tcp_tables() -> "str":
     """The text of /proc/net/tcp and tcp6; '' for a table that cannot be read."""
     text = []
     for name in TCP_TABLES:
@@ -23,12 +24,12 @@ def read_tcp_tables():
     return "".join(text)
 
 
-def tcp_listeners(text, port=None):
+def tcp_listeners(text: "str", port: "int | None" = None) -> "dict[int, set[str]]":
     """{port: local addresses LISTENing on it} from /proc/net/tcp{,6} text; only `port` when
     given. /proc prints addresses as raw 32-bit words, so a big-endian kernel's read
     differently: of the two readings, a loopback or wildcard one wins."""
-    want = None if port is None else ":%04X" % port
-    found = {}
+    want = None if port is None else f":{port:04X}"
+    found: "dict[int, set[str]]" = {}
     for row in text.splitlines():
         cols = row.split()
         if len(cols) < 4 or cols[3] != _LISTEN or (want and not cols[1].upper().endswith(want)):
@@ -50,10 +51,10 @@ def tcp_listeners(text, port=None):
     return found
 
 
-def _tcp_address(packed):
+def _tcp_address(packed: "bytes") -> "str":
     """One spelling on every Python: 127.0.0.1, ::1, ::ffff:127.0.0.1."""
     if len(packed) == 4:
-        return "%d.%d.%d.%d" % tuple(bytearray(packed))
+        return ".".join(str(byte) for byte in bytearray(packed))
     if packed[:12] == _V4_MAPPED:
         return "::ffff:" + _tcp_address(packed[12:])
     if packed[:15] == b"\0" * 15 and packed[15] in (0, 1):
