@@ -8,7 +8,9 @@
     ├── ConnectFailed               5  a hop could not be reached
     ├── AuthFailed                  6  a hop refused our credentials
     ├── RemoteSetupError            7  remote side unusable: hermes/python missing,
-    │                                  forwarding refused, remote port busy
+    │   │                              forwarding refused, remote port busy
+    │   └── ChannelRefused          7  the target refused a channel (`reason`: its words)
+    │       └── ForwardingRefused   7  ... because its sshd forbids forwarding
     ├── LoginTimeout                8  --timeout expired
     ├── ConnectionLost              9  a hop dropped during the login
     ├── Interrupted               130  Ctrl-C
@@ -56,6 +58,16 @@ class AuthFailed(TunnelauthError):
 
 class RemoteSetupError(TunnelauthError):
     exit_code = 7
+
+
+class ChannelRefused(RemoteSetupError):
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+class ForwardingRefused(ChannelRefused):
+    pass
 
 
 class LoginTimeout(TunnelauthError):

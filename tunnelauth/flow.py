@@ -511,7 +511,7 @@ class _Session:
         self.forwards[port] = forward
         self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}", "forwarded", port=port)
 
-    def _forward_failed(self, port: int, exc: asyncssh.ChannelOpenError) -> None:
+    def _forward_failed(self, port: int, exc: TunnelauthError) -> None:
         self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
 
     def _relaying(self, port: int, reason: str) -> None:

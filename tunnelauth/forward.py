@@ -15,7 +15,8 @@ from typing import Union
 
 from tunnelauth._asyncssh import asyncssh
 
-from tunnelauth import remote
+from tunnelauth import remote, ssh
+from tunnelauth.errors import ChannelRefused, ForwardingRefused
 from tunnelauth.localport import LOOPBACK, busy_error
 
 CHUNK = 65536
@@ -28,19 +29,22 @@ _End = Union[asyncio.BaseTransport, "asyncssh.SSHWriter[bytes]", "asyncssh.SSHCl
 
 class Forward:
     """127.0.0.1:port on the laptop -> the same port on the target's loopback (same number:
-    the provider checks redirect_uri, so the port is never remapped)."""
+    the provider checks redirect_uri, so a login's port is never remapped; the doctor's test
+    forward passes local_port=0 and reads `local_port` after start)."""
 
     def __init__(
         self,
         conn: asyncssh.SSHClientConnection,
         port: int,
-        on_error: Callable[[int, asyncssh.ChannelOpenError], None],
+        on_error: Callable[[int, ChannelRefused], None],
         on_relay: Callable[[int, str], None] = lambda port, why: None,
         *,
         remote_host: str = LOOPBACK,
         also_ipv6: bool = False,
+        local_port: int | None = None,
     ) -> None:
         self.port = port
+        self.local_port = port if local_port is None else local_port
         self.remote_host = remote_host  # may change once we learn where the remote listens
         self.relay = False  # set once the target refused a forwarding channel
         self._conn = conn
@@ -53,17 +57,18 @@ class Forward:
     async def start(self) -> None:
         try:
             self._servers.append(await asyncio.start_server(
-                self._accept, LOOPBACK, self.port, reuse_address=True, family=socket.AF_INET
+                self._accept, LOOPBACK, self.local_port, reuse_address=True, family=socket.AF_INET
             ))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise busy_error(self.port) from exc
+                raise busy_error(self.local_port) from exc
             raise
+        self.local_port = self._servers[0].sockets[0].getsockname()[1]
         if self._also_ipv6:
             # Browsers differ in which of localhost's addresses they try first.
             try:
                 self._servers.append(await asyncio.start_server(
-                    self._accept, LOOPBACK6, self.port, reuse_address=True, family=socket.AF_INET6
+                    self._accept, LOOPBACK6, self.local_port, reuse_address=True, family=socket.AF_INET6
                 ))
             except OSError:
                 pass  # no IPv6 loopback here: 127.0.0.1 alone will do
@@ -101,14 +106,13 @@ class Forward:
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
         try:
             remote_reader, remote_writer = await self._conn.open_connection(self.remote_host, self.port)
-        except asyncssh.ChannelOpenError as exc:
-            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+        except ssh.CHANNEL_ERRORS as exc:
+            error = ssh.channel_error(exc, f"forwarding to {self.remote_host}:{self.port}")
+            if isinstance(error, ForwardingRefused):
                 self.relay = True
-                self._on_relay(self.port, exc.reason)
-            else:
-                self._on_error(self.port, exc)
-            return
-        except (asyncssh.Error, OSError):
+                self._on_relay(self.port, error.reason)
+            elif isinstance(error, ChannelRefused):
+                self._on_error(self.port, error)
             return
         ends.append(remote_writer)
         await _both_ways(reader, writer, remote_reader, remote_writer)
@@ -119,8 +123,8 @@ class Forward:
             proc = await self._conn.create_process(
                 remote.relay_command(self.remote_host, self.port), encoding=None
             )
-        except (asyncssh.Error, OSError):
-            return
+        except ssh.CHANNEL_ERRORS:
+            return  # the browser's connection closes: nothing else to do for it
         ends.append(proc)
         await _both_ways(reader, writer, proc.stdout, proc.stdin)
 

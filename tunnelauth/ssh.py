@@ -434,3 +434,36 @@ class SharedConnections:
             (conn,) = await asyncio.gather(task, return_exceptions=True)
             if not isinstance(conn, BaseException):
                 await _close(conn)
+
+
+# -- errors on an open connection --------------------------------------------------------------
+# asyncssh's errors after connecting (a forward's channel, an exec channel, a dropped link) are
+# translated here too: forward, flow and the doctor catch CHANNEL_ERRORS and ask channel_error
+# what happened, instead of reading asyncssh's error codes themselves.
+
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (asyncssh.Error, OSError)
+
+
+def error_reason(exc: BaseException) -> str:
+    """asyncssh's or the system's own words for `exc`, on one line."""
+    if isinstance(exc, asyncssh.Error):
+        text = exc.reason
+    elif isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+    else:
+        text = str(exc)
+    return " ".join(str(text or type(exc).__name__).split())
+
+
+def channel_error(exc: BaseException, what: str) -> TunnelauthError:
+    """`exc`, raised while opening or using `what` ("forwarding to 127.0.0.1:8080"), as a
+    tunnelauth error: ForwardingRefused when the target's sshd forbids forwarding, ChannelRefused
+    for any other refused channel, ConnectionLost for the rest."""
+    from tunnelauth.errors import ChannelRefused, ConnectionLost, ForwardingRefused
+
+    reason = error_reason(exc)
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+            return ForwardingRefused(f"{what}: forbidden by the target's sshd ({reason})", reason=reason)
+        return ChannelRefused(f"{what}: refused by the target ({reason})", reason=reason)
+    return ConnectionLost(f"{what}: {reason}")
