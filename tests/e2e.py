@@ -68,7 +68,8 @@ def start_provider(lab: Lab, xai: bool = False) -> Provider:
     script = install_script(lab, FAKES / "mock_provider.py", "mock-provider")
     where = ["--host", lab.provider_ip, "--port", "0"]
     if xai:
-        where = ["--host", lab.xai_ip, "--port", "443", "--tls-cert", str(lab.tls_dir / "server.pem"),
+        where = ["--host", lab.xai_ip, "--port", "443",
+                 "--tls-cert", str(lab.tls_dir / "server.pem"),
                  "--tls-key", str(lab.tls_dir / "server.key")]
     proc = lab.spawn("bastion", [script, *where], keep=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

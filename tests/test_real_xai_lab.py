@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -27,21 +28,31 @@ def xai(lab: Lab) -> Iterator[e2e.Provider]:
     server.proc.wait(timeout=10)
 
 
-def login(lab: Lab, laptop: e2e.Laptop, version: str) -> e2e.Run:
+def real_hermes(version: str) -> Path:
     hermes = e2e.REAL_HERMES[version]
-    e2e.need(hermes.exists(), f"real hermes-agent {version} is not installed at {hermes}; run sudo ./tests/setup")
+    e2e.need(hermes.exists(),
+             f"real hermes-agent {version} is not installed at {hermes}; run sudo ./tests/setup")
+    return hermes
+
+
+def login(lab: Lab, laptop: e2e.Laptop, version: str) -> e2e.Run:
     # No --allow-host: auth.x.ai is xAI's own host, so tunnelauth must open it without a warning.
-    return laptop.run(["xai", "target", "--hermes", str(hermes), "--remote-env", f"SSL_CERT_FILE={lab.tls_ca}"],
-                      SSL_CERT_FILE=str(lab.tls_ca))  # the laptop's browser trusts the lab CA too
+    args = ["xai", "target", "--hermes", str(real_hermes(version)),
+            "--remote-env", f"SSL_CERT_FILE={lab.tls_ca}"]
+    return laptop.run(args, SSL_CERT_FILE=str(lab.tls_ca))  # the laptop's browser trusts it too
 
 
-def events_since(lab: Lab, xai: e2e.Provider, before: int) -> list[dict[str, object]]:
-    return [e for e in e2e.provider_log(lab, xai)["events"] if int(e["n"]) > before]  # type: ignore[index]
+def mock_events(lab: Lab, xai: e2e.Provider) -> list[dict[str, Any]]:
+    return cast("list[dict[str, Any]]", e2e.provider_log(lab, xai)["events"])
+
+
+def events_since(lab: Lab, xai: e2e.Provider, before: int) -> list[dict[str, Any]]:
+    return [e for e in mock_events(lab, xai) if int(e["n"]) > before]
 
 
 def last_event(lab: Lab, xai: e2e.Provider) -> int:
-    events = e2e.provider_log(lab, xai)["events"]
-    return int(events[-1]["n"]) if events else 0  # type: ignore[index]
+    events = mock_events(lab, xai)
+    return int(events[-1]["n"]) if events else 0
 
 
 def stored_token_fingerprints(lab: Lab) -> set[str]:
@@ -69,9 +80,10 @@ def assert_logged_in_without_warning(run: e2e.Run) -> None:
     assert "the URL is on" not in run.output and "--allow-host" not in run.output
 
 
-def assert_only_the_lab_idp(steps: list[dict[str, object]]) -> None:
+def assert_only_the_lab_idp(steps: list[dict[str, Any]]) -> None:
     discoveries = [e for e in steps if e["event"] == "discovery"]
-    assert discoveries and all(e["host"] == "auth.x.ai" and e["scheme"] == "https" for e in discoveries), steps
+    assert discoveries, steps
+    assert {(e["host"], e["scheme"]) for e in discoveries} == {("auth.x.ai", "https")}, steps
 
 
 def test_x_ai_names_resolve_to_the_lab_inside_ssh_sessions(lab: Lab, laptop: e2e.Laptop) -> None:
@@ -105,7 +117,8 @@ def test_real_hermes_0_18_loopback_login(lab: Lab, laptop: e2e.Laptop, xai: e2e.
     assert int(redirect.split(":")[2].split("/")[0]) not in lab.listening_ports("laptop")
 
 
-def test_real_hermes_0_19_device_code_login(lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider) -> None:
+def test_real_hermes_0_19_device_code_login(lab: Lab, laptop: e2e.Laptop,
+                                            xai: e2e.Provider) -> None:
     before = last_event(lab, xai)
     run = login(lab, laptop, "0.19.0")
     assert_logged_in_without_warning(run)
@@ -118,18 +131,19 @@ def test_real_hermes_0_19_device_code_login(lab: Lab, laptop: e2e.Laptop, xai: e
     redeemed = next(e for e in steps if e["event"] == "device_redeemed")
     assert redeemed["access_token_fp"] in stored_token_fingerprints(lab)
     browsed = laptop.browser_runs()
-    assert [(b["url"], b["status"]) for b in browsed] == [("https://auth.x.ai/device", 200)], browsed
+    assert [(b["url"], b["status"]) for b in browsed] == [("https://auth.x.ai/device", 200)], \
+        browsed
     assert e2e.gone_within(lab, "hermes-0.19.0", 5)
 
 
-def test_without_the_lab_ca_hermes_refuses_the_lab_idp(lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider) -> None:
+def test_without_the_lab_ca_hermes_refuses_the_lab_idp(lab: Lab, laptop: e2e.Laptop,
+                                                       xai: e2e.Provider) -> None:
     """The lab changes no verification: hermes's TLS check still bites without SSL_CERT_FILE."""
-    hermes: Path = e2e.REAL_HERMES["0.18.0"]
-    e2e.need(hermes.exists(), f"real hermes-agent 0.18.0 is not installed at {hermes}; run sudo ./tests/setup")
     before = last_event(lab, xai)
-    run = laptop.run(["xai", "target", "--hermes", str(hermes)])
+    run = laptop.run(["xai", "target", "--hermes", str(real_hermes("0.18.0"))])
     assert run.returncode == 1, run.output  # LoginFailed: hermes's own error, shown
-    assert "xAI OIDC discovery failed" in run.output and "CERTIFICATE_VERIFY_FAILED" in run.output, run.output
+    assert "xAI OIDC discovery failed" in run.output, run.output
+    assert "CERTIFICATE_VERIFY_FAILED" in run.output, run.output
     assert not [e for e in events_since(lab, xai, before) if e["event"] == "discovery"]
     assert not (lab.user_home / ".hermes" / "auth.json").exists()
     assert json.dumps(laptop.browser_runs()) == "[]"

@@ -273,7 +273,7 @@ class Lab:
 
     @property
     def tls_ca(self) -> Path:
-        """The lab CA (PEM, world-readable): SSL_CERT_FILE for whatever must trust the lab's x.ai."""
+        """The lab CA (PEM, world-readable): SSL_CERT_FILE for what must trust the lab's x.ai."""
         return self.tls_dir / "ca.pem"
 
     def _xai_tls(self) -> None:
@@ -282,10 +282,12 @@ class Lab:
         unroutable), and a per-lab CA with a server certificate for those names. Runs before the
         sshds start, so their sessions inherit the hosts file."""
         _cmd("ip", "-n", self.bastion_ns, "addr", "add", f"{self.xai_ip}/32", "dev", "lo")
-        _cmd("ip", "-n", self.laptop_ns, "route", "add", f"{self.xai_ip}/32", "via", self.bastion_ip)
+        _cmd("ip", "-n", self.laptop_ns, "route", "add", f"{self.xai_ip}/32",
+             "via", self.bastion_ip)
         _cmd("ip", "-n", self.target_ns, "route", "add", f"{self.xai_ip}/32", "via", "198.18.2.1")
         base = Path("/etc/hosts").read_text(errors="replace") if Path("/etc/hosts").exists() else ""
-        base = "\n".join(line for line in base.splitlines() if not set(line.split()[1:]) & set(XAI_HOSTS))
+        base = "\n".join(line for line in base.splitlines()
+                         if not set(line.split()[1:]) & set(XAI_HOSTS))
         for host in ("laptop", "target"):
             d = NETNS_ETC / self.ns(host)
             d.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -563,7 +565,8 @@ def _lab_ca(d: Path, names: Sequence[str]) -> None:
                              decipher_only=False)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"tunnelauth lab CA {d.parent.name}")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                            f"tunnelauth lab CA {d.parent.name}")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

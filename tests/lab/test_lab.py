@@ -243,7 +243,7 @@ def _assert_gone(suffix: str, pids: list[int], root: Path, user: str) -> None:
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
     assert not root.exists()
     assert not netlab.state_path(suffix).exists()
-    assert not list(netlab.NETNS_ETC.glob(f"ta-{suffix}-*"))  # the hosts files naming the lab's x.ai
+    assert not list(netlab.NETNS_ETC.glob(f"ta-{suffix}-*"))  # hosts files naming the lab's x.ai
 
 
 def test_destroy_leaves_nothing(lab: Lab) -> None:
