@@ -1,4 +1,6 @@
 """One xAI loopback login, timed the way a person experiences it. Runs in the lab's laptop netns.
+The hermes on the target is whatever the spec names: the fake 0.18.0 or the real hermes-agent
+0.18.0 (then with SSL_CERT_FILE in remote_env and env, for the lab's https://auth.x.ai).
 
     person.py '<json spec>'   ->  one JSON object on stdout
 
@@ -148,7 +150,8 @@ def browser_record(log: str) -> dict[str, Any] | None:
 
 def run_tunnelauth(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     argv = [*spec["tunnelauth"], "xai", spec["target"], "-J", spec["jump"], "-F", spec["config"],
-            "--hermes", spec["hermes"], "--allow-host", spec["allow_host"], "--timeout", str(spec["timeout"]),
+            "--hermes", spec["hermes"], *(["--allow-host", spec["allow_host"]] if spec.get("allow_host") else []),
+            "--timeout", str(spec["timeout"]),
             *(a for k, v in spec["remote_env"].items() for a in ("--remote-env", f"{k}={v}"))]
     report = spec["usage_dir"] + "/tunnelauth"
     t0 = time.time()

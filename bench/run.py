@@ -9,11 +9,13 @@ table, also printed) and results.png (if matplotlib is installed) to --out.
   login     a full xAI loopback login (fake hermes 0.18.0, mock provider) through one jump host,
             tunnelauth and the seed page's two-terminal OpenSSH flow alternating, at 0, 40 and
             150 ms laptop<->bastion round-trip time (bench/relay.py adds it, for both clients)
+  login_real  the same with the real hermes-agent 0.18.0 from PyPI against the lab's
+            https://auth.x.ai (the mock provider behind a lab CA, docs/performance-real-hermes.md)
   startup   `tunnelauth --help` / `providers`: wall time, peak RSS; what a login imports
   callback  a 2 KB HTTP request/response through tunnelauth's forward vs `ssh -L`, same hop
   fleet     `tunnelauth doctor` over 1, 10 and 50 targets behind one bastion (when it exists)
 
---quick (CI): 1 repetition, 0 ms only, fleet 1 and 5, about 30 s. Exit status 1 only if something
+--quick (CI): 1 repetition, 0 ms only, fleet 1 and 5, about 45 s. Exit status 1 only if something
 is broken (a login that did not log in, a forward that returned a wrong answer, a command that
 crashed), never for a missed target; 2 if the lab cannot be built here.
 
@@ -58,6 +60,8 @@ XAI_PORT = 56121
 HTTPD_PORT = 56190  # the callback benchmark's server on the target; ssh -L listens on +1
 FORBIDDEN = ("rich", "httpx", "tunnelauth.doctor")  # a login must not import these
 REAL_HERMES = e2e.REAL_HERMES["0.19.0"]  # hermes-agent from PyPI, installed by tests/setup
+LOGIN_HERMES = "0.18.0"  # the last release with the loopback flow; the login series runs it for real too
+SERIES = {"fake": f"fake hermes {LOGIN_HERMES}", "real": f"real hermes {LOGIN_HERMES}"}
 
 TARGETS: dict[str, Any] = {
     "open_ratio": {0: 1.0, 40: 0.8, 150: 0.8},
@@ -172,6 +176,8 @@ class Bench:
         self.dir.mkdir(mode=0o755, exist_ok=True)
         self.provider = e2e.start_provider(lab)
         self.hermes = e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
+        self.real_hermes = e2e.REAL_HERMES[LOGIN_HERMES]
+        self.xai: e2e.Provider | None = None  # the lab's https://auth.x.ai, started on first use
         browser = e2e.install_script(lab, e2e.FAKES / "browser.py", "browser")
         self.httpd = e2e.install_script(lab, BENCH / "httpd.py", "bench-httpd")
         # $BROWSER for both clients: note the moment it starts (bash's clock, no fork), then browse.
@@ -209,6 +215,7 @@ class Bench:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             busy = (self.lab.target_processes("fake-hermes")
+                    or self.lab.target_processes(f"hermes-{LOGIN_HERMES}/")
                     or XAI_PORT in self.lab.listening_ports("target")
                     or XAI_PORT in self.lab.listening_ports("laptop"))
             if not busy:
@@ -218,14 +225,27 @@ class Bench:
             raise RuntimeError("the previous login left hermes or its port behind")
         shutil.rmtree(self.lab.user_home / ".hermes", ignore_errors=True)
 
-    def person(self, client: str, config: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    def person(self, client: str, config: Path, extra_env: dict[str, str] | None = None,
+               series: str = "fake") -> dict[str, Any]:
+        env = dict(extra_env or {})
+        if series == "real":
+            # Unmodified hermes-agent: its https://auth.x.ai is the lab's, trusted through the lab CA
+            # on the target (hermes's httpx) and on the laptop (the browser follows the redirect).
+            if self.xai is None:
+                self.xai = e2e.start_provider(self.lab, xai=True)
+            ca = str(self.lab.tls_ca)
+            hermes, remote_env, allow_host = self.real_hermes, {"SSL_CERT_FILE": ca}, None
+            env["SSL_CERT_FILE"] = ca
+        else:
+            hermes, allow_host = self.hermes, self.lab.provider_ip
+            remote_env = {"FAKE_HERMES_VERSION": LOGIN_HERMES, "FAKE_HERMES_PROVIDER": self.provider.url}
         spec = {
             "client": client, "config": str(config), "target": "target", "jump": "bastion",
-            "hermes": str(self.hermes), "port": XAI_PORT, "tunnelauth": TUNNELAUTH, "timeout": 60,
-            "allow_host": self.lab.provider_ip, "browser": str(self.browser),
+            "hermes": str(hermes), "port": XAI_PORT, "tunnelauth": TUNNELAUTH, "timeout": 60,
+            "allow_host": allow_host, "browser": str(self.browser),
             "open_log": str(self.dir / "open.log"), "browser_log": str(self.dir / "browser.log"),
-            "remote_env": {"FAKE_HERMES_VERSION": "0.18.0", "FAKE_HERMES_PROVIDER": self.provider.url},
-            "env": extra_env or {}, "keep_stderr": bool(extra_env), "usage_dir": str(self.dir),
+            "remote_env": remote_env, "env": env, "keep_stderr": "PYTHONPROFILEIMPORTTIME" in env,
+            "usage_dir": str(self.dir),
         }
         try:
             done = self.lab.run("laptop", [PY, str(BENCH / "person.py"), json.dumps(spec)],
@@ -264,7 +284,13 @@ def turns_before(connections: list[dict[str, Any]], wall: float | None) -> int |
     return max(counts)
 
 
-def bench_login(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
+def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") -> dict[str, Any]:
+    """The login series with the fake hermes 0.18.0, or (series="real") the real one."""
+    if series == "real" and not bench.real_hermes.exists():
+        why = f"real hermes-agent {LOGIN_HERMES} is not installed at {bench.real_hermes} (sudo ./tests/setup)"
+        log.append(f"login ({SERIES[series]}): not available: {why}")
+        print(log[-1], flush=True)
+        return {"available": False, "why": why, "hermes": SERIES[series]}
     runs: list[dict[str, Any]] = []
     for rtt in mode.rtts:
         relay = Relay(bench.lab, rtt, bench.dir / f"relay-{rtt}.log")
@@ -274,14 +300,15 @@ def bench_login(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
             if rtt == mode.rtts[0] and not mode.quick:
                 for client in ("tunnelauth", "openssh"):  # warm caches; not counted
                     bench.wait_clean()
-                    bench.person(client, config)
+                    bench.person(client, config, series=series)
             for rep in range(mode.reps):
                 for client in ("tunnelauth", "openssh") if rep % 2 == 0 else ("openssh", "tunnelauth"):
                     bench.wait_clean()
                     before = relay.count()
-                    result = bench.person(client, config)
+                    result = bench.person(client, config, series=series)
                     conns = relay.since(before, 1 if client == "tunnelauth" else 2)
-                    result.update(client=client, rtt_ms=rtt, rep=rep, connections=len(conns))
+                    result.update(client=client, hermes=SERIES[series], rtt_ms=rtt, rep=rep,
+                                  connections=len(conns))
                     if conns and "t0" in result:  # local start-up: until the first TCP connection
                         result["first_connect"] = min(c["start"] for c in conns) - result["t0"]
                     if rtt > 0 and result.get("open") is not None:
@@ -290,7 +317,7 @@ def bench_login(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
                         result["flights"] = [[[round(c["start"] - result["t0"] + t, 3), d, n]
                                               for t, d, n in flights(c["events"], rtt / 1000)] for c in conns]
                     runs.append(result)
-                    log.append(f"login rtt={rtt:>3} {client:<10} rep={rep} ok={result.get('ok')} "
+                    log.append(f"login rtt={rtt:>3} {client:<10} {SERIES[series]} rep={rep} ok={result.get('ok')} "
                                f"open={_fmt(result.get('open'))} success={_fmt(result.get('success'))}")
                     print(log[-1], flush=True)
         finally:
@@ -324,10 +351,11 @@ def bench_login(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
             slope[client] = {key: (b[key] - a[key]) / ((hi - lo) / 1000) if a[key] and b[key] else None
                              for key in ("open", "success")}
     ta_rss = [r["usage"]["tunnelauth"]["maxrss_kb"] for r in runs if r.get("ok") and r["client"] == "tunnelauth"]
-    return {"runs": runs, "summary": summary, "round_trips_from_slope": slope,
+    return {"available": True, "hermes": SERIES[series], "runs": runs, "summary": summary,
+            "round_trips_from_slope": slope,
             "login_maxrss_kb": {"median": median(ta_rss), "max": max(ta_rss) if ta_rss else None},
-            "broken": [f"{r['client']} rtt={r['rtt_ms']} rep={r['rep']}: {r.get('error') or r.get('output')}"
-                       for r in runs if not r.get("ok")]}
+            "broken": [f"{r['client']} ({SERIES[series]}) rtt={r['rtt_ms']} rep={r['rep']}: "
+                       f"{r.get('error') or r.get('output')}" for r in runs if not r.get("ok")]}
 
 
 def bench_imports(bench: Bench) -> dict[str, Any] | None:
@@ -646,6 +674,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("RTTs on the critical path to the URL (slope)",
                      f"{slope['tunnelauth']['open']:.1f}" if slope["tunnelauth"]["open"] else "-",
                      f"{slope['openssh']['open']:.1f}" if slope["openssh"]["open"] else "-", "", "", ""))
+    rows += real_hermes_rows(results.get("login_real", {}))
     st = results.get("startup", {})
     if st:
         for name in [n for n in st if n != "imports"]:
@@ -703,6 +732,32 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def real_hermes_rows(login: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The login measures again, with the real hermes-agent on the target."""
+    tag = login.get("hermes", SERIES["real"])
+    if not login:
+        return []
+    if not login.get("available"):
+        return [(f"xAI login with the {tag}", "not available", "", "", "", "")]
+    rows: list[tuple[str, ...]] = []
+    for rtt, row in login.get("summary", {}).items():
+        ta, os_, target = row["tunnelauth"], row["openssh"], row["open_target"]
+        rows.append((f"time to authorize URL opened, {rtt} ms RTT ({tag})", _ms(ta["open"]), _ms(os_["open"]),
+                     _x(row["open_ratio"]), f"≤ {target:.1f}×" if target else "",
+                     _met(row["open_ratio"] <= target if row["open_ratio"] and target else None)))
+    for rtt, row in login.get("summary", {}).items():
+        ta, os_ = row["tunnelauth"], row["openssh"]
+        rows.append((f"time to success, {rtt} ms RTT ({tag})", _ms(ta["success"]), _ms(os_["success"]),
+                     _x(row["success_ratio"]), "", ""))
+    for rtt, row in login.get("summary", {}).items():
+        ta, os_ = row["tunnelauth"], row["openssh"]
+        if ta.get("cpu_s") and os_.get("cpu_s"):
+            rows.append((f"laptop CPU seconds per login (with the browser), {rtt} ms RTT ({tag})",
+                         f"{ta['cpu_s']:.2f} s", f"{os_['cpu_s']:.2f} s (2 ssh + browser)",
+                         _x(ratio(ta["cpu_s"], os_["cpu_s"])), "", ""))
+    return rows
+
+
 def mode_n(sizes: dict[str, Any]) -> int:
     return max(int(n) for n in sizes if n.isdigit())
 
@@ -731,6 +786,13 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         for key, style in (("open", "-o"), ("success", "--s")):
             ys = [summary[str(r)][client][key] for r in rtts]
             ax.plot(rtts, ys, style, color=colour, label=f"{client}: {'URL opened' if key == 'open' else 'success'}")
+    real = results.get("login_real", {}).get("summary", {})
+    for client, colour in (("tunnelauth", "tab:cyan"), ("openssh", "tab:red")) if real else ():
+        for key, style in (("open", ":^"), ("success", "-.v")):
+            xs = [int(r) for r in real]
+            ys = [real[r][client][key] for r in real]
+            ax.plot(xs, ys, style, color=colour,
+                    label=f"{client}, real hermes: {'URL opened' if key == 'open' else 'success'}")
     ax.set(title="xAI login through one jump host", xlabel="laptop↔bastion RTT (ms)", ylabel="seconds (median)")
     ax.legend(fontsize=8)
     ax = axes[1]
@@ -788,7 +850,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI mode: 1 repetition, 0 ms only, fleet 1 and 5")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--only", action="append", choices=("startup", "login", "callback", "fleet"),
-                        help="run only these parts (repeatable)")
+                        help="run only these parts (repeatable; login includes the real-hermes series)")
     parser.add_argument("--reps", type=int, help="login repetitions per client and RTT")
     parser.add_argument("--lab", metavar="SUFFIX",
                         help="use the lab made by `python -m tests.lab up` instead of building one (kept, sshds untouched)")
@@ -833,6 +895,8 @@ def main() -> int:
             if "login" in parts:
                 section("login", bench_login, bench, mode, log)
                 broken += results.get("login", {}).get("broken", [])
+                section("login_real", bench_login, bench, mode, log, "real")
+                broken += results.get("login_real", {}).get("broken", [])
                 section("login_imports", bench_imports, bench)
                 if results.get("login_imports") is None:
                     broken.append("the import-traced login failed")

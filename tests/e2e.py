@@ -28,6 +28,7 @@ from tests.lab.netlab import Lab
 FAKES = Path(__file__).resolve().parent / "fakes"
 REAL_HERMES = {
     "0.19.0": Path(os.environ.get("TUNNELAUTH_LAB_HERMES", "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes")),
+    "0.18.0": Path("/opt/tunnelauth-lab/hermes-0.18.0/bin/hermes"),  # the last xAI loopback release
     "0.13.0": Path("/opt/tunnelauth-lab/hermes-0.13.0/bin/hermes"),
 }
 
@@ -61,15 +62,22 @@ class Provider:
     proc: subprocess.Popen[str]
 
 
-def start_provider(lab: Lab) -> Provider:
+def start_provider(lab: Lab, xai: bool = False) -> Provider:
+    """The mock on the provider address; with xai, the lab's https://auth.x.ai instead (port
+    443 on lab.xai_ip, certificate from the lab CA), for the real hermes xAI flows."""
     script = install_script(lab, FAKES / "mock_provider.py", "mock-provider")
-    proc = lab.spawn("bastion", [script, "--host", lab.provider_ip, "--port", "0"], keep=True,
-                     stdout=subprocess.PIPE, text=True)
+    where = ["--host", lab.provider_ip, "--port", "0"]
+    if xai:
+        where = ["--host", lab.xai_ip, "--port", "443",
+                 "--tls-cert", str(lab.tls_dir / "server.pem"),
+                 "--tls-key", str(lab.tls_dir / "server.key")]
+    proc = lab.spawn("bastion", [script, *where], keep=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("listening "):
         raise RuntimeError(f"mock provider did not start: {line!r}")
-    return Provider(url=line.split(" ", 1)[1], proc=proc)
+    url = line.split(" ", 1)[1]
+    return Provider(url="https://auth.x.ai" if xai else url, proc=proc)
 
 
 @dataclass
@@ -217,7 +225,8 @@ SIGTERM = signal.SIGTERM
 def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
     """The mock provider's record (it holds raw codes: for leak checks and typing a code)."""
     code = f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{provider.url}/_log').read().decode())"
-    done = lab.run("laptop", ["/usr/bin/python3", "-c", code], check=True)
+    env = {**os.environ, "SSL_CERT_FILE": str(lab.tls_ca)}  # for the lab's https://auth.x.ai
+    done = lab.run("laptop", ["/usr/bin/python3", "-c", code], env=env, check=True)
     return json.loads(done.stdout)
 
 
@@ -270,8 +279,9 @@ def link_down(lab: Lab) -> Iterator[None]:
     finally:
         subprocess.run(["ip", "-n", lab.laptop_ns, "link", "set", dev, "up"], check=True)
         # An interface going down drops the routes through it, the provider's among them.
-        subprocess.run(["ip", "-n", lab.laptop_ns, "route", "replace", f"{lab.provider_ip}/32",
-                        "via", lab.bastion_ip], check=True)
+        for ip in (lab.provider_ip, lab.xai_ip):
+            subprocess.run(["ip", "-n", lab.laptop_ns, "route", "replace", f"{ip}/32",
+                            "via", lab.bastion_ip], check=True)
 
 
 def finish_now(proc: subprocess.Popen[str], sig: int | None = None, timeout: float = 30) -> Run:

@@ -385,10 +385,15 @@ ALL_MODES = ["hermes", "tokens", "gateway", "sockets"]
 
 
 def check_every_mode(tmp_path: Path, hermes: Path, env: dict[str, str] | None = None) -> dict[str, object]:
-    answer = probe_modes(ALL_MODES, {"hermes": str(hermes), "as_user": None, "env": {},
-                                     "hermes_home": str(tmp_path / "hh")}, env)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        port = listening.getsockname()[1]
+        answer = probe_modes(ALL_MODES, {"hermes": str(hermes), "as_user": None, "env": {},
+                                         "hermes_home": str(tmp_path / "hh")}, env)
     assert answer["tokens"]["dir"] == str(tmp_path / "hh")  # type: ignore[index]
-    assert "local_address" in str(answer["sockets"])  # the /proc/net/tcp header
+    # What LISTENs where, read on the target by remote_lib's one parser.
+    assert answer["sockets"][str(port)] == ["127.0.0.1"]  # type: ignore[index]
     assert set(answer["gateway"]) == {"processes", "units"}  # type: ignore[arg-type]
     return answer
 

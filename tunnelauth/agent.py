@@ -126,33 +126,15 @@ def find_command(name, home, user=None):
     return None
 
 
-ADDRESSES = {
-    "0100007F": "127.0.0.1",
-    "00000000": "0.0.0.0",
-    "00000000000000000000000001000000": "::1",
-    "00000000000000000000000000000000": "::",
-}
-
-
 def listening(port):
-    """The address something LISTENs on at port ('127.0.0.1', '::1', ...), or None."""
-    want = ":%04X" % port
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as handle:
-                next(handle)
-                for row in handle:
-                    cols = row.split()
-                    if cols[1].endswith(want) and cols[3] == "0A":
-                        found.append(ADDRESSES.get(cols[1].split(":")[0], "other"))
-        except (OSError, StopIteration):
-            continue
+    """The address something LISTENs on at port ('127.0.0.1', '::1', ...), or None.
+    tcp_listeners and read_tcp_tables: remote_lib/listeners.py, sent in front of this file."""
+    found = tcp_listeners(read_tcp_tables(), port).get(port, ())  # noqa: F821
     # An IPv4 listener is what a plain 127.0.0.1 forward reaches; prefer it when both exist.
     for address in ("127.0.0.1", "0.0.0.0", "::", "::1"):
         if address in found:
             return address
-    return found[0] if found else None
+    return min(found) if found else None
 
 
 def token_file(user, home_env):

@@ -8,9 +8,13 @@
     ├── ConnectFailed               5  a hop could not be reached
     ├── AuthFailed                  6  a hop refused our credentials
     ├── RemoteSetupError            7  remote side unusable: hermes/python missing,
-    │                                  forwarding refused, remote port busy
+    │   │                              forwarding refused, remote port busy
+    │   └── ChannelRefused          7  the target refused a channel (`reason`: its words)
+    │   │   └── ForwardingRefused   7  ... because its sshd forbids forwarding
+    │   └── ChannelFailed           7  a channel failed while the connection lived on
     ├── LoginTimeout                8  --timeout expired
     ├── ConnectionLost              9  a hop dropped during the login
+    │   └── StreamLost              9  ... under a remote process or channel (`reason`)
     ├── Interrupted               130  Ctrl-C
     └── Terminated                143  SIGTERM
 """
@@ -58,6 +62,22 @@ class RemoteSetupError(TunnelauthError):
     exit_code = 7
 
 
+class ChannelRefused(RemoteSetupError):
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+class ForwardingRefused(ChannelRefused):
+    pass
+
+
+class ChannelFailed(RemoteSetupError):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"a channel failed{f' ({reason})' if reason else ''}")
+        self.reason = reason
+
+
 class LoginTimeout(TunnelauthError):
     exit_code = 8
 
@@ -65,6 +85,11 @@ class LoginTimeout(TunnelauthError):
 class ConnectionLost(TunnelauthError):
     exit_code = 9
 
+
+class StreamLost(ConnectionLost):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"the connection was lost{f' ({reason})' if reason else ''}")
+        self.reason = reason
 
 class Interrupted(TunnelauthError):
     exit_code = 130

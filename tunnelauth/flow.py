@@ -19,11 +19,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from tunnelauth import browser, outcome, parse, remote, ssh, supervisor, transport
+from tunnelauth import browser, localport, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
 from tunnelauth.errors import (
     ConnectionLost,
+    ChannelRefused,
     Interrupted,
+    LocalPortBusy,
     LoginFailed,
     LoginTimeout,
     Terminated,
@@ -37,6 +39,7 @@ DEFAULT_TIMEOUT = 300.0
 EXIT_GRACE = 15.0  # how long hermes may take to exit after printing success
 KILL_GRACE = 3.0  # how long the supervisor may take to stop hermes on the way out
 PORT_HOLDER_WAIT = 5.0
+MAX_QUOTED = 300  # characters of a remote line quoted in an error
 T = TypeVar("T")
 
 __all__ = ["LoginRequest", "LoginResult", "Reporter", "RunRequest", "connect", "login", "run"]
@@ -54,7 +57,7 @@ class Reporter(Protocol):
     def detail(self, text: str) -> None: ...
     def remote_line(self, text: str, stream: str) -> None: ...
     def warn(self, text: str) -> None: ...
-    def show_url(self, url: str, purpose: str, opened: bool | None) -> None: ...
+    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None: ...
     def show_code(self, code: str) -> None: ...
     def ask(self, prompt: str, secret: bool) -> str | None:
         """Blocking; None when there is no person to ask."""
@@ -224,7 +227,7 @@ class _Policy:
     NOT_FOUND_HINT = ""
 
     def __init__(self, request: Request, reporter: Reporter, conn: transport.Connection,
-                 parser: parse.Parser) -> None:
+                 parser: parse.Parser, urls: browser.Policy, ports: localport.PortBudget) -> None:
         self.request = request
         self.reporter = reporter
         self.conn = conn
@@ -234,7 +237,8 @@ class _Policy:
         self.forwards = Forwards(conn, self._forward_failed, self._relaying)
         self.watching: set[int] = set()
         self.authorize: parse.AuthorizeUrl | None = None
-        self.opened: set[str] = set()
+        self.urls = urls  # which URLs are shown and opened
+        self.ports = ports  # which laptop ports the remote's output may make us listen on
         self.exit_status: int | None = None
         self.finished = False
 
@@ -253,11 +257,6 @@ class _Policy:
 
     async def _event(self, event: parse.Event) -> None:
         raise NotImplementedError
-
-    def _vet(self, url: str) -> None:
-        """Refuse a URL never to open (browser.UnsafeUrl). `run` has no known hosts to compare
-        the URL's with, so no warning about an unexpected host."""
-        browser.vet(url, (), self.request.allow_hosts)
 
     def _input(self) -> None:
         """Relay the laptop's input to the command, when the policy does."""
@@ -367,6 +366,8 @@ class _Policy:
         if event.redirect_port is None:
             self._open(event.url, "authorize")
             return
+        if not self._admit(event.redirect_port):
+            return
         self.authorize = event
         port = event.redirect_port
         if port not in self.forwards.listening and port not in self.watching:
@@ -378,17 +379,23 @@ class _Policy:
 
     async def _maybe_open(self) -> None:
         url = self.authorize
-        if url is None or url.url in self.opened or url.redirect_port is None:
+        if url is None or self.urls.decided(url.url) or url.redirect_port is None:
             return
         if url.redirect_port in self.forwards.listening and url.redirect_port in self.forwards:
-            self._open(url.url, "authorize")
+            self._open(url.url, "authorize", url.redirect_port)
+
+    def _admit(self, port: int) -> bool:
+        admitted, warning = self.ports.admit(port)
+        if warning:
+            self.reporter.warn(warning)
+        return admitted
 
     async def _forward(self, port: int, also_ipv6: bool = False) -> None:
         await self.forwards.add(port, also_ipv6=also_ipv6)
         self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}",
                            "forwarded", port=port)
 
-    def _forward_failed(self, port: int, exc: transport.ChannelRefused) -> None:
+    def _forward_failed(self, port: int, exc: ChannelRefused) -> None:
         self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
 
     def _relaying(self, port: int, reason: str) -> None:
@@ -398,16 +405,24 @@ class _Policy:
             "relaying", port=port,
         )
 
-    def _open(self, url: str, purpose: str) -> None:
-        if url in self.opened:
+    def _open(self, url: str, purpose: str, port: int | None = None) -> None:
+        """Show url, and open it only when browser.Policy says the person would (see there)."""
+        decision = self.urls.decide(url, purpose, port)
+        if decision is None:
             return
-        self.opened.add(url)
-        self._vet(url)
-        if not self.request.open_browser:
+        if decision.warning:
+            self.reporter.warn(decision.warning)
+        if not decision.show:
+            return
+        if not decision.open or not self.request.open_browser:
             self.reporter.show_url(url, purpose, None)
             return
-        self.reporter.show_url(url, purpose, False)
+        self.reporter.show_url(url, purpose, False, host=self._named_host(decision.host))
         self._spawn(self._open_in_browser(url, purpose))
+
+    def _named_host(self, host: str) -> str | None:
+        """The host to name beside a URL being opened (`run` names it: no provider to trust)."""
+        return None
 
     async def _open_in_browser(self, url: str, purpose: str) -> None:
         if not await _in_thread(browser.open_url, url):
@@ -442,7 +457,9 @@ class HermesLogin(_Policy):
     request: LoginRequest
 
     def __init__(self, request: LoginRequest, reporter: Reporter, conn: transport.Connection) -> None:
-        super().__init__(request, reporter, conn, parse.Parser(request.provider))
+        super().__init__(request, reporter, conn, parse.Parser(request.provider),
+                         browser.Policy(request.provider.authorize_hosts, request.allow_hosts),
+                         localport.PortBudget(localport.MAX_LOGIN_PORTS, "a login"))
         self.device = False
         self.success: parse.Success | None = None
         self.failures: list[str] = []
@@ -467,16 +484,14 @@ class HermesLogin(_Policy):
     def _token_info(self, info: dict[str, object]) -> None:
         self.token_info = info
 
-    def _vet(self, url: str) -> None:
-        warning = browser.vet(url, self.request.provider.authorize_hosts, self.request.allow_hosts)
-        if warning:
-            self.reporter.warn(warning)
-
     async def _event(self, event: parse.Event) -> None:
         if isinstance(event, parse.Line):
             self.reporter.remote_line(event.text, event.stream)
             if event.stream == "stderr" and event.text.strip():
-                self.hermes_errors = (self.hermes_errors + [event.text.strip()])[-5:]
+                quoted = event.text.strip()
+                if len(quoted) > MAX_QUOTED:
+                    quoted = quoted[:MAX_QUOTED] + "…"
+                self.hermes_errors = (self.hermes_errors + [quoted])[-5:]
         elif isinstance(event, parse.CallbackPort):
             await self._callback_port(event)
         elif isinstance(event, parse.AuthorizeUrl):
@@ -502,6 +517,8 @@ class HermesLogin(_Policy):
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
         if self.device or self.success:
+            return
+        if not self._admit(event.port):
             return
         if event.listening:
             self.forwards.listening.add(event.port)
@@ -582,7 +599,9 @@ class RunCommand(_Policy):
     request: RunRequest
 
     def __init__(self, request: RunRequest, reporter: Reporter, conn: transport.Connection) -> None:
-        super().__init__(request, reporter, conn, parse.Parser(None, loopback_urls=True))
+        super().__init__(request, reporter, conn, parse.Parser(None, loopback_urls=True),
+                         browser.Policy((), request.allow_hosts, running=True),
+                         localport.PortBudget(localport.MAX_RUN_FORWARDS, "`run`"))
 
     async def _prepare(self) -> remote.RemoteSpec:
         return remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
@@ -607,13 +626,25 @@ class RunCommand(_Policy):
             self.reporter.show_code(event.code)
 
     async def _run_port(self, event: parse.CallbackPort) -> None:
-        """`run` forwards every loopback port it sees and keeps them all: a CLI may use several."""
+        """`run` forwards every loopback port it sees (up to a cap) and keeps them all: a CLI may
+        use several. A port busy on the laptop may merely be mentioned: a warning, not an abort."""
+        if not self._admit(event.port):
+            return
         if event.listening:
             self.forwards.listening.add(event.port)
         if event.port not in self.forwards:
             self.reporter.detail(f"port {event.port}: seen as a loopback URL ({event.source}) in the output")
-            await self._forward(event.port, also_ipv6=event.host == "localhost")
+            try:
+                await self._forward(event.port, also_ipv6=event.host == "localhost")
+            except LocalPortBusy as exc:
+                self.ports.refuse(event.port)
+                self.reporter.warn(f"not forwarding port {event.port}: {exc}; a callback to it "
+                                   f"would not reach {self.request.destination}")
+                return
         await self._maybe_open()
+
+    def _named_host(self, host: str) -> str | None:
+        return host
 
     def _input(self) -> None:
         fd = self.request.stdin_fd

@@ -20,7 +20,7 @@ from tunnelauth.localport import LOOPBACK, busy_error
 from tunnelauth.transport import (
     ChannelRefused,
     Connection,
-    ForwardingProhibited,
+    ForwardingRefused,
     Reader,
     RemoteProcess,
     Writer,
@@ -42,7 +42,8 @@ _End = asyncio.BaseTransport | _Closable | RemoteProcess
 
 class Forward:
     """127.0.0.1:port on the laptop -> the same port on the target's loopback (same number:
-    the provider checks redirect_uri, so the port is never remapped)."""
+    the provider checks redirect_uri, so a login's port is never remapped; the doctor's test
+    forward passes local_port=0 and reads `local_port` after start)."""
 
     def __init__(
         self,
@@ -53,8 +54,10 @@ class Forward:
         *,
         remote_host: str = LOOPBACK,
         also_ipv6: bool = False,
+        local_port: int | None = None,
     ) -> None:
         self.port = port
+        self.local_port = port if local_port is None else local_port
         self.remote_host = remote_host  # may change once we learn where the remote listens
         self.relay = False  # set once the target refused a forwarding channel
         self._conn = conn
@@ -67,17 +70,18 @@ class Forward:
     async def start(self) -> None:
         try:
             self._servers.append(await asyncio.start_server(
-                self._accept, LOOPBACK, self.port, reuse_address=True, family=socket.AF_INET
+                self._accept, LOOPBACK, self.local_port, reuse_address=True, family=socket.AF_INET
             ))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise busy_error(self.port) from exc
+                raise busy_error(self.local_port) from exc
             raise
+        self.local_port = self._servers[0].sockets[0].getsockname()[1]
         if self._also_ipv6:
             # Browsers differ in which of localhost's addresses they try first.
             try:
                 self._servers.append(await asyncio.start_server(
-                    self._accept, LOOPBACK6, self.port, reuse_address=True, family=socket.AF_INET6
+                    self._accept, LOOPBACK6, self.local_port, reuse_address=True, family=socket.AF_INET6
                 ))
             except OSError:
                 pass  # no IPv6 loopback here: 127.0.0.1 alone will do
@@ -115,9 +119,9 @@ class Forward:
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
         try:
             remote_reader, remote_writer = await self._conn.open_channel(self.remote_host, self.port)
-        except ForwardingProhibited as exc:
+        except ForwardingRefused as exc:
             self.relay = True
-            self._on_relay(self.port, exc.message)
+            self._on_relay(self.port, exc.reason)
             return
         except ChannelRefused as exc:
             self._on_error(self.port, exc)

@@ -55,3 +55,46 @@ def ensure_free(port: int) -> None:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise busy_error(port) from exc
             raise
+
+
+FIRST_UNPRIVILEGED = 1024
+MAX_RUN_FORWARDS = 16  # `run`: laptop ports forwarded per run
+MAX_LOGIN_PORTS = 4  # a login: callback ports followed (hermes moves its port at most once)
+
+
+class PortBudget:
+    """Which laptop ports the remote's output may make tunnelauth listen on: never a privileged
+    one, and at most `limit` in all. Each refusal is said once."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what  # "`run`" or "a login", for the warning
+        self.admitted: set[int] = set()
+        self.refused: set[int] = set()
+        self._capped = False
+
+    def admit(self, port: int) -> tuple[bool, str | None]:
+        """(may listen on port, a warning to show now)."""
+        if port in self.admitted:
+            return True, None
+        if port in self.refused:
+            return False, None
+        if port < FIRST_UNPRIVILEGED:
+            self.refused.add(port)
+            return False, (f"the remote asks for a callback on port {port}; tunnelauth never "
+                           f"listens on a privileged port (below {FIRST_UNPRIVILEGED}) of this "
+                           "machine for a remote")
+        if len(self.admitted) >= self.limit:
+            self.refused.add(port)
+            if self._capped:
+                return False, None
+            self._capped = True
+            return False, (f"the remote printed more than {self.limit} loopback ports; "
+                           f"{self.what} forwards at most {self.limit}, so port {port} and any "
+                           "further ones are not forwarded")
+        self.admitted.add(port)
+        return True, None
+
+    def refuse(self, port: int) -> None:
+        self.admitted.discard(port)
+        self.refused.add(port)

@@ -35,7 +35,13 @@ from tunnelauth.errors import (
     TunnelauthError,
     UsageError,
 )
-from tunnelauth.transport import ChannelRefused, ForwardingProhibited, Reader, RemoteProcess, Writer
+from tunnelauth.transport import (
+    ChannelRefused,
+    ForwardingRefused,
+    Reader,
+    RemoteProcess,
+    Writer,
+)
 
 READY_POLL = 0.02  # how often to look for the master's control socket while it authenticates
 CLOSE_GRACE = 3.0
@@ -321,8 +327,10 @@ class OpenSshConnection:
         if self._lost:
             raise ConnectionLost(f"lost the connection to {self.target.label}")
         if not await self._forwarding_allowed():
-            raise ForwardingProhibited("forwarding channels are refused by the target's sshd")
-        raise ChannelRefused(f"nothing accepted the connection to {address} on the target")
+            reason = "the target's sshd refuses forwarding channels"
+            raise ForwardingRefused(f"forwarding to {address}: {reason}", reason=reason)
+        reason = "nothing accepted the connection there"
+        raise ChannelRefused(f"forwarding to {address}: {reason}", reason=reason)
 
     async def _forwarding_allowed(self) -> bool:
         """Whether sshd lets channels through at all: a channel to sshd's own address (taken

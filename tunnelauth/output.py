@@ -1,4 +1,9 @@
-"""Everything a person sees: progress on stderr, the result on stdout, prompts on the tty."""
+"""Everything a person sees: progress on stderr, the result on stdout, prompts on the tty.
+
+Every text that reaches a terminal through here is made inert first (text.inert): much of it
+comes from the remote (lines at -v, hermes's errors, labels, URLs, codes, prompts). Only the
+colours painted here are added after; `passthrough` alone relays bytes as they are (`run`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from tunnelauth.parse import redact
+from tunnelauth.text import inert, inert_tree
 
 if TYPE_CHECKING:  # flow imports asyncssh; printing must not wait for that import
     from tunnelauth.flow import LoginResult
@@ -35,9 +41,14 @@ class ConsoleReporter:
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, prefix: str = "", code: str | None = None) -> None:
+        """One line on stderr: prefix (ours, may be painted) + text (made inert, then painted)."""
+        body = inert(text)
+        if code:
+            body = self._paint(body, code)
         # In raw terminal mode (`run` with a terminal) a bare newline would not return the carriage.
-        print(text, file=self.err, end=self.newline, flush=True)
+        line = (prefix + body).replace("\n", self.newline)
+        print(line, file=self.err, end=self.newline, flush=True)
 
     def passthrough(self, stream: str, data: bytes) -> None:
         target = self.out if stream == "stdout" else self.err
@@ -46,22 +57,27 @@ class ConsoleReporter:
 
     def step(self, text: str, event: str | None = None, **fields: object) -> None:
         if text and self.verbosity >= 1:
-            self._say(self._paint("• ", "2") + text)
+            self._say(text, prefix=self._paint("• ", "2"))
 
     def detail(self, text: str) -> None:
         if self.verbosity >= 2:
-            self._say(self._paint(f"  {text}", "2"))
+            self._say(f"  {text}", code="2")
 
     def remote_line(self, text: str, stream: str) -> None:
         if self.verbosity >= 2:
             # Remote lines can carry a callback's code or a token; only their shape is shown.
-            self._say(self._paint(f"  remote {stream}: {redact(text)}", "2"))
+            self._say(f"  remote {stream}: {redact(inert(text))}", code="2")
 
     def warn(self, text: str) -> None:
-        self._say(self._paint("warning: ", "33") + text)
+        self._say(text, prefix=self._paint("warning: ", "33"))
 
-    def show_url(self, url: str, purpose: str, opened: bool | None) -> None:
-        if opened is None:
+    def show_url(self, url: str, purpose: str, opened: bool | None,
+                 host: str | None = None) -> None:
+        """opened None: the person must open it; False: it is being opened. host (set by `run`):
+        say which host even at -q, since no provider's hosts vouch for it."""
+        if host is not None and opened is not None:
+            self._say(f"tunnelauth: opening the {purpose} URL in your browser (host {host}):")
+        elif opened is None:
             self._say(f"Open this URL in your browser ({purpose}):")
         elif self.verbosity >= 1:
             self._say(f"Opening the {purpose} URL in your browser:")
@@ -72,12 +88,13 @@ class ConsoleReporter:
     def show_code(self, code: str) -> None:
         # The user must type this on the provider's page: shown even with -q, plain and large.
         self._say("")
-        self._say("  Enter this code when the page asks for it:  " + self._paint(code, "1"))
+        self._say(code, prefix="  Enter this code when the page asks for it:  ", code="1")
         self._say("")
 
     def ask(self, prompt: str, secret: bool) -> str | None:
         if not _tty(sys.stdin):
             return None
+        prompt = inert(" ".join(prompt.splitlines()))
         try:
             if secret:
                 self._remember_terminal()
@@ -120,10 +137,11 @@ class ConsoleReporter:
         who = f" as {result.label}" if result.label else ""
         where = f"; tokens in {result.token_file}" if result.token_file else ""
         mode = f" (mode {result.token_mode:o})" if result.token_mode is not None else ""
-        print(f"Logged in to {result.provider}{who} on {result.destination}{where}{mode}", file=self.out, flush=True)
+        line = f"Logged in to {result.provider}{who} on {result.destination}{where}{mode}"
+        print(inert(" ".join(line.splitlines())), file=self.out, flush=True)
 
     def error(self, text: str) -> None:
-        self._say(self._paint("tunnelauth: error: ", "31") + text)
+        self._say(text, prefix=self._paint("tunnelauth: error: ", "31"))
 
     def failure(self, message: str, exit_code: int) -> None:
         self.error(message)
@@ -137,7 +155,7 @@ class JsonReporter(ConsoleReporter):
         super().__init__(verbosity=0, out=out)
 
     def _emit(self, event: str, **fields: object) -> None:
-        print(json.dumps({"event": event, **fields}), file=self.out, flush=True)
+        print(json.dumps(inert_tree({"event": event, **fields})), file=self.out, flush=True)
 
     def step(self, text: str, event: str | None = None, **fields: object) -> None:
         if event:
@@ -146,7 +164,8 @@ class JsonReporter(ConsoleReporter):
     def warn(self, text: str) -> None:
         self._emit("warning", message=text)
 
-    def show_url(self, url: str, purpose: str, opened: bool | None) -> None:
+    def show_url(self, url: str, purpose: str, opened: bool | None,
+                 host: str | None = None) -> None:
         self._emit("url", purpose=purpose, url=url, opening=opened is not None)
 
     def show_code(self, code: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tunnelauth.providers import COMMON_FAILURES, Provider
+from tunnelauth.text import strip_ansi
 
 # A line longer than this is cut; the rest of it is skipped up to the next newline, so a
 # hostile remote cannot grow our memory without bound.
@@ -86,7 +87,6 @@ class Failure(Event):
     message: str
 
 
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _URL = re.compile(r"https?://[^\s\"'<>`]+")
 _WAITING = re.compile(
     r"Waiting for callback on (?P<url>http://(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})\S*)"
@@ -107,22 +107,29 @@ _PROMPTS: tuple[tuple[re.Pattern[str], bool], ...] = (
 )
 
 
+# A secret's name: the usual OAuth parameters, and any key that names a token, secret or
+# password (JSON "accessToken", "x_api_key", ...). It may follow "%3F"/"%26" (URL-encoded ? &).
+_SECRET_NAME = (
+    r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![A-Za-z0-9]))"
+    r"(?:[A-Za-z_-]*(?:token|secret|password|passwd|api_?key)[A-Za-z_-]*"
+    r"|code(?:_verifier|_challenge)?|state|nonce|device_code|assertion|otp)"
+)
+_QUOTE = r"(?:\\?[\"']|%22|%27)"
+_GAP = r"(?:\s|%20|\+)*"
+# Its value, plain or URL-encoded: up to a space, & , ; quote or brace, raw or as %XX.
+_SECRET_VALUE = r"(?:%(?![2][0267Cc]|3[Bb]|7[Dd])[0-9A-Fa-f]{2}|[^\s&\"',;{}\[\]\\%<>])+"
 _SECRET = re.compile(
-    r"(?P<key>\b(?:code|state|code_verifier|code_challenge|nonce|device_code|access_token|refresh_token|"
-    r"id_token|client_secret|token)\b[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s&\"',}]+)",
+    rf"(?P<key>{_SECRET_NAME}{_QUOTE}?{_GAP}(?:[=:]|%3[DdAa]){_GAP}{_QUOTE}?)"
+    rf"(?P<value>{_SECRET_VALUE})",
     re.IGNORECASE,
 )
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-_BEARER = re.compile(r"(?P<key>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+_BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)(?:\s|%20|\+)+)(?P<value>[A-Za-z0-9._~+/=-]+)",
+                     re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Hide the values of OAuth secrets (code=, state=, tokens) in a line shown to the user."""
+    """Hide the values of OAuth secrets (code=, state=, tokens, passwords) in a line shown at -v,
+    plain, in JSON or URL-encoded; the names stay, so the line keeps its shape."""
     text = _SECRET.sub(lambda m: m["key"] + "[hidden]", text)
     return _BEARER.sub(lambda m: m["key"] + "[hidden]", text)
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from tunnelauth.errors import UsageError
 
 
+Release = tuple[int, int, int]  # a hermes-agent version, e.g. (0, 18, 1)
+
+
 class Flow(str, enum.Enum):
     LOOPBACK = "loopback"  # the browser is redirected to a listener on the remote's 127.0.0.1
     DEVICE = "device"  # open a verification URL, show a user code; nothing to forward
@@ -28,7 +31,10 @@ class Provider:
     success: tuple[str, ...] = ()  # regexes, matched against whole lines
     failure: tuple[str, ...] = ()
     authorize_hosts: tuple[str, ...] = ()  # hosts the real authorize/verification URLs live on
-    releases: str = ""
+    # When the flow changed between releases: (first release, flow from then on), oldest first;
+    # releases before the first entry lack the provider. Empty: every release uses flows[0].
+    flows_by_release: tuple[tuple[Release, Flow | None], ...] = ()
+    releases: str = ""  # the same, for people
     notes: str = ""
     names: tuple[str, ...] = field(init=False)
 
@@ -38,6 +44,21 @@ class Provider:
     @property
     def loopback(self) -> bool:
         return Flow.LOOPBACK in self.flows
+
+    def flow_at(self, release: Release) -> Flow | None:
+        """The flow hermes `release` uses for this provider; None when that release lacks it."""
+        if not self.flows_by_release:
+            return self.flows[0]
+        flow: Flow | None = None
+        for since, then in self.flows_by_release:
+            if release >= since:
+                flow = then
+        return flow
+
+    @property
+    def first_release(self) -> Release | None:
+        """The first release that has the provider, when the data knows it."""
+        return next((since for since, flow in self.flows_by_release if flow is not None), None)
 
 
 def _added(hermes_id: str) -> str:
@@ -70,6 +91,7 @@ PROVIDERS: tuple[Provider, ...] = (
         aliases=("grok", "grok-oauth", "x-ai-oauth", "xai-grok-oauth"),
         success=(_saved("xai-oauth"), _added("xai-oauth")),
         authorize_hosts=("auth.x.ai", "accounts.x.ai"),
+        flows_by_release=(((0, 14, 0), Flow.LOOPBACK), ((0, 18, 1), Flow.DEVICE)),
         releases="loopback 0.14.0-0.18.0, device code 0.18.1+",
     ),
     Provider(
@@ -81,6 +103,7 @@ PROVIDERS: tuple[Provider, ...] = (
         callback_path="/spotify/callback",
         success=(r"^Spotify login successful!",),
         authorize_hosts=("accounts.spotify.com",),
+        flows_by_release=(((0, 13, 0), Flow.LOOPBACK),),
         releases="0.13.0+",
         notes="`hermes auth spotify`, never `auth add spotify`",
     ),

@@ -6,6 +6,7 @@ Pure: building strings and decoding bytes. The supervisor itself is tunnelauth/a
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import shlex
@@ -64,15 +65,27 @@ class RemoteSpec:
     size: tuple[int, int] | None = None  # columns, rows
 
 
+AGENT_LIBS = ("listeners",)  # the remote_lib modules agent.py uses
+
+
 def _agent_source() -> bytes:
     return resources.files("tunnelauth").joinpath("agent.py").read_bytes()
 
 
-def _python(source: bytes, *args: str) -> str:
-    """A shell command that runs `source` with the remote's python3; the code travels as
-    base64 (zlib), so no shell ever reads it, and every argument is quoted."""
-    code = base64.b64encode(zlib.compress(source, 9)).decode()
-    return shlex.join(["sh", "-c", _BOOT, "sh", code, *args])
+@functools.lru_cache(maxsize=None)
+def _pack(source: bytes, libs: tuple[str, ...] = ()) -> str:
+    """base64(zlib(the sources of `libs` from remote_lib, then `source`)); compressed once per
+    run, not once per target of a doctor fleet."""
+    lib = resources.files("tunnelauth.remote_lib")
+    parts = [lib.joinpath(f"{name}.py").read_bytes() for name in libs]
+    return base64.b64encode(zlib.compress(b"\n".join([*parts, source]), 9)).decode()
+
+
+def _python(source: bytes, *args: str, libs: tuple[str, ...] = ()) -> str:
+    """A shell command that runs `source` with the remote's python3, after the remote_lib
+    modules named in `libs`; the code travels as base64 (zlib), so no shell ever reads it,
+    and every argument is quoted. sys.argv[1] is the code, the arguments follow."""
+    return shlex.join(["sh", "-c", _BOOT, "sh", _pack(source, libs), *args])
 
 
 def command_line(spec: RemoteSpec) -> str:
@@ -87,7 +100,7 @@ def command_line(spec: RemoteSpec) -> str:
         "size": list(spec.size) if spec.size else None,
     }
     payload = base64.b64encode(json.dumps(config).encode()).decode()
-    return _python(_agent_source(), payload)
+    return _python(_agent_source(), payload, libs=AGENT_LIBS)
 
 
 # A TCP pump: stdin -> 127.0.0.1:port -> stdout. Used when sshd forbids forwarding; exec is

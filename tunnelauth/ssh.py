@@ -436,17 +436,50 @@ class SharedConnections:
                 await _close(conn)
 
 
+# -- errors on an open connection --------------------------------------------------------------
+# asyncssh's errors after connecting (a forward's channel, an exec channel, a dropped link) are
+# translated here too: forward, flow and the doctor catch CHANNEL_ERRORS and ask channel_error
+# what happened, instead of reading asyncssh's error codes themselves.
+
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (asyncssh.Error, OSError)
+
+
+def error_reason(exc: BaseException) -> str:
+    """asyncssh's or the system's own words for `exc`, on one line."""
+    if isinstance(exc, asyncssh.Error):
+        text = exc.reason
+    elif isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+    else:
+        text = str(exc)
+    return " ".join(str(text or type(exc).__name__).split())
+
+
+def channel_error(exc: BaseException, what: str) -> TunnelauthError:
+    """`exc`, raised while opening or using `what` ("forwarding to 127.0.0.1:8080"), as a
+    tunnelauth error: ForwardingRefused when the target's sshd forbids forwarding, ChannelRefused
+    for any other refused channel, ConnectionLost for the rest."""
+    from tunnelauth.errors import ChannelRefused, ConnectionLost, ForwardingRefused
+
+    reason = error_reason(exc)
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+            return ForwardingRefused(f"{what}: forbidden by the target's sshd ({reason})", reason=reason)
+        return ChannelRefused(f"{what}: refused by the target ({reason})", reason=reason)
+    return ConnectionLost(f"{what}: {reason}")
+
+
 # -- the transport.Connection over asyncssh ------------------------------------------------------
 # Everything below implements tunnelauth/transport.py's narrow interface, so that flow, forward
 # and the supervisor channel never see asyncssh: its errors are translated here, once.
 
 
 def _stream_error(exc: BaseException) -> TunnelauthError:
-    from tunnelauth.transport import ChannelFailed, StreamLost
+    from tunnelauth.errors import ChannelFailed, StreamLost
 
     if isinstance(exc, asyncssh.ConnectionLost):
-        return StreamLost(exc.reason)
-    return ChannelFailed(exc.reason if isinstance(exc, asyncssh.Error) else "")
+        return StreamLost(error_reason(exc))
+    return ChannelFailed(error_reason(exc) if isinstance(exc, asyncssh.Error) else "")
 
 
 class _Reader:
@@ -511,23 +544,26 @@ class _Process:
 class AsyncsshConnection:
     """transport.Connection over a Chain: channels and processes on its last hop."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, *, name: str | None = None, owned: bool = True) -> None:
         self.chain = chain
         self._conn = chain.last
+        self._name = name or str(chain.hops[-1])
+        self._owned = owned
+
+    @classmethod
+    def over(cls, conn: asyncssh.SSHClientConnection, hop: Hop | None, name: str) -> AsyncsshConnection:
+        """One connection that someone else owns and closes (the doctor's shared ones)."""
+        return cls(Chain(hops=[hop] if hop else [], conns=[conn]), name=name, owned=False)
 
     @property
     def destination(self) -> str:
-        return str(self.chain.hops[-1])
+        return self._name
 
     async def open_channel(self, host: str, port: int) -> tuple[_Reader, _Writer]:
-        from tunnelauth.transport import ChannelRefused, ForwardingProhibited
-
         try:
             reader, writer = await self._conn.open_connection(host, port)
         except asyncssh.ChannelOpenError as exc:
-            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-                raise ForwardingProhibited(exc.reason) from exc
-            raise ChannelRefused(exc.reason) from exc
+            raise channel_error(exc, f"forwarding to {host}:{port}") from exc
         except (asyncssh.Error, OSError) as exc:
             raise _stream_error(exc) from exc
         return _Reader(reader), _Writer(writer)
@@ -546,9 +582,12 @@ class AsyncsshConnection:
         return str(done.stdout or "") if done.exit_status == 0 else ""
 
     def dropped(self) -> str | None:
+        if not self.chain.hops:
+            return self._name if self._conn.is_closed() else None
         hop = self.chain.dropped()
         return str(hop) if hop is not None else None
 
     async def close(self) -> None:
-        for conn in reversed(self.chain.conns):
-            await _close(conn)
+        if self._owned:
+            for conn in reversed(self.chain.conns):
+                await _close(conn)

@@ -11,7 +11,18 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from tunnelauth.errors import ConnectionLost, RemoteSetupError
+from tunnelauth.errors import (  # what the interface raises, from the one exception tree
+    ChannelFailed,
+    ChannelRefused,
+    ConnectionLost,
+    ForwardingRefused,
+    StreamLost,
+)
+
+__all__ = [
+    "ChannelFailed", "ChannelRefused", "Connection", "ConnectionLost", "ForwardingRefused",
+    "Reader", "RemoteProcess", "StreamLost", "Writer", "choose",
+]
 
 TRANSPORTS = ("asyncssh", "openssh")
 ENV_VAR = "TUNNELAUTH_SSH"
@@ -42,14 +53,6 @@ class RemoteProcess(Protocol):
     def close(self) -> None: ...
 
 
-class ForwardingProhibited(RemoteSetupError):
-    """The target's sshd refused a forwarding channel (AllowTcpForwarding no, PermitOpen)."""
-
-
-class ChannelRefused(RemoteSetupError):
-    """The channel was allowed, but nothing accepted the connection on the target."""
-
-
 class Connection(Protocol):
     """An authenticated path to the destination, through every hop."""
 
@@ -58,7 +61,7 @@ class Connection(Protocol):
 
     async def open_channel(self, host: str, port: int) -> tuple[Reader, Writer]:
         """A TCP connection from the target to host:port (a loopback address of the target).
-        Raises ForwardingProhibited or ChannelRefused, or ConnectionLost."""
+        Raises ForwardingRefused or ChannelRefused, or ConnectionLost."""
         ...
 
     async def start(self, command: str) -> RemoteProcess:
@@ -86,18 +89,3 @@ def choose(option: str | None) -> str:
         raise UsageError(f"{where} {value!r} is not one of: {', '.join(TRANSPORTS)}")
     return value
 
-
-class StreamLost(ConnectionLost):
-    """The connection under a remote process or channel is gone; `reason` is the peer's."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(f"the connection was lost{f' ({reason})' if reason else ''}")
-        self.reason = reason
-
-
-class ChannelFailed(RemoteSetupError):
-    """Starting, reading or writing a channel failed while the connection lived on."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(f"a channel failed{f' ({reason})' if reason else ''}")
-        self.reason = reason

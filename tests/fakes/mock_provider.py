@@ -4,9 +4,12 @@
 Usage:
     python3 mock_provider.py --host H --port P [--state-dir DIR]
                              [--device-interval N] [--device-expires N] [--verbose]
+                             [--tls-cert PEM --tls-key PEM]
 
 Prints exactly one line ``listening http://H:PORT`` on stdout once bound (``--port 0``
-prints the port the OS chose) and serves until SIGTERM/SIGINT (exit 0).
+prints the port the OS chose) and serves until SIGTERM/SIGINT (exit 0).  With
+``--tls-cert``/``--tls-key`` it serves HTTPS instead (``listening https://H:PORT``), as
+the lab's auth.x.ai: the real hermes xAI flows insist on https URLs on x.ai.
 
 It never prints codes or tokens to stdout/stderr.  ``--verbose`` logs
 ``METHOD path status`` to stderr, without the query string.
@@ -15,7 +18,7 @@ Endpoints (the base URL is taken from the request's Host header, so the mock
 works unchanged behind any address the tests give it):
 
   OIDC discovery (xAI-like)
-    GET  /.well-known/openid-configuration
+    GET  /.well-known/openid-configuration     (logged as a "discovery" event with its Host)
 
   Authorization-code + PKCE (xAI /oauth2/auth, Spotify /authorize,
   Anthropic /oauth/authorize)
@@ -228,6 +231,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "MockIdP/1.0"
     protocol_version = "HTTP/1.1"
     verbose = False
+    scheme = "http"
 
     # -- plumbing -----------------------------------------------------------
     def log_message(self, format, *args):  # noqa: A002
@@ -241,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def base_url(self) -> str:
         host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
-        return f"http://{host}"
+        return f"{self.scheme}://{host}"
 
     def send_body(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
@@ -330,6 +334,8 @@ class Handler(BaseHTTPRequestHandler):
     # -- endpoints ----------------------------------------------------------
     def discovery(self) -> None:
         base = self.base_url()
+        with STATE.lock:
+            STATE.event("discovery", host=self.headers.get("Host") or "", scheme=self.scheme)
         self.send_json(
             200,
             {
@@ -678,7 +684,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device-interval", type=int, default=1, help="device-flow poll interval (s)")
     parser.add_argument("--device-expires", type=int, default=600, help="device-code lifetime (s)")
     parser.add_argument("--verbose", action="store_true", help="log METHOD path status to stderr")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
 
     global STATE
     if args.state_dir:
@@ -697,6 +707,16 @@ def main(argv=None) -> int:
             sys.stderr.flush()
 
     server = Server((args.host, args.port), Handler)
+    if args.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        # The handshake runs in the request's own thread (do_handshake_on_connect=False
+        # leaves it to the first read), so a stalled client never blocks the accept loop.
+        server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+        Handler.scheme = "https"
     host, port = server.server_address[:2]
     shown_host = f"[{host}]" if ":" in host else host
 
@@ -705,7 +725,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    sys.stdout.write(f"listening http://{shown_host}:{port}\n")
+    sys.stdout.write(f"listening {Handler.scheme}://{shown_host}:{port}\n")
     sys.stdout.flush()
     try:
         server.serve_forever(poll_interval=0.2)

@@ -335,6 +335,53 @@ def test_mock_prints_only_listening_line_and_stops_on_sigterm(procs, tmp_path):
     assert proc.stderr.read() == b""
 
 
+def _https_get(port: int, path: str, ca: Path | None) -> tuple[int, bytes]:
+    """GET https://auth.x.ai<path> from the mock on 127.0.0.1:port (name checked as auth.x.ai)."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="auth.x.ai") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: auth.x.ai\r\nConnection: close\r\n\r\n".encode())
+            resp = http.client.HTTPResponse(tls)
+            resp.begin()
+            return resp.status, resp.read()
+
+
+def test_mock_serves_https_as_the_labs_auth_x_ai(procs, tmp_path):
+    import ssl
+
+    from tests.lab.netlab import _lab_ca
+
+    _lab_ca(tmp_path, ("auth.x.ai", "accounts.x.ai"))
+    assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
+    proc = procs.popen([PY, str(MOCK), "--host", "127.0.0.1", "--port", "0", "--tls-cert",
+                        str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stdout.readline().decode()
+    m = re.fullmatch(r"listening https://127\.0\.0\.1:(\d+)\n", line)
+    assert m, line
+    port = int(m[1])
+    status, body = _https_get(port, "/.well-known/openid-configuration", tmp_path / "ca.pem")
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["authorization_endpoint"] == "https://auth.x.ai/oauth2/auth"
+    assert doc["token_endpoint"] == "https://auth.x.ai/oauth2/token"
+    # Only the lab CA vouches for it: the system's trust store does not.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _https_get(port, "/.well-known/openid-configuration", None)
+    status, body = _https_get(port, "/_log", tmp_path / "ca.pem")
+    found = [e for e in json.loads(body)["events"] if e["event"] == "discovery"]
+    assert [(e["host"], e["scheme"]) for e in found] == [("auth.x.ai", "https")]
+
+
+def test_mock_tls_options_go_together(tmp_path):
+    done = subprocess.run([PY, str(MOCK), "--tls-cert", str(tmp_path / "x.pem")], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
+
+
 def test_mock_authorization_code_pkce(mock):
     verifier, challenge = pkce_pair()
     redirect = "http://127.0.0.1:9/callback"

@@ -15,6 +15,8 @@ def describe(lab: Lab) -> str:
   bastion  {lab.bastion_ns:<22} {lab.bastion_ip}, 198.18.2.1  sshd :22, {lab.provider_ip} on lo
   target   {lab.target_ns:<22} {lab.target_ip}              sshd :22, only via ProxyJump bastion
   users    root and {lab.user} (home {lab.user_home}), key {lab.laptop_home}/.ssh/id_ed25519
+  x.ai     auth.x.ai, accounts.x.ai = {lab.xai_ip} on the bastion's lo (named in laptop and target);
+           lab CA {lab.tls_ca}, server cert and key beside it
   logs     {lab.root}/{{bastion,target}}/sshd.log
 try:
   {laptop} ssh -F {lab.laptop_home}/.ssh/config target

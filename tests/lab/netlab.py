@@ -31,6 +31,9 @@ SSHD = "/usr/sbin/sshd"
 LAB_NET = "198.18.0.0/15"
 HOSTS = ("laptop", "bastion", "target")
 _ROUTE_MARK = BASE / "route-added"
+# `ip netns exec NS` bind-mounts every file of /etc/netns/NS over /etc: the lab's hosts files.
+NETNS_ETC = Path("/etc/netns")
+XAI_HOSTS = ("auth.x.ai", "accounts.x.ai")
 _NS_RE = re.compile(r"^ta-([0-9a-f]{6})-(?:laptop|bastion|target)$")
 _USER_RE = re.compile(r"^tal([0-9a-f]{6})$")
 _TOOLS = ("ip", "ss", "setpriv", "ssh-keygen", "useradd", "userdel", "sysctl")
@@ -96,6 +99,9 @@ def sweep_stale() -> list[str]:
     for d in BASE.glob("lab-*"):
         if not state_path(d.name[4:]).exists():
             shutil.rmtree(d, ignore_errors=True)
+    for d in NETNS_ETC.glob("ta-*") if NETNS_ETC.is_dir() else []:
+        if (m := _NS_RE.match(d.name)) and not state_path(m[1]).exists():
+            shutil.rmtree(d, ignore_errors=True)
     _release_route()
     return sorted(set(swept))
 
@@ -123,6 +129,7 @@ class Lab:
     bastion_ip = "198.18.1.2"
     target_ip = "198.18.2.2"
     provider_ip = "198.18.3.1"
+    xai_ip = "198.18.3.2"  # the lab's auth.x.ai / accounts.x.ai (TLS, lab CA), see _xai_tls
     _procs: list[subprocess.Popen[Any]] = field(default_factory=list, init=False, repr=False)
     _keep: set[int] = field(default_factory=set, init=False, repr=False)
     _sshd: dict[str, subprocess.Popen[Any]] = field(default_factory=dict, init=False, repr=False)
@@ -188,11 +195,14 @@ class Lab:
             grp.getgrnam(self.user)  # userdel keeps the group if something else joined it
             _cmd("groupdel", self.user, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+        for ns in self.namespaces:
+            shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
         state_path(self.suffix).unlink(missing_ok=True)
         _release_route()
         left = [ns for ns in self.namespaces if ns in _netns_list()]
         left += [self.user] if _uid(self.user) is not None else []
         left += [str(self.root)] if self.root.exists() else []
+        left += [str(NETNS_ETC / ns) for ns in self.namespaces if (NETNS_ETC / ns).exists()]
         if left:
             raise LabError(f"lab {self.suffix} teardown left behind: {', '.join(left)}")
 
@@ -215,6 +225,7 @@ class Lab:
              "via", self.bastion_ip)
         _cmd("ip", "-n", self.target_ns, "route", "add", f"{self.provider_ip}/32",
              "via", "198.18.2.1")
+        self._xai_tls()
         (self.root / "home").mkdir(mode=0o755)
         # '*' rather than useradd's default '!': sshd without PAM refuses '!'-locked accounts.
         _cmd("useradd", "-m", "-d", str(self.user_home), "-s", "/bin/sh", "-U", "-p", "*",
@@ -255,6 +266,35 @@ class Lab:
             f"Host bastion\n  HostName {self.bastion_ip}\n  User {self.user}\n{common}\n"
             f"Host target\n  HostName {self.target_ip}\n  User {self.user}\n"
             f"  ProxyJump bastion\n{common}")
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def tls_ca(self) -> Path:
+        """The lab CA (PEM, world-readable): SSL_CERT_FILE for what must trust the lab's x.ai."""
+        return self.tls_dir / "ca.pem"
+
+    def _xai_tls(self) -> None:
+        """auth.x.ai and accounts.x.ai inside the lab: a TLS address on the bastion, routed from
+        the laptop and the target, named there by /etc/netns/NS/hosts (the real x.ai stays
+        unroutable), and a per-lab CA with a server certificate for those names. Runs before the
+        sshds start, so their sessions inherit the hosts file."""
+        _cmd("ip", "-n", self.bastion_ns, "addr", "add", f"{self.xai_ip}/32", "dev", "lo")
+        _cmd("ip", "-n", self.laptop_ns, "route", "add", f"{self.xai_ip}/32",
+             "via", self.bastion_ip)
+        _cmd("ip", "-n", self.target_ns, "route", "add", f"{self.xai_ip}/32", "via", "198.18.2.1")
+        base = Path("/etc/hosts").read_text(errors="replace") if Path("/etc/hosts").exists() else ""
+        base = "\n".join(line for line in base.splitlines()
+                         if not set(line.split()[1:]) & set(XAI_HOSTS))
+        for host in ("laptop", "target"):
+            d = NETNS_ETC / self.ns(host)
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            (d / "hosts").write_text(f"{base}\n{self.xai_ip} {' '.join(XAI_HOSTS)}\n")
+            os.chmod(d / "hosts", 0o644)
+        self.tls_dir.mkdir(mode=0o755)
+        _lab_ca(self.tls_dir, XAI_HOSTS)
 
     # -- sshd ----------------------------------------------------------------------------------
 
@@ -472,6 +512,9 @@ def _release_route() -> None:
     if _ROUTE_MARK.exists() and not any(BASE.glob("*.json")):
         _cmd("ip", "route", "del", "unreachable", LAB_NET, check=False)
         _ROUTE_MARK.unlink(missing_ok=True)
+    if not any(BASE.glob("*.json")):
+        with suppress(OSError):
+            NETNS_ETC.rmdir()  # only if empty: other tools may keep files there
 
 
 def _netns_list() -> set[str]:
@@ -501,6 +544,58 @@ def _openssh_version() -> tuple[int, int]:
     banner = subprocess.run([SSHD, "-V"], capture_output=True, text=True).stderr
     m = re.search(r"OpenSSH_(\d+)\.(\d+)", banner)
     return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+def _lab_ca(d: Path, names: Sequence[str]) -> None:
+    """d/ca.pem (a CA valid for a day) and d/server.pem + d/server.key (0600) for names."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+
+    def usage(ca: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                             key_cert_sign=ca, crl_sign=ca, encipher_only=False,
+                             decipher_only=False)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                            f"tunnelauth lab CA {d.parent.name}")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(usage(True), critical=True)
+          .add_extension(ca_ski, critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (d / "ca.pem").write_bytes(ca.public_bytes(pem))
+    os.chmod(d / "ca.pem", 0o644)
+    (d / "server.pem").write_bytes(cert.public_bytes(pem))
+    fd = os.open(d / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
 
 
 def _keygen(path: Path, comment: str) -> str:

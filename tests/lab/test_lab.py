@@ -101,6 +101,17 @@ def test_provider_address_reachable_from_laptop_and_target(clean_lab: Lab) -> No
         assert probe(lab, host, lab.provider_ip, 8765) == "OK hello-from-listener", host
 
 
+def test_lab_x_ai_is_named_and_reachable_from_laptop_and_target(clean_lab: Lab) -> None:
+    lab = clean_lab
+    listen(lab, "bastion", lab.xai_ip, 8768)
+    for host in ("laptop", "target"):
+        names = lab.run(host, ["getent", "hosts", "auth.x.ai"], check=True).stdout.split()
+        assert names[:2] == [lab.xai_ip, "auth.x.ai"], (host, names)
+        assert probe(lab, host, "auth.x.ai", 8768) == "OK hello-from-listener", host
+    # The root namespace keeps its own /etc/hosts: the lab names x.ai only inside the lab.
+    assert lab.xai_ip not in Path("/etc/hosts").read_text()
+
+
 def test_loopback_is_per_namespace(clean_lab: Lab) -> None:
     lab = clean_lab
     listen(lab, "target", "127.0.0.1", 8766)
@@ -232,6 +243,7 @@ def _assert_gone(suffix: str, pids: list[int], root: Path, user: str) -> None:
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
     assert not root.exists()
     assert not netlab.state_path(suffix).exists()
+    assert not list(netlab.NETNS_ETC.glob(f"ta-{suffix}-*"))  # hosts files naming the lab's x.ai
 
 
 def test_destroy_leaves_nothing(lab: Lab) -> None:

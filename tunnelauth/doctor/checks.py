@@ -25,6 +25,8 @@ PROBE_MODES = ("hermes", "tokens", "gateway", "sockets")
 # `hermes --version` a few seconds on a slow host.
 LIMITS = {"forwarding": 30.0, "hermes": 90.0, "port": 15.0, "token dir": 40.0, "gateway": 40.0}
 DEFAULT_LIMIT = 30.0
+# What a remote probe may fail with, short of a bug.
+PROBE_FAILURES: tuple[type[BaseException], ...] = (TunnelauthError, *ssh.CHANNEL_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ def laptop_ports(request: DoctorRequest) -> dict[int, str | None]:
     return busy
 
 
+def unexpected(exc: BaseException) -> str:
+    return f"unexpected error: {type(exc).__name__}: {exc}" if str(exc) else f"unexpected error: {exc!r}"
+
+
 class Destination:
     def __init__(self, request: DoctorRequest, name: str, hops: tuple[ssh.Hop, ...],
                  pool: ssh.SharedConnections, laptop_busy: Mapping[int, str | None]) -> None:
@@ -69,7 +75,8 @@ class Destination:
         self.conn: asyncssh.SSHClientConnection | None = None
         self.no_python = False
         self.no_version = "the hermes check failed"  # why the flows cannot be told
-        self.socket_table: str | None = None
+        self.listeners: dict[int, set[str]] | None = None  # the target's; None: unknown
+        self._tables_read = False
         self._prefetch: asyncio.Future[None] | None = None
         self._answers: dict[str, object] | None = None  # the probe's, for every mode at once
         self._probe_error: BaseException | None = None
@@ -154,8 +161,11 @@ class Destination:
             outcome = Outcome(Status.FAIL, f"no answer from {self.name} within {limit or 0:g} s")
         except TunnelauthError as exc:
             outcome = Outcome(Status.FAIL, str(exc))
-        except (asyncssh.Error, OSError) as exc:
+        except ssh.CHANNEL_ERRORS as exc:
             outcome = Outcome(Status.FAIL, self._lost(exc))
+        # A bug, or a target answering nonsense: this check fails, not the whole run.
+        except Exception as exc:  # noqa: BLE001
+            outcome = Outcome(Status.FAIL, unexpected(exc))
         detail = " ".join(outcome.detail.split())  # one line, whatever a remote error held
         self.checks.append(Check(name, outcome.status, detail, time.monotonic() - start))
         return outcome
@@ -164,10 +174,7 @@ class Destination:
         self.checks.extend(Check(name, Status.SKIP, why, 0.0) for name in names)
 
     def _lost(self, exc: BaseException) -> str:
-        if isinstance(exc, asyncssh.Error):
-            reason = exc.reason
-        else:
-            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        reason = ssh.error_reason(exc)
         if self.conn is not None and self.conn.is_closed():
             return f"lost the connection to {self.name}: {reason}"
         return f"{self.name}: {reason}"
@@ -191,7 +198,7 @@ class Destination:
             self._answers = await self._run_probe(
                 hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env),
                 hermes_home=req.remote_env.get("HERMES_HOME"))
-        except (TunnelauthError, asyncssh.Error, OSError) as exc:
+        except PROBE_FAILURES as exc:
             self._probe_error = exc
 
     async def _probe(self, mode: str) -> Any:
@@ -260,18 +267,26 @@ class Destination:
 
     async def _port(self, provider: Provider, flow: Flow | None) -> Outcome:
         assert provider.port is not None
-        if self.socket_table is None:
-            try:
-                self.socket_table = str(await self._probe("sockets"))
-            except (TunnelauthError, asyncssh.Error, OSError):
-                # No probe (no python3, say): the kernel's tables need only sh and cat.
-                done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
-                self.socket_table = str(done.stdout or "")
-        table = verdicts.listeners(self.socket_table) if self.socket_table.strip() else None
-        target = None if table is None else table.get(provider.port, set())
+        if not self._tables_read:
+            self.listeners = await self._listeners()
+            self._tables_read = True
+        target = None if self.listeners is None else self.listeners.get(provider.port, set())
         return verdicts.port_verdict(provider, provider.port, self.name,
                                      laptop_busy=self.laptop_busy.get(provider.port),
                                      target=target, flow=flow)
+
+    async def _listeners(self) -> dict[int, set[str]] | None:
+        """port -> loopback/wildcard addresses listening there; None when unknown."""
+        try:
+            found = await self._probe("sockets")
+        except PROBE_FAILURES:
+            # No probe (no python3, say): the kernel's tables need only sh and cat.
+            done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
+            text = str(done.stdout or "")
+            return verdicts.listeners(text) if text.strip() else None
+        if not isinstance(found, dict):
+            return None
+        return verdicts.blocking({int(port): addresses for port, addresses in found.items()})
 
     async def _tokens(self) -> Outcome:
         return verdicts.token_verdict(await self._probe("tokens"))

@@ -8,13 +8,12 @@ travels base64-encoded, so no quoting of the login shell can change it, and no p
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import shlex
-import zlib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
+from tunnelauth import remote
 from tunnelauth.errors import RemoteSetupError
 
 MARK = "tunnelauth-doctor "  # what the probe's answer line starts with
@@ -22,12 +21,8 @@ MARK = "tunnelauth-doctor "  # what the probe's answer line starts with
 LISTENER_TAG = "tunnelauth-doctor-listener"
 PROBE_TAG = "tunnelauth-doctor-probe"
 LISTENER_LIFE = 10  # seconds the throwaway listener waits for its one request
-PY_BOOT = "import base64,sys,zlib;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
-_SH_BOOT = (
-    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -I -S -c "$0" "$@"; done; '
-    'echo "tunnelauth: no python3 on the remote host (the doctor needs it)" >&2; exit 127'
-)
-NO_PYTHON = 127
+PROBE_LIBS = ("listeners",)  # the remote_lib modules probe.py uses
+NO_PYTHON = 127  # remote._BOOT's exit status when the target has no python3
 SOCKET_TABLE = "cat /proc/net/tcp 2>/dev/null; cat /proc/net/tcp6 2>/dev/null; true"
 
 # Binds 127.0.0.1:0 (never one of `avoid`, hermes's callback ports), prints the port, answers
@@ -73,31 +68,18 @@ c.close()
 """
 
 
-@functools.lru_cache(maxsize=None)
-def _pack(data: bytes) -> str:
-    # Compressed once per run, not once per target of a fleet.
-    return base64.b64encode(zlib.compress(data, 9)).decode()
-
-
-def _packed(package: str, name: str) -> str:
-    return _pack(resources.files(package).joinpath(name).read_bytes())
-
-
-def _python(code: bytes, tag: str, args: Iterable[str]) -> str:
-    return shlex.join(["sh", "-c", _SH_BOOT, PY_BOOT, _pack(code), tag, *args])
-
-
 def listener_command(token: str, avoid: Iterable[int], life: float = LISTENER_LIFE) -> str:
-    return _python(LISTENER.encode(), LISTENER_TAG, [token, f"{life:g}", *map(str, avoid)])
+    return remote._python(LISTENER.encode(), LISTENER_TAG, token, f"{life:g}", *map(str, avoid))
 
 
 def probe_command(modes: Iterable[str], config: Mapping[str, object]) -> str:
     """One probe run answering each of `modes` (probe.py: hermes, tokens, gateway, sockets)."""
-    # "boot": how the probe starts itself again as another user (sh -c BOOT PY_BOOT args...).
-    boot = [_SH_BOOT, PY_BOOT]
+    # "boot": how the probe starts itself again as another user (sh -c BOOT... code tag args).
+    boot = [remote._BOOT, "sh"]
     payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode()).decode()
     probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
-    return _python(probe, PROBE_TAG, [_packed("tunnelauth", "agent.py"), payload])
+    agent = remote._pack(remote._agent_source(), remote.AGENT_LIBS)
+    return remote._python(probe, PROBE_TAG, agent, payload, libs=PROBE_LIBS)
 
 
 def socket_table_command() -> str:

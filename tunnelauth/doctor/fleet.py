@@ -6,8 +6,8 @@ import asyncio
 
 from tunnelauth import ssh
 from tunnelauth._compat import TaskGroup
-from tunnelauth.doctor.checks import Destination, DoctorRequest, laptop_ports
-from tunnelauth.doctor.model import DestinationReport, DoctorReport
+from tunnelauth.doctor.checks import Destination, DoctorRequest, laptop_ports, unexpected
+from tunnelauth.doctor.model import Check, DestinationReport, DoctorReport, Status
 
 
 async def run(request: DoctorRequest) -> DoctorReport:
@@ -19,7 +19,13 @@ async def run(request: DoctorRequest) -> DoctorReport:
 
     async def one(name: str, hops: tuple[ssh.Hop, ...]) -> DestinationReport:
         async with slots:
-            return await Destination(request, name, hops, pool, laptop_busy).run()
+            destination = Destination(request, name, hops, pool, laptop_busy)
+            try:
+                return await destination.run()
+            # One destination's surprise must not cost the others their reports.
+            except Exception as exc:  # noqa: BLE001
+                failed = Check("doctor", Status.FAIL, " ".join(unexpected(exc).split()), 0.0)
+                return DestinationReport(name, (*destination.checks, failed))
 
     try:
         async with TaskGroup() as group:

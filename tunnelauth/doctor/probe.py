@@ -3,14 +3,15 @@
 # Python 3.6+. It changes nothing on the target: `hermes --version` runs with HOME and
 # HERMES_HOME in a temporary directory that is removed again (that command writes ~/.hermes).
 #
-# argv: <this file, base64+zlib> <marker> <agent.py, base64+zlib> <config, base64 JSON>
+# argv: <remote_lib/listeners.py + this file, base64+zlib> <marker> <agent.py, base64+zlib>
+#       <config, base64 JSON>
 # Prints one line: "tunnelauth-doctor " + JSON: {mode: answer} for each of config["modes"]
 # (one python start for all: a fleet pays for every process it starts on every target):
 #   hermes   find hermes as the login would (agent.find_command); its version from the package
 #            metadata beside it, or else from `hermes --version`
 #   tokens   the token directory, as the user who will hold the tokens (sudo -n for --as-user)
 #   gateway  hermes gateway processes and systemd units, and the users they run as
-#   sockets  the kernel's TCP socket tables (for the callback ports' check)
+#   sockets  what LISTENs where, from the kernel's TCP tables (for the callback ports' check)
 import base64
 import json
 import os
@@ -157,14 +158,12 @@ def metadata_version(path):
 
 
 def sockets(config, agent):
-    tables = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as table:
-                tables.append(table.read())
-        except OSError:
-            pass
-    return "".join(tables)
+    """{port: addresses} of every LISTENing TCP socket; None without readable tables.
+    read_tcp_tables and tcp_listeners: remote_lib/listeners.py, sent in front of this file."""
+    text = read_tcp_tables()  # noqa: F821
+    if not text.strip():
+        return None
+    return {str(port): sorted(found) for port, found in tcp_listeners(text).items()}  # noqa: F821
 
 
 def tokens(config, agent):

@@ -1,28 +1,29 @@
 """The forwarding check: tunnelauth's own throwaway listener on the target's 127.0.0.1,
-fetched through an SSH channel with httpx. hermes's ports are never touched."""
+fetched with httpx through the login's own Forward (a local listener on 127.0.0.1 that
+forwards to it, and relays through an exec channel when the target forbids forwarding).
+hermes's ports are never touched."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import socket
 from collections.abc import Iterable
 
 from tunnelauth._asyncssh import asyncssh
 
+from tunnelauth import ssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands
 from tunnelauth.doctor.model import Outcome, Status
 from tunnelauth.doctor.verdicts import listeners
+from tunnelauth.errors import ChannelRefused
+from tunnelauth.forward import Forward
 from tunnelauth.localport import LOOPBACK
 
 STARTUP = 10.0  # for the listener to print its port (python3 starting on a slow host)
 FETCH = 10.0
 STOP = 5.0  # the listener exits at once when its stdin closes
-CHUNK = 65536
-
-Reader = asyncio.StreamReader | asyncssh.SSHReader[bytes]
-Writer = asyncio.StreamWriter | asyncssh.SSHWriter[bytes]
+FIX = "allow it there (AllowTcpForwarding yes or local)"
+_GONE: tuple[type[BaseException], ...] = (*TIMEOUTS, *ssh.CHANNEL_ERRORS)
 
 
 async def check(conn: asyncssh.SSHClientConnection, destination: str, avoid: Iterable[int]) -> Outcome:
@@ -52,25 +53,31 @@ async def _through(conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientP
         why = why or "it printed no port"
         return Outcome(Status.FAIL, f"could not start a test listener on {destination}: {why}"), None
     port = int(line)
+    refused: list[ChannelRefused] = []
+    relayed: list[str] = []  # the sshd's reason for refusing to forward
+    forward = Forward(ssh.AsyncsshConnection.over(conn, None, destination), port,
+                      lambda _, error: refused.append(error),
+                      lambda _, reason: relayed.append(reason), local_port=0)
+    await forward.start()
     try:
-        reader, writer = await conn.open_connection(LOOPBACK, port, encoding=None)
-    except asyncssh.ChannelOpenError as exc:
-        if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-            # A login still gets through by relaying over an exec channel, but a bastion setup
-            # that CI checks is meant to forward: this is the one thing to fix there.
-            return Outcome(Status.FAIL, f"forwarding refused by the target's sshd ({exc.reason}): allow "
-                                        "it there (AllowTcpForwarding yes or local); until then a "
-                                        "login has to relay the callback through an exec channel"), port
-        return Outcome(Status.FAIL, f"cannot forward to 127.0.0.1:{port} on {destination}: {exc.reason}"), port
-    import httpx  # slow to import; only the doctor needs it
-
-    try:
-        body = await _fetch(reader, writer)
-    except (httpx.HTTPError, OSError, asyncssh.Error) as exc:
-        return Outcome(Status.FAIL, f"the tunnel to 127.0.0.1:{port} on {destination} opened, but "
-                                    f"the test request failed: {exc or type(exc).__name__}"), port
+        body, failure = await _fetch(forward.local_port)
     finally:
-        writer.close()
+        await forward.close()
+    if relayed:
+        # A login still gets through by relaying over an exec channel, but a bastion setup
+        # that CI checks is meant to forward: this is the one thing to fix there.
+        refusal = f"forwarding refused by the target's sshd ({relayed[0]}): {FIX}"
+        if body == token:
+            return Outcome(Status.FAIL, f"{refusal}; until then a login has to relay the callback "
+                                        "through an exec channel (that relay works)"), port
+        return Outcome(Status.FAIL, f"{refusal}; a login's relay through an exec channel failed too: "
+                                    f"{failure or 'not the test listener answered'}"), port
+    if refused:
+        return Outcome(Status.FAIL, f"cannot forward to 127.0.0.1:{port} on {destination}: "
+                                    f"{refused[0].reason}"), port
+    if failure is not None:
+        return Outcome(Status.FAIL, f"the tunnel to 127.0.0.1:{port} on {destination} opened, but "
+                                    f"the test request failed: {failure}"), port
     if body != token:
         return Outcome(Status.FAIL, f"127.0.0.1:{port} on {destination} answered through the tunnel, "
                                     "but not with the test listener's token"), port
@@ -78,45 +85,18 @@ async def _through(conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientP
                                 "the tunnel; it is gone again"), port
 
 
-async def _fetch(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> str:
-    """GET through a one-connection local forward on 127.0.0.1:<ephemeral> (the channel is
-    already open, so a refusal was reported above and cannot hide as an empty reply)."""
-    import httpx
+async def _fetch(local_port: int) -> tuple[str | None, str | None]:
+    """(the body, None) of a GET through the forward on 127.0.0.1:local_port, or (None, why)."""
+    import httpx  # slow to import; only the doctor needs it
 
-    pipes: list[asyncio.Task[None]] = []
-
-    async def accept(local_reader: asyncio.StreamReader, local_writer: asyncio.StreamWriter) -> None:
-        if pipes:  # the channel carries one connection: httpx's, nobody else's
-            local_writer.close()
-            return
-        pipes.append(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            await asyncio.gather(_pipe(local_reader, writer), _pipe(reader, local_writer),
-                                 return_exceptions=True)
-        finally:
-            local_writer.close()
-
-    server = await asyncio.start_server(accept, LOOPBACK, 0, family=socket.AF_INET)
     try:
-        port = server.sockets[0].getsockname()[1]
         # Plain http to our own loopback listener: no TLS anywhere, so no CA bundle to load
         # (verify=True would read it: 40 ms of CPU per check, on every target of a fleet).
         async with httpx.AsyncClient(trust_env=False, timeout=FETCH, verify=False) as client:
-            response = await client.get(f"http://{LOOPBACK}:{port}/tunnelauth-doctor")
-        return response.text
-    finally:
-        server.close()
-        writer.close()
-        if pipes:
-            await asyncio.wait(pipes, timeout=2)
-
-
-async def _pipe(reader: Reader, writer: Writer) -> None:
-    while data := await reader.read(CHUNK):
-        writer.write(data)
-        await writer.drain()
-    if writer.can_write_eof():
-        writer.write_eof()
+            response = await client.get(f"http://{LOOPBACK}:{local_port}/tunnelauth-doctor")
+        return response.text, None
+    except (httpx.HTTPError, OSError) as exc:
+        return None, str(exc) or type(exc).__name__
 
 
 async def _stderr(proc: asyncssh.SSHClientProcess[bytes]) -> str:
@@ -124,7 +104,7 @@ async def _stderr(proc: asyncssh.SSHClientProcess[bytes]) -> str:
         async with timeout(3):
             text = (await proc.stderr.read()).decode(errors="replace")
             await proc.wait_closed()  # so that exit_status is known
-    except (*TIMEOUTS, asyncssh.Error, OSError):
+    except _GONE:
         return ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -135,7 +115,7 @@ async def _stop(proc: asyncssh.SSHClientProcess[bytes]) -> bool:
     sends only once the process is gone."""
     try:
         proc.stdin.write_eof()
-    except (asyncssh.Error, OSError):
+    except ssh.CHANNEL_ERRORS:
         pass
     try:
         async with timeout(STOP):

@@ -2,49 +2,25 @@
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tunnelauth.doctor.model import Outcome, Status
 from tunnelauth.providers import Flow, Provider
+from tunnelauth.remote_lib.listeners import LOOPBACK_OR_ANY, tcp_listeners
 
-# A listener on any of these keeps hermes from binding 127.0.0.1:<port> (a wildcard one too;
-# ::1 is listed because a browser may resolve "localhost" there).
-BLOCKING = frozenset({"127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"})
-LISTEN = "0A"
 MAX_ARGS = 80
 
 
-def _readings(hexaddr: str) -> tuple[str, str]:
-    """The address as a little- and as a big-endian kernel printed it (/proc prints raw words)."""
-    raw = bytes.fromhex(hexaddr)
-    little = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return _text(little), _text(raw)
-
-
-def _text(packed: bytes) -> str:
-    address = ipaddress.ip_address(packed)
-    mapped = getattr(address, "ipv4_mapped", None)
-    return f"::ffff:{mapped}" if mapped is not None else str(address)  # one spelling on every Python
+def blocking(found: Mapping[int, Iterable[str]]) -> dict[int, set[str]]:
+    """port -> the loopback/wildcard addresses among those LISTENing on it (remote_lib's
+    listeners, read on the target or here)."""
+    kept = {port: set(addresses) & LOOPBACK_OR_ANY for port, addresses in found.items()}
+    return {port: addresses for port, addresses in kept.items() if addresses}
 
 
 def listeners(table: str) -> dict[int, set[str]]:
     """port -> loopback/wildcard addresses LISTENing on it, from /proc/net/tcp{,6} text."""
-    found: dict[int, set[str]] = {}
-    for row in table.splitlines():
-        cols = row.split()
-        if len(cols) < 4 or cols[3] != LISTEN or ":" not in cols[1]:
-            continue
-        hexaddr, _, hexport = cols[1].partition(":")
-        try:
-            port = int(hexport, 16)
-            readings = _readings(hexaddr)
-        except ValueError:
-            continue  # the header line, or something this parser does not know
-        address = next((a for a in readings if a in BLOCKING), None)
-        if address is not None:
-            found.setdefault(port, set()).add(address)
-    return found
+    return blocking(tcp_listeners(table))
 
 
 def port_verdict(provider: Provider, port: int, destination: str, *, laptop_busy: str | None,

@@ -1,7 +1,8 @@
-"""Which login flow a hermes release uses for each provider. Pure.
+"""Reading a hermes release from `hermes --version`, and which flow it uses. Pure.
 
-The login itself never needs this (it follows what hermes prints); the doctor uses it to tell
-a person in advance what a login on that host will look like.
+The flows themselves are data on each Provider (`flows_by_release`). The login never needs
+them (it follows what hermes prints); the doctor uses them to tell a person in advance what a
+login on that host will look like.
 """
 
 from __future__ import annotations
@@ -9,16 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from tunnelauth.providers import Flow, Provider
+from tunnelauth.providers import Flow, Provider, Release
 
-Version = tuple[int, int, int]
-
-# For providers whose flow changed between releases: (first release, flow from then on);
-# None means the provider did not exist in hermes yet. Providers not listed use their only flow.
-HISTORY: Mapping[str, tuple[tuple[Version, Flow | None], ...]] = {
-    "xai": (((0, 0, 0), None), ((0, 14, 0), Flow.LOOPBACK), ((0, 18, 1), Flow.DEVICE)),
-    "spotify": (((0, 0, 0), None), ((0, 13, 0), Flow.LOOPBACK)),
-}
+Version = Release
 LABELS: Mapping[Flow, str] = {
     Flow.LOOPBACK: "loopback",
     Flow.DEVICE: "device code",
@@ -42,19 +36,9 @@ def show(version: Version) -> str:
 
 def flow_for(provider: Provider, version: Version) -> Flow | None:
     """The flow `hermes` at `version` uses for provider; None when that release lacks it."""
-    history = HISTORY.get(provider.name)
-    if history is None:
-        return provider.flows[0]
-    flow: Flow | None = None
-    for since, then in history:
-        if version >= since:
-            flow = then
-    return flow
+    return provider.flow_at(version)
 
 
 def first_release(provider: Provider) -> Version | None:
-    """The first release that has the provider, when the history knows it."""
-    for since, flow in HISTORY.get(provider.name, ()):
-        if flow is not None:
-            return since
-    return None
+    """The first release that has the provider, when its data knows it."""
+    return provider.first_release
