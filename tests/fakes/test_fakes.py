@@ -36,7 +36,7 @@ BROWSER = FAKES / "browser.py"
 FAKE_HERMES = FAKES / "fake_hermes.py"
 # The scripts must run on Debian's stock interpreter (no third-party packages).
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-HERMES_BIN = os.environ.get("HERMES_BIN") or "/tmp/hermes19/bin/hermes"
+HERMES_BIN = os.environ.get("HERMES_BIN") or "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes"  # tests/setup
 
 XAI_PORT = 56121
 SPOTIFY_PORT = 43827
@@ -832,7 +832,7 @@ def test_fake_hermes_spotify_port_busy_matches_transcript(procs, mock, tmp_path)
 # the REAL hermes-agent 0.19.0: Spotify login, fully offline
 # ===========================================================================
 
-@pytest.mark.skipif(not os.path.exists(HERMES_BIN), reason=f"real hermes not installed at {HERMES_BIN}")
+@pytest.mark.skipif(not os.path.exists(HERMES_BIN), reason=f"real hermes not installed at {HERMES_BIN}: run sudo ./tests/setup")
 def test_real_hermes_spotify_login_offline(procs, mock, tmp_path):
     if not port_is_free(SPOTIFY_PORT):
         pytest.skip(f"127.0.0.1:{SPOTIFY_PORT} is busy on this machine")
