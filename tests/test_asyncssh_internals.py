@@ -37,11 +37,14 @@ def test_every_patched_internal_has_the_expected_shape(name: str) -> None:
     )
 
 
-def test_a_changed_auth_internal_leaves_asyncssh_its_own_order(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_auth_internal_leaves_asyncssh_its_own_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = SSHClientConnection.try_next_auth
 
-    def try_next_auth(self: SSHClientConnection, next_method: bool = False) -> None:  # no longer keyword-only
+    def try_next_auth(
+        self: SSHClientConnection, next_method: bool = False
+    ) -> None:  # no longer keyword-only
         real(self, next_method=next_method)
 
     monkeypatch.setattr(SSHClientConnection, "try_next_auth", try_next_auth)
@@ -51,8 +54,9 @@ def test_a_changed_auth_internal_leaves_asyncssh_its_own_order(tmp_path: Path,
     assert seen == [key.get_fingerprint()] * 2  # probed, then signed: asyncssh's order, logged in
 
 
-def test_a_changed_version_internal_gives_up_the_head_start(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_version_internal_gives_up_the_head_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = SSHConnection._send_version
 
     def send_version(self: SSHConnection, extra: object = None) -> None:
@@ -67,7 +71,9 @@ def test_a_changed_version_internal_gives_up_the_head_start(tmp_path: Path,
     assert seen == [key.get_fingerprint()]
 
 
-def test_a_changed_send_packet_keeps_the_padding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_send_packet_keeps_the_padding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[int] = []
     real = SSHConnection.send_packet
 
@@ -91,7 +97,9 @@ def test_a_changed_packet_logger_is_left_alone(monkeypatch: pytest.MonkeyPatch) 
     assert SSHPacketLogger._log_packet is _log_packet
 
 
-def test_a_changed_handler_table_drops_only_the_added_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_handler_table_drops_only_the_added_keywords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     extra = {"stricthostkeychecking": ("StrictHostKeyChecking", "_set_string")}
     assert "stricthostkeychecking" in _internals.config_handlers(extra)
     monkeypatch.setitem(_internals.CHECKS, "config_handlers", lambda: False)
@@ -100,10 +108,13 @@ def test_a_changed_handler_table_drops_only_the_added_keywords(monkeypatch: pyte
     assert "stricthostkeychecking" not in table and table == SSHClientConfig._handlers
 
 
-def test_the_config_values_read_without_the_private_dict_are_the_same(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_values_read_without_the_private_dict_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config_file = tmp_path / "config"
-    config_file.write_text("Host t\n  HostName 198.18.5.5\n  Port 2222\n  User bob\n  IdentityFile ~/k\n")
+    config_file.write_text(
+        "Host t\n  HostName 198.18.5.5\n  Port 2222\n  User bob\n  IdentityFile ~/k\n"
+    )
     loaded = _internals.load_config(ssh._Config, [config_file], False, "me", (), "t", ())
     direct = _internals.config_options(loaded)
     assert direct["Hostname"] == "198.18.5.5" and direct["Port"] == 2222

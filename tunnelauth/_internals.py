@@ -44,7 +44,8 @@ def _pipelined_auth() -> bool:
     conn = connection.SSHClientConnection
     return (
         cls is not None
-        and hasattr(packet, "Boolean") and hasattr(packet, "String")
+        and hasattr(packet, "Boolean")
+        and hasattr(packet, "String")
         and _params(cls.__init__) == ["self", "conn", "method"]
         and _uses(auth.ClientAuth.__init__, "_method")
         and inspect.iscoroutinefunction(getattr(cls, "_start", None))
@@ -154,18 +155,22 @@ def config_handlers(extra: dict[str, tuple[str, str]]) -> dict[str, tuple[str, A
 
     table = dict(getattr(SSHClientConfig, "_handlers", None) or {})
     if usable("config_handlers"):
-        table.update({key: (name, getattr(SSHConfig, setter)) for key, (name, setter) in extra.items()})
+        table.update(
+            {key: (name, getattr(SSHConfig, setter)) for key, (name, setter) in extra.items()}
+        )
     return table
 
 
 def load_config(cls: Any, paths: list[Any], final: bool, *args: object) -> Any:
     """cls.load(None, paths, False, False, final, local_user, user, host, port)."""
     if not usable("config_load"):
-        from tunnelauth.errors import UsageError
         from tunnelauth._asyncssh import asyncssh
+        from tunnelauth.errors import UsageError
 
-        raise UsageError(f"ssh config: asyncssh {asyncssh.__version__} changed its config loader; "
-                         "install the asyncssh version pyproject.toml allows")
+        raise UsageError(
+            f"ssh config: asyncssh {asyncssh.__version__} changed its config loader; "
+            "install the asyncssh version pyproject.toml allows"
+        )
     return cls.load(None, paths, False, False, final, *args)
 
 

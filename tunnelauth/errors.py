@@ -1,18 +1,18 @@
 """One exception tree; each class carries the exit code the CLI uses.
 
-    TunnelauthError                 1  (base; not raised itself)
-    ├── LoginFailed                 1  the remote login command reported failure
-    ├── UsageError                  2  bad arguments, caught before connecting
-    ├── LocalPortBusy               3  the callback port is taken on the laptop
-    ├── HostKeyError                4  unknown or changed host key on some hop
-    ├── ConnectFailed               5  a hop could not be reached
-    ├── AuthFailed                  6  a hop refused our credentials
-    ├── RemoteSetupError            7  remote side unusable: hermes/python missing,
-    │                                  forwarding refused, remote port busy
-    ├── LoginTimeout                8  --timeout expired
-    ├── ConnectionLost              9  a hop dropped during the login
-    ├── Interrupted               130  Ctrl-C
-    └── Terminated                143  SIGTERM
+TunnelauthError                 1  (base; not raised itself)
+├── LoginFailed                 1  the remote login command reported failure
+├── UsageError                  2  bad arguments, caught before connecting
+├── LocalPortBusy               3  the callback port is taken on the laptop
+├── HostKeyError                4  unknown or changed host key on some hop
+├── ConnectFailed               5  a hop could not be reached
+├── AuthFailed                  6  a hop refused our credentials
+├── RemoteSetupError            7  remote side unusable: hermes/python missing,
+│                                  forwarding refused, remote port busy
+├── LoginTimeout                8  --timeout expired
+├── ConnectionLost              9  a hop dropped during the login
+├── Interrupted               130  Ctrl-C
+└── Terminated                143  SIGTERM
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ import socket
 from collections.abc import Callable
 from typing import Union
 
-from tunnelauth._asyncssh import asyncssh
-
 from tunnelauth import remote
+from tunnelauth._asyncssh import asyncssh
 from tunnelauth.localport import LOOPBACK, busy_error
 
 CHUNK = 65536
@@ -52,9 +51,11 @@ class Forward:
 
     async def start(self) -> None:
         try:
-            self._servers.append(await asyncio.start_server(
-                self._accept, LOOPBACK, self.port, reuse_address=True, family=socket.AF_INET
-            ))
+            self._servers.append(
+                await asyncio.start_server(
+                    self._accept, LOOPBACK, self.port, reuse_address=True, family=socket.AF_INET
+                )
+            )
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise busy_error(self.port) from exc
@@ -62,9 +63,15 @@ class Forward:
         if self._also_ipv6:
             # Browsers differ in which of localhost's addresses they try first.
             try:
-                self._servers.append(await asyncio.start_server(
-                    self._accept, LOOPBACK6, self.port, reuse_address=True, family=socket.AF_INET6
-                ))
+                self._servers.append(
+                    await asyncio.start_server(
+                        self._accept,
+                        LOOPBACK6,
+                        self.port,
+                        reuse_address=True,
+                        family=socket.AF_INET6,
+                    )
+                )
             except OSError:
                 pass  # no IPv6 loopback here: 127.0.0.1 alone will do
 
@@ -98,9 +105,13 @@ class Forward:
             del self._pipes[task]
             writer.close()
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]
+    ) -> None:
         try:
-            remote_reader, remote_writer = await self._conn.open_connection(self.remote_host, self.port)
+            remote_reader, remote_writer = await self._conn.open_connection(
+                self.remote_host, self.port
+            )
         except asyncssh.ChannelOpenError as exc:
             if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
                 self.relay = True
@@ -113,7 +124,9 @@ class Forward:
         ends.append(remote_writer)
         await _both_ways(reader, writer, remote_reader, remote_writer)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]
+    ) -> None:
         """The same bytes through a short-lived exec channel that connects on the target."""
         try:
             proc = await self._conn.create_process(
@@ -125,7 +138,9 @@ class Forward:
         await _both_ways(reader, writer, proc.stdout, proc.stdin)
 
 
-async def _both_ways(reader: _Reader, writer: _Writer, remote_reader: _Reader, remote_writer: _Writer) -> None:
+async def _both_ways(
+    reader: _Reader, writer: _Writer, remote_reader: _Reader, remote_writer: _Writer
+) -> None:
     try:
         # Either direction may fail when the other side hangs up; both simply end.
         await asyncio.gather(

@@ -143,7 +143,7 @@ def lookup(name: str) -> Provider:
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
-    """"; did you mean 'x'?" for the closest choice, or "" when none is close."""
+    """ "; did you mean 'x'?" for the closest choice, or "" when none is close."""
     import difflib
 
     close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.7)
