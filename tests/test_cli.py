@@ -341,7 +341,7 @@ def _table(text: str) -> dict[str, dict[str, str]]:
     rows = {}
     for line in lines[1:]:
         cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = dict(zip(header, cells))
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
     return rows
 
 
