@@ -31,8 +31,10 @@ REQUEST_SIZE = 2048
 
 
 def request(port: int) -> bytes:
-    head = (f"GET /callback?code=%s&state=0123456789abcdef HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "User-Agent: tunnelauth-bench\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+    head = (
+        f"GET /callback?code=%s&state=0123456789abcdef HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "User-Agent: tunnelauth-bench\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
     pad = REQUEST_SIZE - len(head % "")
     return (head % ("c" * pad)).encode()
 

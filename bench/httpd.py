@@ -21,8 +21,10 @@ def serve(conn: socket.socket) -> None:
             if not chunk:
                 return
             data += chunk
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                     b"Connection: close\r\n\r\n%s" % (len(BODY), BODY))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(BODY), BODY)
+        )
 
 
 def main() -> None:

@@ -52,8 +52,12 @@ class Relay:
         to_server: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         to_client: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
-        async def read(reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
-                       tag: str, floor: float) -> None:
+        async def read(
+            reader: asyncio.StreamReader,
+            queue: asyncio.Queue[tuple[float, bytes]],
+            tag: str,
+            floor: float,
+        ) -> None:
             while True:
                 try:
                     data = await reader.read(CHUNK)
@@ -66,7 +70,9 @@ class Relay:
                 if not data:
                     return
 
-        async def deliver(queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter) -> None:
+        async def deliver(
+            queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter
+        ) -> None:
             while True:
                 due, data = await queue.get()
                 delay = due - loop.time()
@@ -111,7 +117,10 @@ class Relay:
             for writer in (swriter, cwriter):
                 writer.close()
             if self.log:
-                _append(self.log, json.dumps({"start": start, "rtt_ms": self.rtt * 1000, "events": events}))
+                _append(
+                    self.log,
+                    json.dumps({"start": start, "rtt_ms": self.rtt * 1000, "events": events}),
+                )
 
 
 async def main() -> None:

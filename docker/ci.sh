@@ -231,7 +231,7 @@ ca=()
 [ -f /etc/ssl/certs/ca-certificates.crt ] &&
   ca=(--transform 's,^etc/ssl/certs/ca-certificates.crt$,docker/ca/build-ca.pem,' -C / etc/ssl/certs/ca-certificates.crt)
 tar -c -f "$tmp/context.tar" --exclude=__pycache__ --exclude='*.pyc' --exclude='docker/ca/*.pem' \
-  pyproject.toml README.md tunnelauth docker tests/fakes "${ca[@]}"
+  pyproject.toml README.md LICENSE tunnelauth docker tests/fakes "${ca[@]}"
 build() {  # build LOGNAME DOCKER-BUILD-ARGS...
   local name=$1; shift
   timeout 1200 docker build --network host --build-arg "BASE=$BASE_TAG" "$@" - \

@@ -92,10 +92,14 @@ def test_kill_request_stops_the_command() -> None:
 
 def test_sigterm_to_the_supervisor_stops_the_command(tmp_path: Path) -> None:
     proc = start(RemoteSpec(command=("sleep", "300")))
-    time.sleep(1)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    sleeper = [c for c in children if c.name() == "sleep"]
-    assert sleeper
+    deadline = time.monotonic() + 10
+    while True:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        sleeper = [c for c in children if c.name() == "sleep"]
+        if sleeper or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert sleeper, "the command never started"
     os.kill(next(c.pid for c in children if "python" in c.name()), signal.SIGTERM)
     assert gone(sleeper[0].pid, 5)
     proc.kill()
@@ -158,8 +162,12 @@ def test_a_port_not_listening_yet_is_reported_when_it_listens() -> None:
     proc.stdin.write(b"h\n")
     proc.stdin.flush()
     frames = frames_of(proc)
+    # The command's stdout is unbuffered (PYTHONUNBUFFERED): print() writes the text and its
+    # newline separately, so the line may come as one output frame or two. What matters is the
+    # order: all of the line first, then the port once it listens.
     kinds = [k for k, _ in frames if k in "Lo"]
-    assert kinds == ["o", "L"], frames
+    assert kinds[-1] == "L" and set(kinds[:-1]) == {"o"}, frames
+    assert b"".join(p for k, p in frames if k == "o") == f"http://127.0.0.1:{port}/callback\n".encode()
     assert ("L", f"{port} 127.0.0.1".encode()) in frames
 
 

@@ -110,7 +110,9 @@ def assert_usage_error(run: Run, *fragments: str) -> str:
 # (arguments after `tunnelauth`, the bad value as shown, what the line tells the user to do)
 BAD_INPUT = {
     "unknown provider": (
-        ["bogus", DEST], "'bogus'", "choose one of: xai, spotify, anthropic, codex, minimax, nous"),
+        ["bogus", DEST], "unknown command or provider 'bogus'", "providers: xai, spotify, anthropic, codex, minimax, nous"),
+    "unknown provider after login": (
+        ["login", "bogus", DEST], "'bogus'", "choose one of: xai, spotify, anthropic, codex, minimax, nous"),
     "destination with a shell metacharacter": (
         ["xai", "host;touch /tmp/tunnelauth-test-pwned"], "'host;touch /tmp/tunnelauth-test-pwned'",
         "use [user@]host[:port]"),
@@ -118,6 +120,24 @@ BAD_INPUT = {
         ["xai", DEST, "-J", "a,,b"], "-J 'a,,b'", "use -J host1[,host2...]"),
     "jump host with a shell metacharacter": (
         ["xai", DEST, "-J", "a;b"], "jump host 'a;b'", "use [user@]host[:port]"),
+    "typo of a command": (
+        ["provders"], "unknown command or provider 'provders'", "did you mean 'providers'?"),
+    "typo of a command, with arguments": (
+        ["doctr", DEST], "unknown command or provider 'doctr'", "did you mean 'doctor'?"),
+    "typo of a provider": (
+        ["spotfy", DEST], "unknown command or provider 'spotfy'", "did you mean 'spotify'?"),
+    "typo of a provider after login": (
+        ["login", "spotfy", DEST], "unknown provider 'spotfy'", "did you mean 'spotify'?"),
+    "-o without =": (
+        ["xai", DEST, "-o", "NoEquals"], "-o 'NoEquals'", "missing '='"),
+    "missing destination": (
+        ["xai"], "Missing argument 'DESTINATION'", "see 'tunnelauth login -h'"),
+    "ill-typed port": (
+        ["xai", DEST, "-p", "abc"], "'abc' is not a valid int", "'--port'"),
+    "ill-typed timeout": (
+        ["xai", DEST, "--timeout", "soon"], "'soon'", "'--timeout'"),
+    "unknown option": (
+        ["xai", DEST, "--bogus"], "--bogus", "see 'tunnelauth login -h'"),
     "unsupported -o": (
         ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "supported: HostName, User, Port"),
     "UserKnownHostsFile none": (
@@ -168,25 +188,6 @@ def test_a_destination_that_looks_like_an_option_never_becomes_one(tunnelauth: R
     run = tunnelauth("login", "xai", "--", f"-oProxyCommand=touch {marker}")
     assert_usage_error(run, f"'-oProxyCommand=touch {marker}'", "is not a host name")
     assert not marker.exists()
-
-
-def test_missing_destination_is_a_click_usage_error(tunnelauth: Runner) -> None:
-    run = tunnelauth("xai")
-    assert run.code == 2
-    assert run.out == ""
-    assert "Missing argument" in run.err
-    assert "DESTINATION" in run.err.upper()
-    assert run.seconds < FAST
-
-
-@pytest.mark.parametrize(("args", "option"), [(["-p", "abc"], "--port"), (["--timeout", "soon"], "--timeout")])
-def test_ill_typed_option_is_a_click_usage_error(tunnelauth: Runner, args: list[str], option: str) -> None:
-    # click's own errors are a boxed, multi-line message, unlike tunnelauth's one line.
-    run = tunnelauth("xai", DEST, *args)
-    assert run.code == 2
-    assert run.out == ""
-    assert option in run.err
-    assert run.seconds < FAST
 
 
 # Regressions: each of these was once accepted or crashed instead of being one exit-2 line.
@@ -293,6 +294,40 @@ def test_login_help_lists_the_options(tunnelauth: Runner) -> None:
         assert option in run.out, option
 
 
+def _help_at_80_columns(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "tunnelauth", *args, "--help"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_command_summaries_are_whole_on_an_80_column_terminal() -> None:
+    out = _help_at_80_columns()
+    commands = out.split("Commands:")[1]
+    assert "..." not in commands, commands
+    for command in ("login", "run", "providers", "exit-codes", "doctor"):
+        summary = next(line for line in commands.splitlines() if line.split()[:1] == [command])
+        assert summary.rstrip().endswith((".", ")")), summary
+
+
+@pytest.mark.parametrize("command", ["login", "run", "doctor"])
+def test_help_shows_uppercase_metavars_and_no_meaningless_defaults(command: str) -> None:
+    out = _help_at_80_columns(command)
+    assert "[default: 0]" not in out and "[default: 300.0]" not in out
+    assert "<str>" not in out and "<int>" not in out and "<float>" not in out and "<path>" not in out
+    for shown in ("-J, --jump HOPS", "-p, --port PORT", "-i, --identity FILE", "-o KEY=VALUE"):
+        assert shown in out, shown
+    usage = out.splitlines()[0]
+    assert "DESTINATION" in usage and "destination" not in usage, usage
+
+
+def test_no_arguments_shows_the_help_as_a_usage_error(tunnelauth: Runner) -> None:
+    run = tunnelauth()
+    assert run.code == 2 and run.out == ""
+    assert run.err.startswith("Usage: tunnelauth") and "Commands:" in run.err
+
+
 def test_version(tunnelauth: Runner) -> None:
     run = tunnelauth("--version")
     assert run.code == 0
@@ -306,7 +341,7 @@ def _table(text: str) -> dict[str, dict[str, str]]:
     rows = {}
     for line in lines[1:]:
         cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = dict(zip(header, cells))
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
     return rows
 
 

@@ -458,7 +458,9 @@ def test_probe_checks_the_token_dir(tmp_path: Path) -> None:
 def test_probe_finds_a_gateway_and_its_user() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "hermes", "gateway"])
     try:
+        deadline = time.monotonic() + 10
         while "gateway" not in _cmdline(sleeper.pid):  # until it has exec'd
+            assert time.monotonic() < deadline, "the gateway stand-in never started"
             time.sleep(0.01)
         info = probe("gateway", {})
     finally:

@@ -250,6 +250,7 @@ def test_gateway_of_another_user_is_a_warning(lab: Lab, laptop: e2e.Laptop, fake
     deadline = time.monotonic() + 5
     while not lab.target_processes("hermes gateway") and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert lab.target_processes("hermes gateway"), "the gateway stand-in never started"
     run, doc = doctor_json(laptop, ["target", *fake(fake_hermes, "0.19.0")])
     assert run.returncode == 0, run.output
     check = checks(doc)["gateway"]
@@ -301,7 +302,8 @@ def test_fleet_runs_concurrently_over_one_bastion_login(lab: Lab, laptop: e2e.La
     log = lab.root / "bastion" / "sshd.log"
     logins_before = log.read_text().count("Accepted publickey")
     run, doc = doctor_json(laptop, ["t1", "broken", "t2", "t3", "t4", *args])
-    time.sleep(0.3)  # sshd writes its log line a moment after the login
+    # sshd writes its log line a moment after the login
+    e2e.wait_until(lambda: log.read_text().count("Accepted publickey") > logins_before, 5, "sshd's login line")
     assert log.read_text().count("Accepted publickey") - logins_before == 1
     assert run.returncode == 1 and doc["ok"] is False, run.output
     dests = doc["destinations"]
@@ -325,7 +327,7 @@ def test_concurrency_one_still_shares_the_bastion(lab: Lab, laptop: e2e.Laptop, 
     run, doc = doctor_json(laptop, ["t1", "t2", "--concurrency", "1", "-F", str(config),
                                     *fake(fake_hermes, "0.19.0")])
     assert run.returncode == 0 and doc["ok"] is True, run.output
-    time.sleep(0.3)
+    e2e.wait_until(lambda: log.read_text().count("Accepted publickey") > before, 5, "sshd's login line")
     assert log.read_text().count("Accepted publickey") - before == 1
 
 

@@ -228,8 +228,7 @@ def test_spotify_remote_port_busy_names_port_host_and_process(lab: Lab, laptop: 
     if login == "root":
         assert f"pid {holder.pid}" in line  # root may see every process; a user sees only its own
     assert e2e.gone_within(lab, "hermes auth spotify", 5)
-    time.sleep(0.1)
-    assert 43827 not in lab.listening_ports("laptop")
+    e2e.wait_until(lambda: 43827 not in lab.listening_ports("laptop"), 2, "the laptop's listener closed")
 
 
 def test_unknown_provider_spelling_is_never_sent(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider) -> None:

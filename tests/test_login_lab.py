@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -114,16 +113,24 @@ def test_spotify_with_the_real_hermes(lab: Lab, laptop: e2e.Laptop, provider: e2
     assert_nothing_left(lab, "hermes auth spotify", 43827)
 
 
+def bastion_sockets(lab: Lab) -> set[str]:
+    """The laptop's TCP sockets to the bastion, in any state, by their local address."""
+    out = lab.run("laptop", ["ss", "-Htan", "dst", lab.bastion_ip], check=True).stdout
+    return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+
 def test_local_port_busy_names_the_holder_and_touches_nothing(lab: Lab, laptop: e2e.Laptop,
                                                               fake_hermes: Path) -> None:
     holder = e2e.hold_port(lab, "laptop", 43827)
     log = lab.root / "bastion" / "sshd.log"
     before = log.read_text()
+    sockets_before = bastion_sockets(lab)
     run = laptop.run(["spotify", "target", "--hermes", str(fake_hermes)])
     assert run.returncode == 3, run.output
     assert "43827" in run.stderr and f"pid {holder.pid}" in run.stderr and "/usr/bin/python3" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
-    time.sleep(0.5)
+    # Any connection to the bastion would have left a socket behind (TIME_WAIT lasts a minute).
+    assert not bastion_sockets(lab) - sockets_before
     assert log.read_text().count("Accepted publickey") == before.count("Accepted publickey")
 
 

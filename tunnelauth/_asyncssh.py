@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from tunnelauth import _internals
+
 
 def _import() -> None:
     if "asyncssh" in sys.modules or not sys.platform.startswith("linux"):
@@ -49,7 +51,7 @@ def _quiet_packet_logging() -> None:
     logger drops it below debug level 3. Skipping that work when it would be dropped changes
     no output, and takes microseconds off each packet of each callback through the tunnel."""
     log_packet = getattr(SSHPacketLogger, "_log_packet", None)
-    if log_packet is None or getattr(log_packet, "_tunnelauth", False):
+    if log_packet is None or getattr(log_packet, "_tunnelauth", False) or not _internals.usable("packet_logging"):
         return
 
     def _log_packet(self: SSHPacketLogger, *args: object) -> None:
@@ -57,6 +59,7 @@ def _quiet_packet_logging() -> None:
             log_packet(self, *args)
 
     _log_packet._tunnelauth = True  # type: ignore[attr-defined]
+    _log_packet.__wrapped__ = log_packet  # type: ignore[attr-defined]
     SSHPacketLogger._log_packet = _log_packet  # type: ignore[method-assign,assignment]
 
 

@@ -6,7 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, List, NoReturn, Optional
 
 import typer
 
@@ -45,18 +45,18 @@ def _root(
 
 
 # SSH options shared by every command that connects (typer reuses these defaults).
-JUMP = typer.Option(None, "-J", "--jump", help="Jump hosts: [user@]host[:port][,...], like ssh -J.")
-PORT = typer.Option(None, "-p", "--port", help="SSH port of the destination.")
-LOGIN = typer.Option(None, "-l", "--login", help="Remote user name.")
-IDENTITY = typer.Option([], "-i", "--identity", help="Private key file (repeatable).")
-CONFIG = typer.Option(None, "-F", "--config", help="ssh config file (default ~/.ssh/config).")
-OPTION = typer.Option([], "-o", help="ssh option Key=Value (repeatable), as for ssh -o.")
+JUMP = typer.Option(None, "-J", "--jump", metavar="HOPS", help="Jump hosts: [user@]host[:port][,...], like ssh -J.")
+PORT = typer.Option(None, "-p", "--port", metavar="PORT", help="SSH port of the destination.")
+LOGIN = typer.Option(None, "-l", "--login", metavar="USER", help="Remote user name.")
+IDENTITY = typer.Option([], "-i", "--identity", metavar="FILE", help="Private key file (repeatable).")
+CONFIG = typer.Option(None, "-F", "--config", metavar="FILE", help="ssh config file (default ~/.ssh/config).")
+OPTION = typer.Option([], "-o", metavar="KEY=VALUE", help="ssh option Key=Value (repeatable), as for ssh -o.")
 ACCEPT_NEW = typer.Option(False, "--accept-new", help="Record unknown host keys in known_hosts (changed keys are always refused).")
-REMOTE_ENV = typer.Option([], "--remote-env", help="KEY=VALUE for the remote command (repeatable).")
-AS_USER = typer.Option(None, "--as-user", help="Run the remote command as this user, through sudo -n.")
+REMOTE_ENV = typer.Option([], "--remote-env", metavar="KEY=VALUE", help="KEY=VALUE for the remote command (repeatable).")
+AS_USER = typer.Option(None, "--as-user", metavar="USER", help="Run the remote command as this user, through sudo -n.")
 NO_OPEN = typer.Option(False, "--no-open", help="Print URLs instead of opening the browser.")
-ALLOW_HOST = typer.Option([], "--allow-host", help="Open authorize URLs on this host without a warning (labs).")
-VERBOSE = typer.Option(0, "-v", "--verbose", count=True, help="Show every remote line and every decision.")
+ALLOW_HOST = typer.Option([], "--allow-host", metavar="HOST", help="Open authorize URLs on this host without a warning (labs).")
+VERBOSE = typer.Option(0, "-v", "--verbose", count=True, show_default=False, help="Show every remote line and every decision.")
 
 
 def _hops(destination: str, jump: str | None, port: int | None, login_name: str | None,
@@ -100,28 +100,32 @@ def _check_timeout(timeout: float) -> float:
 
 @app.command()
 def login(
-    provider: str = typer.Argument(..., help="xai, spotify, anthropic, codex, minimax or nous (see `providers`)."),
-    destination: str = typer.Argument(..., help="[user@]host[:port], or a Host alias from the ssh config."),
+    provider: str = typer.Argument(..., metavar="PROVIDER", help="xai, spotify, anthropic, codex, minimax or nous (see `providers`)."),
+    destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
     jump: Optional[str] = JUMP,
     port: Optional[int] = PORT,
     login_name: Optional[str] = LOGIN,
     identity: List[str] = IDENTITY,
     config_file: Optional[Path] = CONFIG,
     option: List[str] = OPTION,
-    hermes: str = typer.Option("hermes", "--hermes", help="The remote hermes command (found on the login PATH and in the usual install places)."),
+    hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command (found on the login PATH and in the usual install places)."),
     remote_env: List[str] = REMOTE_ENV,
     as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", help="HERMES_HOME for the remote hermes."),
-    client_id: Optional[str] = typer.Option(None, "--client-id", help="Answer for hermes's `Spotify Client ID:` prompt."),
+    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
+    client_id: Optional[str] = typer.Option(None, "--client-id", metavar="ID", help="Answer for hermes's `Spotify Client ID:` prompt."),
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
     allow_host: List[str] = ALLOW_HOST,
-    timeout: float = typer.Option(300.0, "--timeout", help="Give up (and stop the remote hermes) after this many seconds."),
+    timeout: float = typer.Option(300, "--timeout", metavar="SECONDS", help="Give up (and stop the remote hermes) after this many seconds."),
     verbose: int = VERBOSE,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
 ) -> None:
-    """Log the remote hermes into PROVIDER, forwarding its callback through SSH."""
+    """Log the remote hermes into a provider.
+
+    One SSH connection through the jump hosts; hermes's loopback callback is forwarded, its
+    URL opened in this machine's browser.
+    """
     from tunnelauth import localport, output, providers, remote
 
     reporter = output.JsonReporter() if json_lines else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
@@ -159,8 +163,8 @@ def login(
 
 @app.command()
 def run(
-    destination: str = typer.Argument(..., help="[user@]host[:port], or a Host alias from the ssh config."),
-    command: List[str] = typer.Argument(..., help="The command to run remotely, after `--`."),
+    destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
+    command: List[str] = typer.Argument(..., metavar="COMMAND...", help="The command to run remotely, after `--`."),
     jump: Optional[str] = JUMP,
     port: Optional[int] = PORT,
     login_name: Optional[str] = LOGIN,
@@ -172,10 +176,13 @@ def run(
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
     allow_host: List[str] = ALLOW_HOST,
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop the command after this many seconds (default: no limit)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the command after this many seconds (default: no limit)."),
     verbose: int = VERBOSE,
 ) -> None:
-    """Run any CLI remotely; forward each loopback callback port it prints, open its login URL."""
+    """Run a remote CLI, forwarding its callbacks.
+
+    Each loopback callback port the command prints is forwarded, and its login URL opened.
+    """
     import shutil
 
     from tunnelauth import output, remote
@@ -250,7 +257,10 @@ def _execute(build: Callable[[], flow.Request], reporter: output.ConsoleReporter
 
 @app.command("providers")
 def list_providers() -> None:
-    """List the providers tunnelauth knows, with their hermes command and flow."""
+    """List the providers tunnelauth knows.
+
+    With their hermes command, flows, callback port and the releases they were checked with.
+    """
     from tunnelauth.providers import PROVIDERS
 
     rows = [("PROVIDER", "ALIASES", "REMOTE COMMAND", "FLOW", "PORT", "RELEASES")]
@@ -277,25 +287,28 @@ def exit_codes() -> None:
 
 @app.command("doctor")
 def doctor(
-    destinations: List[str] = typer.Argument(..., help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
+    destinations: List[str] = typer.Argument(..., metavar="DESTINATION...", help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
     jump: Optional[str] = JUMP,
     port: Optional[int] = PORT,
     login_name: Optional[str] = LOGIN,
     identity: List[str] = IDENTITY,
     config_file: Optional[Path] = CONFIG,
     option: List[str] = OPTION,
-    provider: Optional[str] = typer.Option(None, "--provider", help="Check for this provider only (default: every provider)."),
-    hermes: str = typer.Option("hermes", "--hermes", help="The remote hermes command, looked up as a login does."),
+    provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER", help="Check for this provider only (default: every provider)."),
+    hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command, looked up as a login does."),
     remote_env: List[str] = REMOTE_ENV,
     as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", help="HERMES_HOME for the remote hermes."),
+    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
     accept_new: bool = ACCEPT_NEW,
     json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
-    concurrency: int = typer.Option(16, "--concurrency", help="Destinations checked at the same time."),
+    concurrency: int = typer.Option(16, "--concurrency", metavar="N", help="Destinations checked at the same time."),
 ) -> None:
-    """Check that logins to DESTINATION... would work (for CI): hops, forwarding, hermes and its
-    flows, callback ports, token directory. Exit 0 when nothing fails; leaves nothing running."""
+    """Check that logins would work (for CI).
+
+    Checks the hops, forwarding, hermes and its flows, callback ports and token directory of
+    each DESTINATION. Exit 0 when nothing fails; leaves nothing running.
+    """
     import asyncio
 
     from tunnelauth import doctor as checkup
@@ -333,9 +346,45 @@ def doctor(
     raise typer.Exit(report.exit_code)
 
 
+def _usage_error(message: str) -> NoReturn:
+    from tunnelauth import output
+
+    output.ConsoleReporter().error(message)
+    raise SystemExit(UsageError.exit_code)
+
+
+def _shorthand(args: list[str]) -> list[str]:
+    """`tunnelauth xai host` means `tunnelauth login xai host`; a word that is neither a command
+    nor a provider is an error naming the closest of both, never a provider to log into."""
+    if not args or args[0] in SUBCOMMANDS or args[0] in ("-h", "--help", "--version"):
+        return args
+    if not args[0].startswith("-"):
+        from tunnelauth.providers import PROVIDERS, did_you_mean
+
+        names = [n for p in PROVIDERS for n in p.names]
+        if args[0].strip().lower() not in names:
+            guess = did_you_mean(args[0], sorted(SUBCOMMANDS) + names)
+            commands, known = ", ".join(sorted(SUBCOMMANDS)), ", ".join(p.name for p in PROVIDERS)
+            _usage_error(f"unknown command or provider {args[0]!r}"
+                         + (guess or f" (commands: {commands}; providers: {known})"))
+    return ["login", *args]
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    # `tunnelauth xai host` means `tunnelauth login xai host`.
-    if args and args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help", "--version"):
-        args.insert(0, "login")
-    app(args=args, prog_name="tunnelauth")
+    args = _shorthand(list(sys.argv[1:] if argv is None else argv))
+    # click's UsageError, found through its public subclass (newer typers vendor click).
+    click_usage_error: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        code = app(args=args, prog_name="tunnelauth", standalone_mode=False)
+    except click_usage_error as exc:  # a missing argument, an ill-typed option, a typo'd option
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx:  # bare `tunnelauth`: the help
+            print(exc.ctx.get_help(), file=sys.stderr)
+            raise SystemExit(UsageError.exit_code) from None
+        where = f"; see '{exc.ctx.command_path} -h'" if exc.ctx else ""
+        _usage_error(exc.format_message().rstrip(".") + where)
+    except typer.Abort:  # Ctrl-C outside a command's own handling (at a click prompt, say)
+        from tunnelauth import output
+
+        output.ConsoleReporter().error("interrupted")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

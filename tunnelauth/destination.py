@@ -115,6 +115,8 @@ def parse_jumps(text: str) -> tuple[Endpoint, ...]:
 def parse_option(text: str) -> tuple[str, str]:
     """An `-o Key=Value` (or `Key Value`) in OpenSSH's syntax."""
     key, sep, value = text.partition("=")
+    if not sep and " " not in text.strip() and text.strip().lower() not in _KEYS:
+        raise UsageError(f"-o {text!r}: missing '=' after the keyword", hint="write -o Key=Value")
     if not sep:
         key, _, value = text.strip().partition(" ")
     canonical = _KEYS.get(key.strip().lower())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunnelauth import _internals
 from tunnelauth._asyncssh import asyncssh
 
 try:
@@ -33,7 +34,7 @@ _INTERNALS = ("send_service_request", "try_next_auth", "public_key_auth_requeste
 
 
 def supported(conn: asyncssh.SSHClientConnection) -> bool:
-    return _ClientPublicKeyAuth is not None and all(hasattr(conn, name) for name in _INTERNALS)
+    return _ClientPublicKeyAuth is not None and _internals.usable("pipelined_auth") and all(hasattr(conn, name) for name in _INTERNALS)
 
 
 if _ClientPublicKeyAuth is not None:
@@ -107,7 +108,7 @@ _EMPTY_STRING = b"\0\0\0\0"
 def skip_cbc_padding(conn: asyncssh.SSHClientConnection) -> None:
     """Drop asyncssh's automatic empty MSG_IGNORE packets when the cipher is AEAD."""
     conn_any: Any = conn
-    if not all(hasattr(conn, name) for name in ("send_packet", "_enc_alg_cs")):
+    if not _internals.usable("cbc_padding") or not all(hasattr(conn, n) for n in ("send_packet", "_enc_alg_cs")):
         return
     send_packet = conn_any.send_packet
 

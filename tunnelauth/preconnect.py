@@ -23,7 +23,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from tunnelauth import __version__
+from tunnelauth import __version__, _internals
 from tunnelauth.destination import (
     DEFAULT_PORT,
     OPTION_KEYS,
@@ -95,7 +95,7 @@ async def take(host: str, port: int) -> socket.socket | None:
     attempt, _pending = _pending, None
     if attempt is None:
         return None
-    if attempt.address != (host, port):
+    if attempt.address != (host, port) or not _internals.usable("version_sent_early"):
         attempt.abandon()
         return None
     try:

@@ -161,4 +161,13 @@ def lookup(name: str) -> Provider:
         if wanted in provider.names:
             return provider
     known = ", ".join(p.name for p in PROVIDERS)
-    raise UsageError(f"unknown provider {name!r}", hint=f"choose one of: {known}")
+    guess = did_you_mean(wanted, [n for p in PROVIDERS for n in p.names])
+    raise UsageError(f"unknown provider {name!r}" + guess, hint=f"choose one of: {known}")
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """ "; did you mean 'x'?" for the closest choice, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.7)
+    return f"; did you mean {close[0]!r}?" if close else ""

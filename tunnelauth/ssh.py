@@ -17,9 +17,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunnelauth import handshake, preconnect
+from tunnelauth import _internals, handshake, preconnect
 from tunnelauth._asyncssh import asyncssh
-from asyncssh.config import SSHClientConfig, SSHConfig  # noqa: I001 - after _asyncssh
+from asyncssh.config import SSHClientConfig  # noqa: I001 - after _asyncssh
 from tunnelauth.destination import (
     DEFAULT_PORT,
     PER_HOP,
@@ -74,10 +74,7 @@ class Hop:
 
 class _Config(SSHClientConfig):
     # asyncssh does not keep StrictHostKeyChecking; we want to honour it from the file too.
-    _handlers = {
-        **SSHClientConfig._handlers,
-        "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string),
-    }
+    _handlers = _internals.config_handlers({"stricthostkeychecking": ("StrictHostKeyChecking", "_set_string")})
 
 
 def _config_paths(settings: SshSettings) -> list[Path]:
@@ -120,12 +117,12 @@ def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str
                 override = Path(tmp) / "options"
                 override.write_text("".join(f"{key} {value}\n" for key, value in opts))
                 paths = [override, *paths]
-            config = _Config.load(None, paths, False, False, False, *args)
+            config = _internals.load_config(_Config, paths, False, *args)
             if config.has_match_final():
-                config = _Config.load(None, paths, False, False, True, *args)
+                config = _internals.load_config(_Config, paths, True, *args)
     except (OSError, asyncssh.Error, ValueError) as exc:
         raise UsageError(f"ssh config: {exc}") from exc
-    return dict(config._options)  # noqa: SLF001 - asyncssh keeps the resolved values here
+    return _internals.config_options(config)
 
 
 def _strict(value: str, accept_new: bool) -> bool:

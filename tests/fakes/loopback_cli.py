@@ -33,7 +33,7 @@ def login(provider: str, listen: str, port: int, redirect_host: str, style: str)
     got: dict[str, str] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             query = parse_qs(urlsplit(self.path).query)
             if "code" in query:
                 got["code"] = query["code"][0]
@@ -48,8 +48,10 @@ def login(provider: str, listen: str, port: int, redirect_host: str, style: str)
     bound = server.server_address[1]
     redirect = f"http://{redirect_host}:{bound}/callback"
     state = secrets.token_hex(8)
-    url = (f"{provider}/oauth2/auth?response_type=code&client_id=loopcli&redirect_uri={quote(redirect, safe='')}"
-           f"&state={state}&code_challenge=x&code_challenge_method=S256")
+    url = (
+        f"{provider}/oauth2/auth?response_type=code&client_id=loopcli&redirect_uri={quote(redirect, safe='')}"
+        f"&state={state}&code_challenge=x&code_challenge_method=S256"
+    )
     if style == "plain":
         print(f"Listening on {redirect}", flush=True)
         print(f"Open this URL to log in: {url}", flush=True)

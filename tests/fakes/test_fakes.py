@@ -36,7 +36,9 @@ BROWSER = FAKES / "browser.py"
 FAKE_HERMES = FAKES / "fake_hermes.py"
 # The scripts must run on Debian's stock interpreter (no third-party packages).
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-HERMES_BIN = os.environ.get("HERMES_BIN") or "/tmp/hermes19/bin/hermes"
+HERMES_BIN = (
+    os.environ.get("HERMES_BIN") or "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes"
+)  # tests/setup
 
 XAI_PORT = 56121
 SPOTIFY_PORT = 43827
@@ -45,6 +47,7 @@ SPOTIFY_PORT = 43827
 # ---------------------------------------------------------------------------
 # process bookkeeping
 # ---------------------------------------------------------------------------
+
 
 class Procs:
     def __init__(self) -> None:
@@ -119,7 +122,9 @@ class StreamReader:
                     return m
                 left = deadline - time.monotonic()
                 if left <= 0 or self.done:
-                    raise AssertionError(f"pattern {pattern!r} not seen; output so far:\n{self.data.decode(errors='replace')}")
+                    raise AssertionError(
+                        f"pattern {pattern!r} not seen; output so far:\n{self.data.decode(errors='replace')}"
+                    )
                 self.cond.wait(min(left, 0.2))
 
     def join(self, timeout: float = 10.0) -> str:
@@ -142,18 +147,22 @@ class Run:
 # helpers
 # ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mock(procs, tmp_path):
     """A running mock_provider on 127.0.0.1; yields its base URL."""
     state_dir = tmp_path / "mock-state"
-    proc = procs.popen([PY, str(MOCK), "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = procs.popen(
+        [PY, str(MOCK), "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = proc.stdout.readline().decode()
     m = re.fullmatch(r"listening (http://127\.0\.0\.1:(\d+))\n", line)
     assert m, f"unexpected first line from mock_provider: {line!r}"
     base = m.group(1)
     base_obj = MockHandle(base, proc, state_dir)
-    yield base_obj
+    return base_obj
 
 
 class MockHandle(str):
@@ -197,7 +206,9 @@ def pkce_pair():
     import secrets
 
     verifier = base64.urlsafe_b64encode(secrets.token_bytes(48)).decode().rstrip("=")
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    )
     return verifier, challenge
 
 
@@ -226,7 +237,9 @@ def wait_listen(addr: str, timeout: float = 30.0, proc: subprocess.Popen | None 
         if addr in listening_ports():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited (rc {proc.returncode}) before {addr} was listening")
+            raise AssertionError(
+                f"process exited (rc {proc.returncode}) before {addr} was listening"
+            )
         time.sleep(0.05)
     raise AssertionError(f"{addr} never showed up as LISTEN in ss -Hltn")
 
@@ -247,7 +260,9 @@ def port_is_free(port: int) -> bool:
 
 def run_browser(url: str, log: Path, **env_extra) -> subprocess.CompletedProcess:
     env = dict(os.environ, FAKE_BROWSER_LOG=str(log), **env_extra)
-    return subprocess.run([PY, str(BROWSER), url], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PY, str(BROWSER), url], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def browser_records(log: Path) -> list[dict]:
@@ -275,14 +290,22 @@ def hermes_env(tmp_path: Path, mock_base: str | None, version: str, **extra) -> 
 
 
 def start_fake(procs, env: dict, *args: str, stdin=subprocess.DEVNULL) -> Run:
-    proc = procs.popen([PY, str(FAKE_HERMES), *args], env=env, stdin=stdin,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = procs.popen(
+        [PY, str(FAKE_HERMES), *args],
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     return Run(proc)
 
 
 # -- normalisation of random values -----------------------------------------
 
-def normalise(text: str, *, mock_base: str | None = None, ephemeral_port: int | None = None) -> list[str]:
+
+def normalise(
+    text: str, *, mock_base: str | None = None, ephemeral_port: int | None = None
+) -> list[str]:
     if mock_base:
         text = text.replace(mock_base + "/oauth2/auth", "https://auth.x.ai/oauth2/auth")
         text = text.replace(mock_base + "/device", "https://accounts.x.ai/device")
@@ -320,9 +343,13 @@ def assert_no_secrets(mock_log: dict, *texts: str) -> None:
 # mock_provider
 # ===========================================================================
 
+
 def test_mock_prints_only_listening_line_and_stops_on_sigterm(procs, tmp_path):
-    proc = procs.popen([PY, str(MOCK), "--host", "127.0.0.1", "--port", "0"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = procs.popen(
+        [PY, str(MOCK), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = proc.stdout.readline().decode()
     assert re.fullmatch(r"listening http://127\.0\.0\.1:\d+\n", line)
     base = line.split()[1]
@@ -385,10 +412,17 @@ def test_mock_tls_options_go_together(tmp_path):
 def test_mock_authorization_code_pkce(mock):
     verifier, challenge = pkce_pair()
     redirect = "http://127.0.0.1:9/callback"
-    q = urllib.parse.urlencode({
-        "response_type": "code", "client_id": "cid", "redirect_uri": redirect, "scope": "openid email",
-        "code_challenge": challenge, "code_challenge_method": "S256", "state": "st-1",
-    })
+    q = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": "cid",
+            "redirect_uri": redirect,
+            "scope": "openid email",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "st-1",
+        }
+    )
     status, headers, _ = http("GET", f"{mock}/oauth2/auth?{q}")
     assert status == 302
     loc = urllib.parse.urlsplit(headers["Location"])
@@ -398,35 +432,75 @@ def test_mock_authorization_code_pkce(mock):
     code = params["code"]
 
     # wrong verifier -> invalid_grant, and the code is burnt
-    status, _, body = http("POST", f"{mock}/oauth2/token", {
-        "grant_type": "authorization_code", "code": code, "code_verifier": "x" * 50,
-        "redirect_uri": redirect, "client_id": "cid"})
+    status, _, body = http(
+        "POST",
+        f"{mock}/oauth2/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": "x" * 50,
+            "redirect_uri": redirect,
+            "client_id": "cid",
+        },
+    )
     assert status == 400 and json.loads(body)["error"] == "invalid_grant"
-    status, _, body = http("POST", f"{mock}/oauth2/token", {
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": redirect, "client_id": "cid"})
+    status, _, body = http(
+        "POST",
+        f"{mock}/oauth2/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect,
+            "client_id": "cid",
+        },
+    )
     assert status == 400 and "already used" in json.loads(body)["error_description"]
 
     # fresh code: redirect_uri must match, then success, then one-time
     status, headers, _ = http("GET", f"{mock}/oauth2/auth?{q}")
     code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))["code"]
-    status, _, body = http("POST", f"{mock}/oauth2/token", {
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": "http://127.0.0.1:10/callback", "client_id": "cid"})
+    status, _, body = http(
+        "POST",
+        f"{mock}/oauth2/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": "http://127.0.0.1:10/callback",
+            "client_id": "cid",
+        },
+    )
     assert status == 400 and "redirect_uri" in json.loads(body)["error_description"]
     status, headers, _ = http("GET", f"{mock}/oauth2/auth?{q}")
     code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))["code"]
-    status, _, body = http("POST", f"{mock}/oauth2/token", {
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": redirect, "client_id": "cid"})
+    status, _, body = http(
+        "POST",
+        f"{mock}/oauth2/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect,
+            "client_id": "cid",
+        },
+    )
     assert status == 200, body
     tokens = json.loads(body)
     assert {"access_token", "refresh_token", "id_token", "token_type", "expires_in"} <= set(tokens)
     assert jwt_claims(tokens["id_token"])["email"] == "lab@example.test"
     assert jwt_claims(tokens["access_token"])["email"] == "lab@example.test"
-    status, _, _ = http("POST", f"{mock}/oauth2/token", {
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": redirect, "client_id": "cid"})
+    status, _, _ = http(
+        "POST",
+        f"{mock}/oauth2/token",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect,
+            "client_id": "cid",
+        },
+    )
     assert status == 400
 
     # denial
@@ -443,15 +517,20 @@ def test_mock_authorization_code_pkce(mock):
 
 
 def test_mock_device_flow(mock):
-    status, _, body = http("POST", f"{mock}/oauth2/device/code", {"client_id": "cid", "scope": "openid"})
+    status, _, body = http(
+        "POST", f"{mock}/oauth2/device/code", {"client_id": "cid", "scope": "openid"}
+    )
     assert status == 200
     dev = json.loads(body)
     assert re.fullmatch(r"\d{4}-[0-9A-F]{4}", dev["user_code"])
     assert dev["verification_uri"] == f"{mock}/device"
     assert dev["verification_uri_complete"] == f"{mock}/device?user_code={dev['user_code']}"
     assert dev["interval"] == 1
-    poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": dev["device_code"],
-            "client_id": "cid"}
+    poll = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": dev["device_code"],
+        "client_id": "cid",
+    }
     status, _, body = http("POST", f"{mock}/oauth2/token", poll)
     assert status == 400 and json.loads(body)["error"] == "authorization_pending"
     status, _, body = http("GET", dev["verification_uri_complete"])
@@ -466,23 +545,47 @@ def test_mock_device_flow(mock):
 def test_mock_anthropic_paste_page_and_json_token(mock):
     verifier, challenge = pkce_pair()
     redirect = "https://console.anthropic.com/oauth/code/callback"
-    q = urllib.parse.urlencode({"code": "true", "client_id": "c", "response_type": "code", "redirect_uri": redirect,
-                                "scope": "user:inference", "code_challenge": challenge,
-                                "code_challenge_method": "S256", "state": "abc"})
+    q = urllib.parse.urlencode(
+        {
+            "code": "true",
+            "client_id": "c",
+            "response_type": "code",
+            "redirect_uri": redirect,
+            "scope": "user:inference",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "abc",
+        }
+    )
     status, _, body = http("GET", f"{mock}/oauth/authorize?{q}")
     assert status == 200
     pasted = re.search(r'<pre id="code">([^<]+)</pre>', body.decode()).group(1)
     code, state = pasted.split("#")
     assert state == "abc"
-    status, _, body = http("POST", f"{mock}/v1/oauth/token", json_body={
-        "grant_type": "authorization_code", "client_id": "c", "code": code, "state": state,
-        "redirect_uri": redirect, "code_verifier": verifier})
-    assert status == 200 and set(json.loads(body)) == {"access_token", "refresh_token", "expires_in", "token_type"}
+    status, _, body = http(
+        "POST",
+        f"{mock}/v1/oauth/token",
+        json_body={
+            "grant_type": "authorization_code",
+            "client_id": "c",
+            "code": code,
+            "state": state,
+            "redirect_uri": redirect,
+            "code_verifier": verifier,
+        },
+    )
+    assert status == 200 and set(json.loads(body)) == {
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "token_type",
+    }
 
 
 # ===========================================================================
 # browser.py
 # ===========================================================================
+
 
 def test_browser_refuses_non_http(tmp_path):
     log = tmp_path / "browser.jsonl"
@@ -494,19 +597,33 @@ def test_browser_refuses_non_http(tmp_path):
 
 def test_browser_follows_redirects_and_never_logs_query(mock, tmp_path, procs):
     # A one-shot listener standing in for hermes's callback server.
-    srv = procs.popen([PY, "-c", (
-        "import http.server,sys\n"
-        "class H(http.server.BaseHTTPRequestHandler):\n"
-        "    def do_GET(self):\n"
-        "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
-        "    def log_message(self,*a): pass\n"
-        "s=http.server.HTTPServer(('127.0.0.1',0),H); print(s.server_address[1],flush=True); s.handle_request()\n")],
-        stdout=subprocess.PIPE)
+    srv = procs.popen(
+        [
+            PY,
+            "-c",
+            (
+                "import http.server,sys\n"
+                "class H(http.server.BaseHTTPRequestHandler):\n"
+                "    def do_GET(self):\n"
+                "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+                "    def log_message(self,*a): pass\n"
+                "s=http.server.HTTPServer(('127.0.0.1',0),H); print(s.server_address[1],flush=True); s.handle_request()\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
     port = int(srv.stdout.readline())
-    verifier, challenge = pkce_pair()
-    url = f"{mock}/oauth2/auth?" + urllib.parse.urlencode({
-        "response_type": "code", "client_id": "cid", "redirect_uri": f"http://127.0.0.1:{port}/callback",
-        "code_challenge": challenge, "code_challenge_method": "S256", "state": "s"})
+    _verifier, challenge = pkce_pair()
+    url = f"{mock}/oauth2/auth?" + urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": "cid",
+            "redirect_uri": f"http://127.0.0.1:{port}/callback",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "s",
+        }
+    )
     log = tmp_path / "browser.jsonl"
     res = run_browser(url, log)
     assert res.returncode == 0, res.stderr
@@ -525,9 +642,11 @@ def test_browser_status_delay_and_deny(mock, tmp_path):
     assert res.returncode == 1 and browser_records(log)[-1]["status"] == 404
     # deny: appends mock_error=access_denied; the device page then records a denial
     t0 = time.monotonic()
-    status, _, body = http("POST", f"{mock}/oauth2/device/code", {"client_id": "c"})
+    _status, _, body = http("POST", f"{mock}/oauth2/device/code", {"client_id": "c"})
     dev = json.loads(body)
-    res = run_browser(dev["verification_uri_complete"], log, FAKE_BROWSER_MODE="deny", FAKE_BROWSER_DELAY="0.5")
+    res = run_browser(
+        dev["verification_uri_complete"], log, FAKE_BROWSER_MODE="deny", FAKE_BROWSER_DELAY="0.5"
+    )
     assert res.returncode == 0
     assert time.monotonic() - t0 >= 0.5
     rec = browser_records(log)[-1]
@@ -545,6 +664,7 @@ def test_browser_status_delay_and_deny(mock, tmp_path):
 # ===========================================================================
 # fake_hermes: xAI loopback (0.14.0 - 0.18.0)
 # ===========================================================================
+
 
 def _xai_loopback_login(procs, mock, tmp_path, version="0.18.0", **env_extra):
     env = hermes_env(tmp_path, mock, version, **env_extra)
@@ -598,8 +718,12 @@ def test_fake_hermes_018_xai_bumped_port_matches_transcript(procs, mock, tmp_pat
     holder.listen(1)
     try:
         env, run, url = _xai_loopback_login(procs, mock, tmp_path)
-        port = int(re.search(r"^Waiting for callback on http://127\.0\.0\.1:(\d+)/callback$", run.out.text, re.M).group(1))
-        assert port not in (XAI_PORT, XAI_PORT + 1)     # an OS-chosen port, never "the next port"
+        port = int(
+            re.search(
+                r"^Waiting for callback on http://127\.0\.0\.1:(\d+)/callback$", run.out.text, re.M
+            ).group(1)
+        )
+        assert port not in (XAI_PORT, XAI_PORT + 1)  # an OS-chosen port, never "the next port"
         expected = normalise(TRANSCRIPTS["xai_018_bumped"], ephemeral_port=33785)
         got = normalise(run.out.text, mock_base=mock, ephemeral_port=port)
         # the recording was cut by `timeout 8`; everything it shows must match
@@ -608,31 +732,43 @@ def test_fake_hermes_018_xai_bumped_port_matches_transcript(procs, mock, tmp_pat
         assert f"  ssh -N -L {port}:127.0.0.1:{port} labuser@vm" in run.out.text
         res = run_browser(url, tmp_path / "browser.jsonl")
         assert res.returncode == 0
-        rc, out, err = run.finish()
+        rc, _out, err = run.finish()
         assert rc == 0, err
         store = auth_json(Path(env["HOME"]))
-        assert store["providers"]["xai-oauth"]["redirect_uri"] == f"http://127.0.0.1:{port}/callback"
+        assert (
+            store["providers"]["xai-oauth"]["redirect_uri"] == f"http://127.0.0.1:{port}/callback"
+        )
     finally:
         holder.close()
 
 
-@pytest.mark.parametrize("version,no_code_status,hint_marker", [
-    ("0.14.0", 200, "<user>@<this-host>"),
-    ("0.18.0", 400, "labuser@vm"),
-])
-def test_fake_hermes_xai_listener_semantics(procs, mock, tmp_path, version, no_code_status, hint_marker):
+@pytest.mark.parametrize(
+    ("version", "no_code_status", "hint_marker"),
+    [
+        ("0.14.0", 200, "<user>@<this-host>"),
+        ("0.18.0", 400, "labuser@vm"),
+    ],
+)
+def test_fake_hermes_xai_listener_semantics(
+    procs, mock, tmp_path, version, no_code_status, hint_marker
+):
     if not port_is_free(XAI_PORT):
         pytest.skip(f"127.0.0.1:{XAI_PORT} is busy on this machine")
-    env, run, url = _xai_loopback_login(procs, mock, tmp_path, version=version)
+    _env, run, _url = _xai_loopback_login(procs, mock, tmp_path, version=version)
     assert hint_marker in run.out.text
     cb = f"http://127.0.0.1:{XAI_PORT}/callback"
-    assert http("GET", cb)[0] == no_code_status          # keeps waiting
+    assert http("GET", cb)[0] == no_code_status  # keeps waiting
     assert http("GET", f"http://127.0.0.1:{XAI_PORT}/other?code=x")[0] == 404
     assert run.proc.poll() is None
-    assert http("GET", cb + "?code=abc&state=not-the-state")[0] == 200   # one-shot: ends the listener
-    rc, out, err = run.finish()
+    assert (
+        http("GET", cb + "?code=abc&state=not-the-state")[0] == 200
+    )  # one-shot: ends the listener
+    rc, _out, err = run.finish()
     assert rc == 1
-    assert err.rstrip("\n").splitlines()[-1] == "hermes_cli.auth.AuthError: xAI authorization failed: state mismatch."
+    assert (
+        err.rstrip("\n").splitlines()[-1]
+        == "hermes_cli.auth.AuthError: xAI authorization failed: state mismatch."
+    )
     assert err.startswith("Traceback (most recent call last):")
 
 
@@ -644,7 +780,10 @@ def test_fake_hermes_xai_denied_and_timeout(procs, mock, tmp_path):
     assert res.returncode == 0
     rc, out, err = run.finish()
     assert rc == 1
-    assert err.splitlines()[-1] == "hermes_cli.auth.AuthError: xAI authorization failed: The user denied the request (mock)."
+    assert (
+        err.splitlines()[-1]
+        == "hermes_cli.auth.AuthError: xAI authorization failed: The user denied the request (mock)."
+    )
 
     (tmp_path / "t").mkdir()
     env = hermes_env(tmp_path / "t", mock, "0.17.0", FAKE_HERMES_CALLBACK_WAIT="1")
@@ -652,8 +791,11 @@ def test_fake_hermes_xai_denied_and_timeout(procs, mock, tmp_path):
     run = start_fake(procs, env, "auth", "add", "xai-oauth", "--no-browser")
     rc, out, err = run.finish()
     assert rc == 1 and time.monotonic() - t0 < 20
-    assert err.splitlines()[-1] == "hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback."
-    assert "Callback URL" not in out        # stdin is not a TTY: no manual-paste prompt
+    assert (
+        err.splitlines()[-1]
+        == "hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback."
+    )
+    assert "Callback URL" not in out  # stdin is not a TTY: no manual-paste prompt
     assert not (tmp_path / "t" / "home" / ".hermes" / "auth.json").exists()
 
 
@@ -665,8 +807,14 @@ def test_fake_hermes_xai_timeout_on_tty_prompts_for_callback_url(procs, mock, tm
     env = hermes_env(tmp_path, mock, "0.17.0", FAKE_HERMES_CALLBACK_WAIT="1")
     env.pop("PYTHONUNBUFFERED")
     master, slave = pty.openpty()
-    proc = procs.popen([PY, str(FAKE_HERMES), "auth", "add", "xai-oauth", "--no-browser"], env=env,
-                       stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    proc = procs.popen(
+        [PY, str(FAKE_HERMES), "auth", "add", "xai-oauth", "--no-browser"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
     os.close(slave)
     import select
 
@@ -684,12 +832,12 @@ def test_fake_hermes_xai_timeout_on_tty_prompts_for_callback_url(procs, mock, tm
             break
         buf += chunk
     text = buf.decode()
-    assert "\r\n" in text                                    # a PTY gives CRLF line ends
+    assert "\r\n" in text  # a PTY gives CRLF line ends
     assert "If xAI shows a Grok Build code instead of redirecting,\r\n" in text
     assert "xAI loopback callback timed out.\r\n" in text
     assert text.endswith("Callback URL: ")
     time.sleep(0.5)
-    assert proc.poll() is None                               # blocked on the prompt
+    assert proc.poll() is None  # blocked on the prompt
     os.write(master, b"\n")
     assert proc.wait(timeout=20) == 1
     os.close(master)
@@ -703,13 +851,14 @@ def test_fake_hermes_is_block_buffered_without_pythonunbuffered(procs, mock, tmp
     run = start_fake(procs, env, "auth", "add", "xai-oauth", "--no-browser")
     wait_listen(f"127.0.0.1:{XAI_PORT}", proc=run.proc)
     time.sleep(1.0)
-    assert run.out.text == ""       # everything is still in the process's stdout buffer
+    assert run.out.text == ""  # everything is still in the process's stdout buffer
     run.proc.kill()
 
 
 # ===========================================================================
 # fake_hermes: device flows
 # ===========================================================================
+
 
 def test_fake_hermes_019_xai_device_matches_transcript(procs, mock, tmp_path):
     env = hermes_env(tmp_path, mock, "0.19.0")
@@ -738,20 +887,26 @@ def test_fake_hermes_0181_xai_device_uses_saved_wording(procs, mock, tmp_path):
     run = start_fake(procs, env, "auth", "add", "xai-oauth", "--no-browser")
     m = run.out.wait_for(r"^  1\. Open: (\S+)$")
     run_browser(m.group(1), tmp_path / "browser.jsonl")
-    rc, out, err = run.finish()
+    rc, out, _err = run.finish()
     assert rc == 0
     assert out.endswith('Saved xai-oauth OAuth credentials: "lab@example.test"\n')
-    assert auth_json(Path(env["HOME"]))["providers"]["xai-oauth"]["auth_mode"] == "oauth_device_code"
+    assert (
+        auth_json(Path(env["HOME"]))["providers"]["xai-oauth"]["auth_mode"] == "oauth_device_code"
+    )
 
 
 def test_fake_hermes_codex_minimax_nous(procs, mock, tmp_path):
     env = hermes_env(tmp_path, mock, "0.19.0")
     # openai-codex: coloured URL and code, polls every >= 3 s
     run = start_fake(procs, env, "auth", "add", "openai-codex")
-    m = run.out.wait_for(r"^     \x1b\[94m(\S+)\x1b\[0m\n\n  2\. Enter this code:\n     \x1b\[94m(\S+)\x1b\[0m\n")
+    m = run.out.wait_for(
+        r"^     \x1b\[94m(\S+)\x1b\[0m\n\n  2\. Enter this code:\n     \x1b\[94m(\S+)\x1b\[0m\n"
+    )
     assert m.group(1) == f"{mock}/codex/device"
     run.out.wait_for(r"^Waiting for sign-in\.\.\. \(press Ctrl\+C to cancel\)$")
-    assert run.out.text.startswith("To continue, follow these steps:\n\n  1. Open this URL in your browser:\n")
+    assert run.out.text.startswith(
+        "To continue, follow these steps:\n\n  1. Open this URL in your browser:\n"
+    )
     assert run_browser(f"{m.group(1)}?user_code={m.group(2)}", tmp_path / "b.jsonl").returncode == 0
     rc, out, err = run.finish()
     assert rc == 0, err
@@ -764,11 +919,18 @@ def test_fake_hermes_codex_minimax_nous(procs, mock, tmp_path):
     assert run_browser(m.group(1), tmp_path / "b.jsonl").returncode == 0
     rc, out, err = run.finish()
     assert rc == 0, err
-    assert out.splitlines()[:2] == ["Starting Hermes login via MiniMax (global) OAuth...", f"Portal: {mock}"]
-    assert out.endswith('✓ MiniMax OAuth login successful.\nAdded minimax-oauth OAuth credential #1: "lab@example.test"\n')
+    assert out.splitlines()[:2] == [
+        "Starting Hermes login via MiniMax (global) OAuth...",
+        f"Portal: {mock}",
+    ]
+    assert out.endswith(
+        '✓ MiniMax OAuth login successful.\nAdded minimax-oauth OAuth credential #1: "lab@example.test"\n'
+    )
 
     # nous, with the import prompt first (declined by answering "n")
-    run = start_fake(procs, dict(env, FAKE_HERMES_NOUS_IMPORT="1"), "auth", "add", "nous", stdin=subprocess.PIPE)
+    run = start_fake(
+        procs, dict(env, FAKE_HERMES_NOUS_IMPORT="1"), "auth", "add", "nous", stdin=subprocess.PIPE
+    )
     run.out.wait_for(r"Import these credentials\? \[Y/n\]: $")
     run.proc.stdin.write(b"n\n")
     run.proc.stdin.close()
@@ -789,7 +951,7 @@ def test_fake_hermes_anthropic_paste_flow(procs, mock, tmp_path):
         run = start_fake(procs, env, "auth", "add", "anthropic", stdin=subprocess.PIPE)
         m = run.out.wait_for(r"^  (http://\S+/oauth/authorize\?code=true&\S+)$")
         run.out.wait_for(r"Authorization code: $")
-        status, _, body = http("GET", m.group(1))
+        _status, _, body = http("GET", m.group(1))
         import html
 
         pasted = html.unescape(re.search(r'<pre id="code">([^<]+)</pre>', body.decode()).group(1))
@@ -800,38 +962,63 @@ def test_fake_hermes_anthropic_paste_flow(procs, mock, tmp_path):
         rc, out, err = run.finish()
         if good:
             assert rc == 0, err
-            assert out.endswith('Authorization code: Added anthropic OAuth credential #1: "lab@example.test"\n')
+            assert out.endswith(
+                'Authorization code: Added anthropic OAuth credential #1: "lab@example.test"\n'
+            )
         else:
             assert rc == 1
-            assert out.endswith("Authorization code: Token exchange failed: HTTP Error 400: Bad Request\n")
+            assert out.endswith(
+                "Authorization code: Token exchange failed: HTTP Error 400: Bad Request\n"
+            )
             assert err == "Anthropic OAuth login did not return credentials.\n"
     lines = out.splitlines()
-    assert lines[:4] == ["", "Authorize Hermes with your Claude Pro/Max subscription.", "",
-                         "╭─ Claude Pro/Max Authorization ────────────────────╮"]
+    assert lines[:4] == [
+        "",
+        "Authorize Hermes with your Claude Pro/Max subscription.",
+        "",
+        "╭─ Claude Pro/Max Authorization ────────────────────╮",
+    ]
 
 
 # ===========================================================================
 # fake_hermes: misc
 # ===========================================================================
 
+
 def test_fake_hermes_version_and_unknown_provider(tmp_path):
     env = hermes_env(tmp_path, None, "0.19.0")
-    res = subprocess.run([PY, str(FAKE_HERMES), "--version"], env=env, capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [PY, str(FAKE_HERMES), "--version"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 0 and res.stdout.splitlines()[0] == "Hermes Agent v0.19.0 (2026.7.20)"
     env["FAKE_HERMES_VERSION"] = "0.18.0"
-    res = subprocess.run([PY, str(FAKE_HERMES), "--version"], env=env, capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [PY, str(FAKE_HERMES), "--version"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert res.stdout.splitlines()[0] == "Hermes Agent v0.18.0 (2026.7.1)"
     env["FAKE_HERMES_VERSION"] = "0.19.0"
-    res = subprocess.run([PY, str(FAKE_HERMES), "auth", "add", "spotify", "--no-browser"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [PY, str(FAKE_HERMES), "auth", "add", "spotify", "--no-browser"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr == TRANSCRIPTS["spotify_019_unknown"]
     # offline (no provider): discovery fails, nothing on stdout
-    res = subprocess.run([PY, str(FAKE_HERMES), "auth", "add", "xai-oauth", "--no-browser"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [PY, str(FAKE_HERMES), "auth", "add", "xai-oauth", "--no-browser"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 1 and res.stdout == ""
-    assert res.stderr.splitlines()[-1] == ("hermes_cli.auth.AuthError: xAI OIDC discovery failed: "
-                                           "[Errno -3] Temporary failure in name resolution")
+    assert res.stderr.splitlines()[-1] == (
+        "hermes_cli.auth.AuthError: xAI OIDC discovery failed: "
+        "[Errno -3] Temporary failure in name resolution"
+    )
 
 
 def test_fake_hermes_spotify_matches_transcript(procs, mock, tmp_path):
@@ -845,7 +1032,9 @@ def test_fake_hermes_spotify_matches_transcript(procs, mock, tmp_path):
     rc, out, err = run.finish()
     assert rc == 0, err
     auth_path = str(Path(env["HOME"]) / ".hermes" / "auth.json")
-    expected = TRANSCRIPTS["spotify_019_success"].replace("/home/labuser/.hermes/auth.json", auth_path)
+    expected = TRANSCRIPTS["spotify_019_success"].replace(
+        "/home/labuser/.hermes/auth.json", auth_path
+    )
     assert normalise(out, mock_base=mock) == normalise(expected)
     assert auth_json(Path(env["HOME"]))["providers"]["spotify"]["access_token"]
 
@@ -879,7 +1068,11 @@ def test_fake_hermes_spotify_port_busy_matches_transcript(procs, mock, tmp_path)
 # the REAL hermes-agent 0.19.0: Spotify login, fully offline
 # ===========================================================================
 
-@pytest.mark.skipif(not os.path.exists(HERMES_BIN), reason=f"real hermes not installed at {HERMES_BIN}")
+
+@pytest.mark.skipif(
+    not os.path.exists(HERMES_BIN),
+    reason=f"real hermes not installed at {HERMES_BIN}: run sudo ./tests/setup",
+)
 def test_real_hermes_spotify_login_offline(procs, mock, tmp_path):
     if not port_is_free(SPOTIFY_PORT):
         pytest.skip(f"127.0.0.1:{SPOTIFY_PORT} is busy on this machine")
@@ -897,8 +1090,13 @@ def test_real_hermes_spotify_login_offline(procs, mock, tmp_path):
         "PYTHONUNBUFFERED": "1",
         "SSH_CLIENT": "198.18.0.1 50000 22",
     }
-    proc = procs.popen([HERMES_BIN, "auth", "spotify", "--no-browser"], env=env, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = procs.popen(
+        [HERMES_BIN, "auth", "spotify", "--no-browser"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     run = Run(proc)
     url = run.out.wait_for(r"^(http://127\.0\.0\.1:\d+/authorize\?\S+)$", timeout=120).group(1)
     # hermes binds its listener only after printing the URL: wait for LISTEN, never connect to probe
@@ -908,8 +1106,9 @@ def test_real_hermes_spotify_login_offline(procs, mock, tmp_path):
     assert res.returncode == 0, res.stderr
     rc, out, err = run.finish(timeout=120)
     assert rc == 0, err
-    expected = TRANSCRIPTS["spotify_019_success"].replace("/home/labuser/.hermes/auth.json",
-                                                          str(hermes_home / "auth.json"))
+    expected = TRANSCRIPTS["spotify_019_success"].replace(
+        "/home/labuser/.hermes/auth.json", str(hermes_home / "auth.json")
+    )
     assert normalise(out, mock_base=mock) == normalise(expected)
     rec = browser_records(log)[-1]
     assert rec["final"] == f"127.0.0.1:{SPOTIFY_PORT}/spotify/callback" and rec["status"] == 200
@@ -927,156 +1126,154 @@ def test_real_hermes_spotify_login_offline(procs, mock, tmp_path):
 
 # Verbatim copies of /work/shared/transcripts/*.txt (real hermes output, recorded over SSH).
 TRANSCRIPTS = {
-    'xai_018_success': (
-        'Open this URL to authorize Hermes with xAI:\n'
-        'https://auth.x.ai/oauth2/auth?response_type=code&client_id=b1a00492-073a-47ea-816f-4c329264a828&redirect_uri=http%3A%2F%2F127.0.0.1%3A56121%2Fcallback&scope=openid+profile+email+offline_access+grok-cli%3Aaccess+api%3Aaccess&code_challenge=b2y2Jr7RTzlgvsYAKJa7Yh-hzlqhMAPNGnD1OYg5WNc&code_challenge_method=S256&state=5d8769c883114cb597bf3d882ed5505c&nonce=3604f5fe52b24c87a4e2f0efa0d9fe7d&plan=generic&referrer=hermes-agent\n'
-        '\n'
-        'Waiting for callback on http://127.0.0.1:56121/callback\n'
-        '\n'
-        '------------------------------------------------------------\n'
-        'Remote session detected — SSH tunnel required\n'
-        '------------------------------------------------------------\n'
-        'Hermes is waiting for the OAuth callback on http://127.0.0.1:56121/callback\n'
-        'but your browser is on a different machine. Run this command\n'
-        'in a NEW terminal on your local machine BEFORE opening the URL:\n'
-        '\n'
-        '  ssh -N -L 56121:127.0.0.1:56121 labuser@vm\n'
-        '\n'
-        'Then open the authorize URL above in your local browser.\n'
-        '\n'
-        'No SSH client (Cloud Shell / Codespaces / web IDE)?  Re-run with\n'
-        '`--manual-paste` to skip the loopback listener and paste the failed\n'
-        'callback URL directly.\n'
-        'Provider docs:      https://hermes-agent.nousresearch.com/docs/guides/xai-grok-oauth\n'
-        'SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n'
-        '------------------------------------------------------------\n'
-        '\n'
+    "xai_018_success": (
+        "Open this URL to authorize Hermes with xAI:\n"
+        "https://auth.x.ai/oauth2/auth?response_type=code&client_id=b1a00492-073a-47ea-816f-4c329264a828&redirect_uri=http%3A%2F%2F127.0.0.1%3A56121%2Fcallback&scope=openid+profile+email+offline_access+grok-cli%3Aaccess+api%3Aaccess&code_challenge=b2y2Jr7RTzlgvsYAKJa7Yh-hzlqhMAPNGnD1OYg5WNc&code_challenge_method=S256&state=5d8769c883114cb597bf3d882ed5505c&nonce=3604f5fe52b24c87a4e2f0efa0d9fe7d&plan=generic&referrer=hermes-agent\n"
+        "\n"
+        "Waiting for callback on http://127.0.0.1:56121/callback\n"
+        "\n"
+        "------------------------------------------------------------\n"
+        "Remote session detected — SSH tunnel required\n"
+        "------------------------------------------------------------\n"
+        "Hermes is waiting for the OAuth callback on http://127.0.0.1:56121/callback\n"
+        "but your browser is on a different machine. Run this command\n"
+        "in a NEW terminal on your local machine BEFORE opening the URL:\n"
+        "\n"
+        "  ssh -N -L 56121:127.0.0.1:56121 labuser@vm\n"
+        "\n"
+        "Then open the authorize URL above in your local browser.\n"
+        "\n"
+        "No SSH client (Cloud Shell / Codespaces / web IDE)?  Re-run with\n"
+        "`--manual-paste` to skip the loopback listener and paste the failed\n"
+        "callback URL directly.\n"
+        "Provider docs:      https://hermes-agent.nousresearch.com/docs/guides/xai-grok-oauth\n"
+        "SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n"
+        "------------------------------------------------------------\n"
+        "\n"
         'Saved xai-oauth OAuth credentials: "lab@example.test"\n'
     ),
-    'xai_018_bumped': (
-        'Open this URL to authorize Hermes with xAI:\n'
-        'https://auth.x.ai/oauth2/auth?response_type=code&client_id=b1a00492-073a-47ea-816f-4c329264a828&redirect_uri=http%3A%2F%2F127.0.0.1%3A33785%2Fcallback&scope=openid+profile+email+offline_access+grok-cli%3Aaccess+api%3Aaccess&code_challenge=UhylJJNsLhLk7t4Awf785-6F3lQgt9aLKnZ3KykaK5U&code_challenge_method=S256&state=2c9210322aa54047bab62d2371c5107c&nonce=c0460727f6e44cbcba245c7b5179f518&plan=generic&referrer=hermes-agent\n'
-        '\n'
-        'Waiting for callback on http://127.0.0.1:33785/callback\n'
-        '\n'
-        '------------------------------------------------------------\n'
-        'Remote session detected — SSH tunnel required\n'
-        '------------------------------------------------------------\n'
-        'Hermes is waiting for the OAuth callback on http://127.0.0.1:33785/callback\n'
-        'but your browser is on a different machine. Run this command\n'
-        'in a NEW terminal on your local machine BEFORE opening the URL:\n'
-        '\n'
-        '  ssh -N -L 33785:127.0.0.1:33785 labuser@vm\n'
-        '\n'
-        'Then open the authorize URL above in your local browser.\n'
-        '\n'
-        'No SSH client (Cloud Shell / Codespaces / web IDE)?  Re-run with\n'
-        '`--manual-paste` to skip the loopback listener and paste the failed\n'
-        'callback URL directly.\n'
-        'Provider docs:      https://hermes-agent.nousresearch.com/docs/guides/xai-grok-oauth\n'
-        'SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n'
-        '------------------------------------------------------------\n'
-        '\n'
+    "xai_018_bumped": (
+        "Open this URL to authorize Hermes with xAI:\n"
+        "https://auth.x.ai/oauth2/auth?response_type=code&client_id=b1a00492-073a-47ea-816f-4c329264a828&redirect_uri=http%3A%2F%2F127.0.0.1%3A33785%2Fcallback&scope=openid+profile+email+offline_access+grok-cli%3Aaccess+api%3Aaccess&code_challenge=UhylJJNsLhLk7t4Awf785-6F3lQgt9aLKnZ3KykaK5U&code_challenge_method=S256&state=2c9210322aa54047bab62d2371c5107c&nonce=c0460727f6e44cbcba245c7b5179f518&plan=generic&referrer=hermes-agent\n"
+        "\n"
+        "Waiting for callback on http://127.0.0.1:33785/callback\n"
+        "\n"
+        "------------------------------------------------------------\n"
+        "Remote session detected — SSH tunnel required\n"
+        "------------------------------------------------------------\n"
+        "Hermes is waiting for the OAuth callback on http://127.0.0.1:33785/callback\n"
+        "but your browser is on a different machine. Run this command\n"
+        "in a NEW terminal on your local machine BEFORE opening the URL:\n"
+        "\n"
+        "  ssh -N -L 33785:127.0.0.1:33785 labuser@vm\n"
+        "\n"
+        "Then open the authorize URL above in your local browser.\n"
+        "\n"
+        "No SSH client (Cloud Shell / Codespaces / web IDE)?  Re-run with\n"
+        "`--manual-paste` to skip the loopback listener and paste the failed\n"
+        "callback URL directly.\n"
+        "Provider docs:      https://hermes-agent.nousresearch.com/docs/guides/xai-grok-oauth\n"
+        "SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n"
+        "------------------------------------------------------------\n"
+        "\n"
     ),
-    'xai_019_device': (
-        '\n'
-        'To continue:\n'
-        '  1. Open: https://accounts.x.ai/device?user_code=1366-40B5\n'
-        '  2. If prompted, enter code: 1366-40B5\n'
-        'Waiting for approval (polling every 1s)...\n'
+    "xai_019_device": (
+        "\n"
+        "To continue:\n"
+        "  1. Open: https://accounts.x.ai/device?user_code=1366-40B5\n"
+        "  2. If prompted, enter code: 1366-40B5\n"
+        "Waiting for approval (polling every 1s)...\n"
         'Added xai-oauth OAuth credential #1: "lab@example.test"\n'
     ),
-    'spotify_019_success': (
-        'Starting Spotify PKCE login...\n'
-        'Client ID: labclient\n'
-        'Redirect URI: http://127.0.0.1:43827/spotify/callback\n'
-        'Make sure this redirect URI is allow-listed in your Spotify app settings.\n'
-        '\n'
-        'Open this URL to authorize Hermes:\n'
-        'https://accounts.spotify.com/authorize?client_id=labclient&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A43827%2Fspotify%2Fcallback&scope=user-modify-playback-state+user-read-playback-state+user-read-currently-playing+user-read-recently-played+playlist-read-private+playlist-read-collaborative+playlist-modify-public+playlist-modify-private+user-library-read+user-library-modify&state=962358f0f07449bb9d41045dc9557c82&code_challenge_method=S256&code_challenge=eL614tEBINhURFSD94omfjihWgVZcZmWTViaOsee-bA\n'
-        '\n'
-        'Full setup guide: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n'
-        '\n'
-        '\n'
-        '------------------------------------------------------------\n'
-        'Remote session detected — SSH tunnel required\n'
-        '------------------------------------------------------------\n'
-        'Hermes is waiting for the OAuth callback on http://127.0.0.1:43827/spotify/callback\n'
-        'but your browser is on a different machine. Run this command\n'
-        'in a NEW terminal on your local machine BEFORE opening the URL:\n'
-        '\n'
-        '  ssh -N -L 43827:127.0.0.1:43827 labuser@vm\n'
-        '\n'
-        'Then open the authorize URL above in your local browser.\n'
-        'Provider docs:      https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n'
-        'SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n'
-        '------------------------------------------------------------\n'
-        '\n'
-        'Spotify login successful!\n'
-        '  Auth state: /home/labuser/.hermes/auth.json\n'
-        '  Provider state saved under providers.spotify\n'
-        '  Docs: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n'
+    "spotify_019_success": (
+        "Starting Spotify PKCE login...\n"
+        "Client ID: labclient\n"
+        "Redirect URI: http://127.0.0.1:43827/spotify/callback\n"
+        "Make sure this redirect URI is allow-listed in your Spotify app settings.\n"
+        "\n"
+        "Open this URL to authorize Hermes:\n"
+        "https://accounts.spotify.com/authorize?client_id=labclient&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A43827%2Fspotify%2Fcallback&scope=user-modify-playback-state+user-read-playback-state+user-read-currently-playing+user-read-recently-played+playlist-read-private+playlist-read-collaborative+playlist-modify-public+playlist-modify-private+user-library-read+user-library-modify&state=962358f0f07449bb9d41045dc9557c82&code_challenge_method=S256&code_challenge=eL614tEBINhURFSD94omfjihWgVZcZmWTViaOsee-bA\n"
+        "\n"
+        "Full setup guide: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n"
+        "\n"
+        "\n"
+        "------------------------------------------------------------\n"
+        "Remote session detected — SSH tunnel required\n"
+        "------------------------------------------------------------\n"
+        "Hermes is waiting for the OAuth callback on http://127.0.0.1:43827/spotify/callback\n"
+        "but your browser is on a different machine. Run this command\n"
+        "in a NEW terminal on your local machine BEFORE opening the URL:\n"
+        "\n"
+        "  ssh -N -L 43827:127.0.0.1:43827 labuser@vm\n"
+        "\n"
+        "Then open the authorize URL above in your local browser.\n"
+        "Provider docs:      https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n"
+        "SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n"
+        "------------------------------------------------------------\n"
+        "\n"
+        "Spotify login successful!\n"
+        "  Auth state: /home/labuser/.hermes/auth.json\n"
+        "  Provider state saved under providers.spotify\n"
+        "  Docs: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n"
     ),
-    'spotify_019_unknown': (
-        'Unknown provider: spotify\n'
-    ),
-    'spotify_019_port_busy': (
-        'Starting Spotify PKCE login...\n'
-        'Client ID: labclient\n'
-        'Redirect URI: http://127.0.0.1:43827/spotify/callback\n'
-        'Make sure this redirect URI is allow-listed in your Spotify app settings.\n'
-        '\n'
-        'Open this URL to authorize Hermes:\n'
-        'https://accounts.spotify.test/authorize?client_id=labclient&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A43827%2Fspotify%2Fcallback&scope=user-modify-playback-state+user-read-playback-state+user-read-currently-playing+user-read-recently-played+playlist-read-private+playlist-read-collaborative+playlist-modify-public+playlist-modify-private+user-library-read+user-library-modify&state=cb17eb6ed3d2459e9e1d91c3218e3dc9&code_challenge_method=S256&code_challenge=iwEtKQqh6TMLEPql2xgzHVDFWf13VXpZzIKntniRy6c\n'
-        '\n'
-        'Full setup guide: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n'
-        '\n'
-        '\n'
-        '------------------------------------------------------------\n'
-        'Remote session detected — SSH tunnel required\n'
-        '------------------------------------------------------------\n'
-        'Hermes is waiting for the OAuth callback on http://127.0.0.1:43827/spotify/callback\n'
-        'but your browser is on a different machine. Run this command\n'
-        'in a NEW terminal on your local machine BEFORE opening the URL:\n'
-        '\n'
-        '  ssh -N -L 43827:127.0.0.1:43827 labuser@vm\n'
-        '\n'
-        'Then open the authorize URL above in your local browser.\n'
-        'Provider docs:      https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n'
-        'SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n'
-        '------------------------------------------------------------\n'
-        '\n'
-        'Traceback (most recent call last):\n'
+    "spotify_019_unknown": ("Unknown provider: spotify\n"),
+    "spotify_019_port_busy": (
+        "Starting Spotify PKCE login...\n"
+        "Client ID: labclient\n"
+        "Redirect URI: http://127.0.0.1:43827/spotify/callback\n"
+        "Make sure this redirect URI is allow-listed in your Spotify app settings.\n"
+        "\n"
+        "Open this URL to authorize Hermes:\n"
+        "https://accounts.spotify.test/authorize?client_id=labclient&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A43827%2Fspotify%2Fcallback&scope=user-modify-playback-state+user-read-playback-state+user-read-currently-playing+user-read-recently-played+playlist-read-private+playlist-read-collaborative+playlist-modify-public+playlist-modify-private+user-library-read+user-library-modify&state=cb17eb6ed3d2459e9e1d91c3218e3dc9&code_challenge_method=S256&code_challenge=iwEtKQqh6TMLEPql2xgzHVDFWf13VXpZzIKntniRy6c\n"
+        "\n"
+        "Full setup guide: https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n"
+        "\n"
+        "\n"
+        "------------------------------------------------------------\n"
+        "Remote session detected — SSH tunnel required\n"
+        "------------------------------------------------------------\n"
+        "Hermes is waiting for the OAuth callback on http://127.0.0.1:43827/spotify/callback\n"
+        "but your browser is on a different machine. Run this command\n"
+        "in a NEW terminal on your local machine BEFORE opening the URL:\n"
+        "\n"
+        "  ssh -N -L 43827:127.0.0.1:43827 labuser@vm\n"
+        "\n"
+        "Then open the authorize URL above in your local browser.\n"
+        "Provider docs:      https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify\n"
+        "SSH/jump-box guide: https://hermes-agent.nousresearch.com/docs/guides/oauth-over-ssh\n"
+        "------------------------------------------------------------\n"
+        "\n"
+        "Traceback (most recent call last):\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/auth.py", line 2725, in _spotify_wait_for_callback\n'
-        '    server = _ReuseHTTPServer((host, port), handler_cls)\n'
-        '             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n'
+        "    server = _ReuseHTTPServer((host, port), handler_cls)\n"
+        "             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
         '  File "/usr/lib/python3.11/socketserver.py", line 456, in __init__\n'
-        '    self.server_bind()\n'
+        "    self.server_bind()\n"
         '  File "/usr/lib/python3.11/http/server.py", line 136, in server_bind\n'
-        '    socketserver.TCPServer.server_bind(self)\n'
+        "    socketserver.TCPServer.server_bind(self)\n"
         '  File "/usr/lib/python3.11/socketserver.py", line 472, in server_bind\n'
-        '    self.socket.bind(self.server_address)\n'
-        'OSError: [Errno 98] Address already in use\n'
-        '\n'
-        'The above exception was the direct cause of the following exception:\n'
-        '\n'
-        'Traceback (most recent call last):\n'
+        "    self.socket.bind(self.server_address)\n"
+        "OSError: [Errno 98] Address already in use\n"
+        "\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "\n"
+        "Traceback (most recent call last):\n"
         '  File "/opt/hermes/bin/hermes", line 8, in <module>\n'
-        '    sys.exit(main())\n'
-        '             ^^^^^^\n'
+        "    sys.exit(main())\n"
+        "             ^^^^^^\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/main.py", line 15315, in main\n'
-        '    args.func(args)\n'
+        "    args.func(args)\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/main.py", line 4442, in cmd_auth\n'
-        '    auth_command(args)\n'
+        "    auth_command(args)\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/auth_commands.py", line 799, in auth_command\n'
-        '    auth_spotify_command(args)\n'
+        "    auth_spotify_command(args)\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/auth_commands.py", line 536, in auth_spotify_command\n'
-        '    auth_mod.login_spotify_command(args)\n'
+        "    auth_mod.login_spotify_command(args)\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/auth.py", line 3106, in login_spotify_command\n'
-        '    callback = _spotify_wait_for_callback(\n'
-        '               ^^^^^^^^^^^^^^^^^^^^^^^^^^^\n'
+        "    callback = _spotify_wait_for_callback(\n"
+        "               ^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
         '  File "/opt/hermes/lib/python3.11/site-packages/hermes_cli/auth.py", line 2727, in _spotify_wait_for_callback\n'
-        '    raise AuthError(\n'
-        'hermes_cli.auth.AuthError: Could not bind Spotify callback server on 127.0.0.1:43827: [Errno 98] Address already in use\n'
+        "    raise AuthError(\n"
+        "hermes_cli.auth.AuthError: Could not bind Spotify callback server on 127.0.0.1:43827: [Errno 98] Address already in use\n"
     ),
 }
