@@ -199,7 +199,7 @@ class Recorder:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 
-    def show_url(self, url: str, purpose: str, opened: bool | None) -> None:
+    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None:
         self.urls.append((url, purpose, opened))
 
     def show_code(self, code: str) -> None:
