@@ -190,7 +190,7 @@ def run(
     terminal = sys.stdin.isatty()
     reporter = output.ConsoleReporter(1 + min(verbose, 1) if verbose else 0)
 
-    def request() -> flow.LoginRequest:
+    def request() -> flow.RunRequest:
         size = shutil.get_terminal_size()
         env = remote.parse_env(remote_env)
         user = remote.check_user(as_user) if as_user else None
@@ -198,8 +198,7 @@ def run(
         hops = _hops(destination, jump, port, login_name, identity, config_file, option, accept_new)
         from tunnelauth import flow
 
-        return flow.LoginRequest(
-            provider=None,
+        return flow.RunRequest(
             hops=hops,
             remote_env=env,
             as_user=user,
@@ -230,7 +229,7 @@ def run(
     raise typer.Exit(result.exit_status)
 
 
-def _execute(build: Callable[[], flow.LoginRequest], reporter: output.ConsoleReporter) -> flow.LoginResult:
+def _execute(build: Callable[[], flow.Request], reporter: output.ConsoleReporter) -> flow.LoginResult:
     """Build the request and run it; every failure becomes its message and exit code."""
     from tunnelauth import preconnect
 

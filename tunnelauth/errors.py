@@ -10,9 +10,11 @@
     ├── RemoteSetupError            7  remote side unusable: hermes/python missing,
     │   │                              forwarding refused, remote port busy
     │   └── ChannelRefused          7  the target refused a channel (`reason`: its words)
-    │       └── ForwardingRefused   7  ... because its sshd forbids forwarding
+    │   │   └── ForwardingRefused   7  ... because its sshd forbids forwarding
+    │   └── ChannelFailed           7  a channel failed while the connection lived on
     ├── LoginTimeout                8  --timeout expired
     ├── ConnectionLost              9  a hop dropped during the login
+    │   └── StreamLost              9  ... under a remote process or channel (`reason`)
     ├── Interrupted               130  Ctrl-C
     └── Terminated                143  SIGTERM
 """
@@ -70,6 +72,12 @@ class ForwardingRefused(ChannelRefused):
     pass
 
 
+class ChannelFailed(RemoteSetupError):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"a channel failed{f' ({reason})' if reason else ''}")
+        self.reason = reason
+
+
 class LoginTimeout(TunnelauthError):
     exit_code = 8
 
@@ -77,6 +85,11 @@ class LoginTimeout(TunnelauthError):
 class ConnectionLost(TunnelauthError):
     exit_code = 9
 
+
+class StreamLost(ConnectionLost):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(f"the connection was lost{f' ({reason})' if reason else ''}")
+        self.reason = reason
 
 class Interrupted(TunnelauthError):
     exit_code = 130

@@ -1,13 +1,16 @@
 """The orchestrator: parser events in, actions out (forward, re-forward, open, relay, finish).
 
-It owns the one task group of a login and all of its cleanup. It prints nothing; it tells
-a Reporter, which the CLI supplies.
+run() and login() own the connection, the timeout and the one task group of a login, and all
+of its cleanup. Two small policies react to what the remote command prints: HermesLogin (a
+provider's login through hermes) and RunCommand (`tunnelauth run`, any CLI). Both stand on
+the same parts: the connection (transport.Connection, never asyncssh itself), the supervisor
+channel (supervisor.py), the set of forwards (forward.Forwards) and the pure outcome
+(outcome.py). Nothing here prints; it tells a Reporter, which the CLI supplies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading
@@ -16,28 +19,30 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from tunnelauth._asyncssh import asyncssh
-
-from tunnelauth import browser, localport, parse, remote, ssh
+from tunnelauth import browser, localport, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
 from tunnelauth.errors import (
     ConnectionLost,
+    ChannelRefused,
     Interrupted,
     LocalPortBusy,
     LoginFailed,
     LoginTimeout,
-    RemoteSetupError,
     Terminated,
     TunnelauthError,
 )
-from tunnelauth.forward import Forward
+from tunnelauth.forward import Forwards
+from tunnelauth.outcome import LoginResult
 from tunnelauth.providers import Provider
 
 DEFAULT_TIMEOUT = 300.0
 EXIT_GRACE = 15.0  # how long hermes may take to exit after printing success
 KILL_GRACE = 3.0  # how long the supervisor may take to stop hermes on the way out
+PORT_HOLDER_WAIT = 5.0
 MAX_QUOTED = 300  # characters of a remote line quoted in an error
 T = TypeVar("T")
+
+__all__ = ["LoginRequest", "LoginResult", "Reporter", "RunRequest", "connect", "login", "run"]
 
 
 class Reporter(Protocol):
@@ -59,40 +64,52 @@ class Reporter(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class LoginRequest:
-    """A hermes login (provider set) or `tunnelauth run` of any command (provider None)."""
+# -- requests -----------------------------------------------------------------------------------
 
-    provider: Provider | None
+
+@dataclass(frozen=True, kw_only=True)
+class _Common:
+    """What every job needs: where, as whom, with which environment, and the laptop's side."""
+
     hops: tuple[ssh.Hop, ...]
-    hermes: str = "hermes"
     remote_env: Mapping[str, str] = field(default_factory=dict)
     as_user: str | None = None
     open_browser: bool = True
-    timeout: float | None = DEFAULT_TIMEOUT
+    timeout: float | None = None
     allow_hosts: tuple[str, ...] = ()
-    answers: Mapping[str, str] = field(default_factory=dict)  # prompt prefix -> answer
-    command: tuple[str, ...] = ()  # for `run`: the command and its arguments
-    pty: bool = False  # for `run`: give the command a terminal (the laptop has one)
-    size: tuple[int, int] | None = None  # the laptop terminal's columns and rows
-    stdin_fd: int | None = None  # for `run`: relay this file descriptor to the command
 
     @property
     def destination(self) -> ssh.Hop:
         return self.hops[-1]
 
 
-@dataclass(frozen=True)
-class LoginResult:
-    provider: str
-    destination: str
-    label: str | None
-    token_file: str | None
-    token_mode: int | None
-    exit_status: int = 0  # the remote command's, for `run`
+@dataclass(frozen=True, kw_only=True)
+class LoginRequest(_Common):
+    """Log the remote hermes into a provider."""
+
+    provider: Provider
+    hermes: str = "hermes"
+    answers: Mapping[str, str] = field(default_factory=dict)  # prompt prefix -> answer
+    timeout: float | None = DEFAULT_TIMEOUT
 
 
-async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
+@dataclass(frozen=True, kw_only=True)
+class RunRequest(_Common):
+    """`tunnelauth run`: any command, its output passed through."""
+
+    command: tuple[str, ...]
+    pty: bool = False  # give the command a terminal (the laptop has one)
+    size: tuple[int, int] | None = None  # the laptop terminal's columns and rows
+    stdin_fd: int | None = None  # relay this file descriptor to the command
+
+
+Request = LoginRequest | RunRequest
+
+
+# -- the job: connect, run a policy within the timeout, clean up -------------------------------
+
+
+async def run(request: Request, reporter: Reporter) -> LoginResult:
     """login() with Ctrl-C and SIGTERM turned into a clean stop and their own errors."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -118,20 +135,34 @@ async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
             loop.remove_signal_handler(signum)
 
 
-async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
+async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack) -> transport.Connection:
+    """The connection to the destination through every hop, closed by `stack`."""
+    chain = await ssh.connect(
+        list(request.hops), stack,
+        on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop)),
+    )
+    conn = ssh.AsyncsshConnection(chain)
+    stack.push_async_callback(conn.close)
+    return conn
+
+
+async def login(request: Request, reporter: Reporter) -> LoginResult:
     # The laptop's callback port was checked (cli) before anything connected.
     async with AsyncExitStack() as stack:
-        chain = await ssh.connect(
-            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
-        )
-        reporter.step("", "connected", destination=str(request.destination), hops=[str(h) for h in request.hops])
-        session = _Session(request, reporter, chain)
-        stack.push_async_callback(session.cleanup)
+        conn = await connect(request, reporter, stack)
+        reporter.step("", "connected", destination=str(request.destination),
+                      hops=[str(h) for h in request.hops])
+        policy: _Policy
+        if isinstance(request, LoginRequest):
+            policy = HermesLogin(request, reporter, conn)
+        else:
+            policy = RunCommand(request, reporter, conn)
+        stack.push_async_callback(policy.cleanup)
         try:
             async with timeout(request.timeout):
-                return await session.run()
+                return await policy.run()
         except TIMEOUTS:
-            if session.finished:
+            if policy.finished:
                 raise
             raise LoginTimeout(
                 f"no login within {request.timeout:g} s; the remote hermes was stopped",
@@ -186,214 +217,272 @@ def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | No
         future.set_result(result)  # type: ignore[arg-type]
 
 
-class _Session:
-    def __init__(self, request: LoginRequest, reporter: Reporter, chain: ssh.Chain) -> None:
+# -- what both policies share ------------------------------------------------------------------
+
+
+class _Policy:
+    """Start the remote command under the supervisor, read its frames, react to the parser's
+    events, and clean up. The subclasses decide what the events mean."""
+
+    NOT_FOUND_HINT = ""
+
+    def __init__(self, request: Request, reporter: Reporter, conn: transport.Connection,
+                 parser: parse.Parser, urls: browser.Policy, ports: localport.PortBudget) -> None:
         self.request = request
         self.reporter = reporter
-        self.chain = chain
-        self.conn = chain.last
-        self.running = request.provider is None  # `tunnelauth run`, not a hermes login
-        self.parser = parse.Parser(request.provider, loopback_urls=self.running)
-        self.frames = remote.FrameDecoder()
-        self.proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self.conn = conn
+        self.parser = parser
+        self.channel: supervisor.SupervisorChannel | None = None
         self.group: TaskGroup | None = None
-        self.forwards: dict[int, Forward] = {}
-        self.listening: set[int] = set()
-        self.ipv6_only: set[int] = set()  # ports the target listens on at ::1 only
+        self.forwards = Forwards(conn, self._forward_failed, self._relaying)
         self.watching: set[int] = set()
         self.authorize: parse.AuthorizeUrl | None = None
-        self.urls = browser.Policy(request.provider.authorize_hosts if request.provider else (),
-                                   request.allow_hosts, running=self.running)
-        self.ports = localport.PortBudget(*((localport.MAX_RUN_FORWARDS, "`run`") if self.running
-                                            else (localport.MAX_LOGIN_PORTS, "a login")))
-        self.device = False
-        self.success: parse.Success | None = None
-        self.failures: list[str] = []
-        self.token_path: str | None = None
-        self.token_info: dict[str, object] = {}
+        self.urls = urls  # which URLs are shown and opened
+        self.ports = ports  # which laptop ports the remote's output may make us listen on
         self.exit_status: int | None = None
-        self.stderr_tail: list[str] = []  # the supervisor's own stderr (a missing python3, say)
-        self.hermes_errors: list[str] = []  # the last lines hermes wrote to its stderr
         self.finished = False
 
-    # -- lifetime -------------------------------------------------------------------------
+    # -- what a policy decides ------------------------------------------------------------------
+
+    async def _prepare(self) -> remote.RemoteSpec:
+        """Anything before the remote command starts; what to start."""
+        raise NotImplementedError
+
+    async def _result(self) -> LoginResult:
+        raise NotImplementedError
+
+    async def _output(self, frame: supervisor.Output) -> None:
+        for event in self.parser.feed(frame.data, frame.stream):
+            await self._event(event)
+
+    async def _event(self, event: parse.Event) -> None:
+        raise NotImplementedError
+
+    def _input(self) -> None:
+        """Relay the laptop's input to the command, when the policy does."""
+
+    # -- lifetime -------------------------------------------------------------------------------
 
     async def run(self) -> LoginResult:
-        provider = self.request.provider
-        if provider is None:
-            spec = remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
-                                     as_user=self.request.as_user, pty=self.request.pty,
-                                     size=self.request.size)
-        else:
-            if provider.loopback and provider.port:
-                await self._forward(provider.port)
-            spec = remote.RemoteSpec(command=(self.request.hermes, *provider.args),
-                                     env=self.request.remote_env, as_user=self.request.as_user,
-                                     token_check=True)
+        spec = await self._prepare()
         self.reporter.step(
             f"starting {' '.join(spec.command)} on {self.request.destination}",
             "started", destination=str(self.request.destination), command=" ".join(spec.command),
         )
         try:
-            self.proc = await self.conn.create_process(remote.command_line(spec), encoding=None)
-        except (asyncssh.Error, OSError) as exc:
+            self.channel = supervisor.SupervisorChannel(await self.conn.start(remote.command_line(spec)))
+        except (TunnelauthError, OSError) as exc:
             raise self._lost(exc) from exc
         async with TaskGroup() as group:
             self.group = group
-            helpers = [group.create_task(self._heartbeat()), group.create_task(self._read_stderr())]
-            if self.request.stdin_fd is not None:
-                self._relay_stdin(self.request.stdin_fd)
+            helpers = [group.create_task(self._heartbeat()),
+                       group.create_task(self.channel.read_stderr())]
+            self._input()
             try:
                 await self._read_stdout()
             finally:
-                if self.request.stdin_fd is not None:
-                    try:
-                        asyncio.get_running_loop().remove_reader(self.request.stdin_fd)
-                    except (OSError, ValueError):
-                        pass
+                self._input_done()
             for task in helpers:
                 task.cancel()
         self.finished = True
         return await self._result()
 
+    def _input_done(self) -> None:
+        pass
+
     async def cleanup(self) -> None:
         """Stop the remote command (if it still runs) and every forward. Short and bounded."""
-        for forward in list(self.forwards.values()):
-            await forward.close()
-        self.forwards.clear()
-        proc = self.proc
-        if proc is None:
+        await self.forwards.close_all()
+        channel = self.channel
+        if channel is None:
             return
-        if self.exit_status is None and not self.conn.is_closed():
+        if self.exit_status is None and self.conn.dropped() is None and channel.kill():
             try:
-                proc.stdin.write(b"k\n")
                 async with timeout(KILL_GRACE):
-                    await proc.wait_closed()
-            except (*TIMEOUTS, asyncssh.Error, OSError):
+                    await channel.wait_closed()
+            except (*TIMEOUTS, TunnelauthError, OSError):
                 pass
-        proc.close()
+        channel.close()
 
-    # -- reading the remote ----------------------------------------------------------------
+    # -- reading the remote ---------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        assert self.proc is not None
-        try:
-            while True:
-                self.proc.stdin.write(b"h\n")
-                await asyncio.sleep(remote.HEARTBEAT)
-        except (asyncssh.Error, OSError):
-            return
+        assert self.channel is not None
+        while self.channel.heartbeat():
+            await asyncio.sleep(remote.HEARTBEAT)
 
-    async def _read_stderr(self) -> None:
-        assert self.proc is not None
-        while True:
-            data = await self.proc.stderr.read(4096)
-            if not data:
-                return
-            text = parse.strip_ansi(data.decode(errors="replace"))
-            self.stderr_tail = (self.stderr_tail + text.splitlines())[-20:]
+    def _read_limit(self) -> float | None:
+        """How long the next read may take (None: as long as the login)."""
+        return None
 
     async def _read_stdout(self) -> None:
-        assert self.proc is not None
+        assert self.channel is not None
         while self.exit_status is None:
             try:
-                async with timeout(EXIT_GRACE if self.success else None):
-                    data = await self.proc.stdout.read(65536)
+                async with timeout(self._read_limit()):
+                    frame = await self.channel.next()
             except TIMEOUTS:
                 raise LoginFailed("hermes reported success but did not exit; it was stopped") from None
-            except (asyncssh.Error, OSError) as exc:
+            except (ConnectionLost, transport.ChannelFailed, OSError) as exc:
                 raise self._lost(exc) from exc
-            if not data:
+            if frame is None:
                 break
-            for kind, payload in self.frames.feed(data):
-                await self._frame(kind, payload)
+            await self._frame(frame)
         if self.exit_status is None:
             raise self._lost(None)
 
     def _lost(self, exc: BaseException | None) -> TunnelauthError:
-        hop = self.chain.dropped()
-        if hop is not None or isinstance(exc, asyncssh.ConnectionLost):
-            where = hop or self.request.destination
-            why = f" ({exc.reason})" if isinstance(exc, asyncssh.Error) and exc.reason else ""
-            return ConnectionLost(
-                f"lost the connection to {where} during the login{why}; the remote hermes stops by itself",
-                hint="check that hop and run tunnelauth again",
-            )
-        tail = " ".join(line.strip() for line in self.stderr_tail[-2:] if line.strip())
-        return RemoteSetupError(
-            f"the remote side of the login stopped unexpectedly on {self.request.destination}"
-            + (f": {tail}" if tail else "")
+        reason = exc.reason if isinstance(exc, (transport.StreamLost, transport.ChannelFailed)) else ""
+        return outcome.lost(
+            str(self.request.destination), self.conn.dropped(),
+            isinstance(exc, ConnectionLost), reason,
+            self.channel.stderr_tail if self.channel else [],
         )
 
-    def _relay_stdin(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-
-        def read() -> bytes:
-            try:
-                return os.read(fd, 4096)
-            except OSError:
-                return b""
-
-        def forward(data: bytes) -> None:
-            self._send(remote.stdin_line(data) if data else b"c\n")
-
-        def readable() -> None:
-            data = read()
-            if not data:
-                loop.remove_reader(fd)
-            forward(data)
-
-        def blocking() -> None:
-            while data := read():
-                loop.call_soon_threadsafe(forward, data)
-            loop.call_soon_threadsafe(forward, b"")
-
-        try:
-            loop.add_reader(fd, readable)
-        except (OSError, ValueError):
-            # A regular file or /dev/null cannot be polled: read it in a thread instead.
-            threading.Thread(target=blocking, daemon=True).start()
-
-    async def _frame(self, kind: str, payload: bytes) -> None:
-        if kind in "oe" and self.running:
-            self.reporter.passthrough("stdout" if kind == "o" else "stderr", payload)
-        if kind in "oe":
-            for event in self.parser.feed(payload, "stdout" if kind == "o" else "stderr"):
-                await self._event(event)
-        elif kind == "L":
-            port_text, _, address = payload.decode().partition(" ")
-            port = int(port_text)
-            self.listening.add(port)
-            if address == "::1":
-                # It listens on IPv6 loopback only: the forward must connect there.
-                self.ipv6_only.add(port)
-                if port in self.forwards:
-                    self.forwards[port].remote_host = "::1"
-            self.reporter.detail(f"the target now listens on {address or '127.0.0.1'}:{port}")
+    async def _frame(self, frame: supervisor.Frame) -> None:
+        if isinstance(frame, supervisor.Output):
+            await self._output(frame)
+        elif isinstance(frame, supervisor.Listening):
+            self.forwards.listens(frame.port, frame.address)
+            self.reporter.detail(f"the target now listens on {frame.address or '127.0.0.1'}:{frame.port}")
             await self._maybe_open()
-        elif kind == "x":
+        elif isinstance(frame, supervisor.Exited):
             for event in self.parser.close():
                 await self._event(event)
-            self.exit_status = int(payload)
-        elif kind == "f":
-            self.token_info = json.loads(payload)
-        elif kind == "S":
-            info = json.loads(payload)
-            raise RemoteSetupError(
-                f"cannot run hermes as {info['user']} on {self.request.destination}: {info['error']}",
-                hint="--as-user needs `sudo -n -u USER` to work without a password there",
-            )
-        elif kind == "n":
-            info = json.loads(payload)
-            hint = ("install hermes-agent there, or pass --hermes /path/to/hermes" if not self.running
-                    else "check the command's name, or give its full path")
-            raise RemoteSetupError(
-                f"{info['command']} was not found on {self.request.destination}; looked in "
-                + ", ".join(info["looked"]),
-                hint=hint,
-            )
+            self.exit_status = frame.status
+        elif isinstance(frame, supervisor.TokenInfo):
+            self._token_info(frame.info)
+        elif isinstance(frame, supervisor.CannotBecomeUser):
+            raise outcome.cannot_become(frame.info, str(self.request.destination))
+        elif isinstance(frame, supervisor.CommandNotFound):
+            raise outcome.not_found(frame.info, str(self.request.destination), self.NOT_FOUND_HINT)
 
-    # -- reacting to events ----------------------------------------------------------------
+    def _token_info(self, info: dict[str, object]) -> None:
+        pass
+
+    # -- actions both policies take -------------------------------------------------------------
+
+    async def _authorize_url(self, event: parse.AuthorizeUrl) -> None:
+        if event.redirect_port is None:
+            self._open(event.url, "authorize")
+            return
+        if not self._admit(event.redirect_port):
+            return
+        self.authorize = event
+        port = event.redirect_port
+        if port not in self.forwards.listening and port not in self.watching:
+            # hermes may bind only after printing the URL (Spotify does): ask the supervisor to
+            # tell us when the port is LISTENing, rather than ever connecting to it ourselves.
+            self.watching.add(port)
+            self._supervisor().watch(port)
+        await self._maybe_open()
+
+    async def _maybe_open(self) -> None:
+        url = self.authorize
+        if url is None or self.urls.decided(url.url) or url.redirect_port is None:
+            return
+        if url.redirect_port in self.forwards.listening and url.redirect_port in self.forwards:
+            self._open(url.url, "authorize", url.redirect_port)
+
+    def _admit(self, port: int) -> bool:
+        admitted, warning = self.ports.admit(port)
+        if warning:
+            self.reporter.warn(warning)
+        return admitted
+
+    async def _forward(self, port: int, also_ipv6: bool = False) -> None:
+        await self.forwards.add(port, also_ipv6=also_ipv6)
+        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}",
+                           "forwarded", port=port)
+
+    def _forward_failed(self, port: int, exc: ChannelRefused) -> None:
+        self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
+
+    def _relaying(self, port: int, reason: str) -> None:
+        self.reporter.step(
+            f"{self.request.destination} forbids port forwarding ({reason}); relaying the callback "
+            f"to 127.0.0.1:{port} through an exec channel instead",
+            "relaying", port=port,
+        )
+
+    def _open(self, url: str, purpose: str, port: int | None = None) -> None:
+        """Show url, and open it only when browser.Policy says the person would (see there)."""
+        decision = self.urls.decide(url, purpose, port)
+        if decision is None:
+            return
+        if decision.warning:
+            self.reporter.warn(decision.warning)
+        if not decision.show:
+            return
+        if not decision.open or not self.request.open_browser:
+            self.reporter.show_url(url, purpose, None)
+            return
+        self.reporter.show_url(url, purpose, False, host=self._named_host(decision.host))
+        self._spawn(self._open_in_browser(url, purpose))
+
+    def _named_host(self, host: str) -> str | None:
+        """The host to name beside a URL being opened (`run` names it: no provider to trust)."""
+        return None
+
+    async def _open_in_browser(self, url: str, purpose: str) -> None:
+        if not await _in_thread(browser.open_url, url):
+            self.reporter.warn("the browser could not be started or reported a failure; "
+                               "if no page opened, open the URL above yourself")
+        elif not self._done():
+            self.reporter.step("opened the browser; waiting for you to approve", "browser_opened")
+
+    def _done(self) -> bool:
+        """The login is over as far as the person is concerned (nothing more to approve)."""
+        return False
+
+    def _supervisor(self) -> supervisor.SupervisorChannel:
+        # Events, prompts and input all come after the remote command started.
+        assert self.channel is not None
+        return self.channel
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        assert self.group is not None
+        self.group.create_task(coro)  # type: ignore[arg-type]
+
+
+# -- the hermes login --------------------------------------------------------------------------
+
+
+class HermesLogin(_Policy):
+    """A provider's login: forward hermes's callback port (following it when it moves), open
+    the authorize URL once the port listens, answer or ask its prompts, show a device code
+    (and drop the tunnel then), close the tunnel at success, and check the token file."""
+
+    NOT_FOUND_HINT = "install hermes-agent there, or pass --hermes /path/to/hermes"
+    request: LoginRequest
+
+    def __init__(self, request: LoginRequest, reporter: Reporter, conn: transport.Connection) -> None:
+        super().__init__(request, reporter, conn, parse.Parser(request.provider),
+                         browser.Policy(request.provider.authorize_hosts, request.allow_hosts),
+                         localport.PortBudget(localport.MAX_LOGIN_PORTS, "a login"))
+        self.device = False
+        self.success: parse.Success | None = None
+        self.failures: list[str] = []
+        self.hermes_errors: list[str] = []  # the last lines hermes wrote to its stderr
+        self.token_path: str | None = None
+        self.token_info: dict[str, object] = {}
+
+    async def _prepare(self) -> remote.RemoteSpec:
+        provider = self.request.provider
+        if provider.loopback and provider.port:
+            await self._forward(provider.port)
+        return remote.RemoteSpec(command=(self.request.hermes, *provider.args),
+                                 env=self.request.remote_env, as_user=self.request.as_user,
+                                 token_check=True)
+
+    def _read_limit(self) -> float | None:
+        return EXIT_GRACE if self.success else None
+
+    def _done(self) -> bool:
+        return self.success is not None
+
+    def _token_info(self, info: dict[str, object]) -> None:
+        self.token_info = info
 
     async def _event(self, event: parse.Event) -> None:
         if isinstance(event, parse.Line):
@@ -413,12 +502,12 @@ class _Session:
         elif isinstance(event, parse.UserCode):
             await self._device()
             self.reporter.show_code(event.code)
-        elif isinstance(event, parse.Prompt) and not self.running:  # `run` relays the terminal itself
+        elif isinstance(event, parse.Prompt):
             self._prompt(event)
         elif isinstance(event, parse.Success):
             self.success = event
             self.reporter.step("hermes reports success; closing the tunnel", "reported_success")
-            await self._close_forwards()
+            await self.forwards.close_all()
         elif isinstance(event, parse.TokenFile):
             self.token_path = event.path
         elif isinstance(event, parse.Failure):
@@ -427,17 +516,14 @@ class _Session:
                 self.failures = (self.failures + [event.message])[-2:]
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
-        if self.running:
-            await self._run_port(event)
-            return
         if self.device or self.success:
             return
         if not self._admit(event.port):
             return
         if event.listening:
-            self.listening.add(event.port)
+            self.forwards.listening.add(event.port)
         if event.port not in self.forwards:
-            old = sorted(self.forwards)
+            old = self.forwards.ports()
             await self._forward(event.port)
             if old:
                 self.reporter.step(
@@ -445,8 +531,99 @@ class _Session:
                     "port_moved", port=event.port, old_port=old[0],
                 )
             for port in old:
-                await self.forwards.pop(port).close()
+                await self.forwards.close(port)
         await self._maybe_open()
+
+    async def _device(self) -> None:
+        if not self.device:
+            self.device = True
+            if self.forwards:
+                self.reporter.detail("device-code flow: no callback, so no tunnel")
+            await self.forwards.close_all()
+
+    def _prompt(self, event: parse.Prompt) -> None:
+        for prefix, answer in self.request.answers.items():
+            if event.text.startswith(prefix):
+                self.reporter.detail(f"answering hermes's prompt {event.text!r} from the command line")
+                self._supervisor().send_input(answer.encode() + b"\n")
+                return
+        self._spawn(self._ask(event))
+
+    async def _ask(self, event: parse.Prompt) -> None:
+        answer = await _in_thread(self.reporter.ask, event.text, event.secret)
+        if answer is None:
+            raise LoginFailed(
+                f"hermes asks {event.text!r} and there is no terminal here to answer it",
+                hint="run tunnelauth from a terminal, or pass the answer as an option",
+            )
+        self._supervisor().send_input(answer.encode() + b"\n")
+
+    async def _why_port_busy(self, port: int) -> TunnelauthError:
+        holder = None
+        try:
+            async with timeout(PORT_HOLDER_WAIT):
+                holder = remote.parse_port_holder(await self.conn.run(remote.port_holder_command(port)))
+        except (*TIMEOUTS, TunnelauthError, OSError):
+            pass
+        return outcome.port_busy(port, str(self.request.destination), holder)
+
+    async def _result(self) -> LoginResult:
+        verdict = outcome.classify(outcome.LoginFacts(
+            provider=self.request.provider.hermes_id,
+            destination=str(self.request.destination),
+            exit_status=self.exit_status,
+            success=self.success,
+            failures=tuple(self.failures),
+            hermes_errors=tuple(self.hermes_errors),
+            token_path=self.token_path,
+            token_info=self.token_info,
+        ))
+        if isinstance(verdict, outcome.PortBusy):
+            raise await self._why_port_busy(verdict.port)
+        if isinstance(verdict, TunnelauthError):
+            raise verdict
+        for warning in verdict.warnings:
+            self.reporter.warn(warning)
+        return verdict.result
+
+
+# -- `tunnelauth run` --------------------------------------------------------------------------
+
+
+class RunCommand(_Policy):
+    """Any CLI: its output passed through as it comes, every loopback port it names forwarded
+    (and kept: a CLI may use several), its authorize URLs opened, the laptop's input relayed;
+    its exit status is the result."""
+
+    NOT_FOUND_HINT = "check the command's name, or give its full path"
+    request: RunRequest
+
+    def __init__(self, request: RunRequest, reporter: Reporter, conn: transport.Connection) -> None:
+        super().__init__(request, reporter, conn, parse.Parser(None, loopback_urls=True),
+                         browser.Policy((), request.allow_hosts, running=True),
+                         localport.PortBudget(localport.MAX_RUN_FORWARDS, "`run`"))
+
+    async def _prepare(self) -> remote.RemoteSpec:
+        return remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
+                                 as_user=self.request.as_user, pty=self.request.pty,
+                                 size=self.request.size)
+
+    async def _output(self, frame: supervisor.Output) -> None:
+        self.reporter.passthrough(frame.stream, frame.data)
+        await super()._output(frame)
+
+    async def _event(self, event: parse.Event) -> None:
+        # Prompts are not ours to answer: the terminal is relayed as it is.
+        if isinstance(event, parse.Line):
+            self.reporter.remote_line(event.text, event.stream)
+        elif isinstance(event, parse.CallbackPort):
+            await self._run_port(event)
+        elif isinstance(event, parse.AuthorizeUrl):
+            await self._authorize_url(event)
+        elif isinstance(event, parse.VerificationUrl):
+            self._open(event.url, "verification")
+        elif isinstance(event, parse.UserCode):
+            self.reporter.show_code(event.code)
 
     async def _run_port(self, event: parse.CallbackPort) -> None:
         """`run` forwards every loopback port it sees (up to a cap) and keeps them all: a CLI may
@@ -454,7 +631,7 @@ class _Session:
         if not self._admit(event.port):
             return
         if event.listening:
-            self.listening.add(event.port)
+            self.forwards.listening.add(event.port)
         if event.port not in self.forwards:
             self.reporter.detail(f"port {event.port}: seen as a loopback URL ({event.source}) in the output")
             try:
@@ -466,156 +643,50 @@ class _Session:
                 return
         await self._maybe_open()
 
-    def _admit(self, port: int) -> bool:
-        admitted, warning = self.ports.admit(port)
-        if warning:
-            self.reporter.warn(warning)
-        return admitted
+    def _named_host(self, host: str) -> str | None:
+        return host
 
-    async def _authorize_url(self, event: parse.AuthorizeUrl) -> None:
-        if event.redirect_port is None:
-            self._open(event.url, "authorize")
+    def _input(self) -> None:
+        fd = self.request.stdin_fd
+        if fd is None:
             return
-        if not self._admit(event.redirect_port):
-            return
-        self.authorize = event
-        port = event.redirect_port
-        if port not in self.listening and port not in self.watching:
-            # hermes may bind only after printing the URL (Spotify does): ask the supervisor to
-            # tell us when the port is LISTENing, rather than ever connecting to it ourselves.
-            self.watching.add(port)
-            self._send(f"w{port}\n".encode())
-        await self._maybe_open()
+        loop = asyncio.get_running_loop()
 
-    async def _maybe_open(self) -> None:
-        url = self.authorize
-        if url is None or self.urls.decided(url.url) or url.redirect_port is None:
-            return
-        if url.redirect_port in self.listening and url.redirect_port in self.forwards:
-            self._open(url.url, "authorize", url.redirect_port)
-
-    async def _device(self) -> None:
-        if self.running:
-            return
-        if not self.device:
-            self.device = True
-            if self.forwards:
-                self.reporter.detail("device-code flow: no callback, so no tunnel")
-            await self._close_forwards()
-
-    async def _forward(self, port: int, also_ipv6: bool = False) -> None:
-        forward = Forward(self.conn, port, self._forward_failed, self._relaying, also_ipv6=also_ipv6)
-        if port in self.ipv6_only:  # the supervisor saw the listener before the URL
-            forward.remote_host = "::1"
-        await forward.start()
-        self.forwards[port] = forward
-        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}", "forwarded", port=port)
-
-    def _forward_failed(self, port: int, exc: TunnelauthError) -> None:
-        self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
-
-    def _relaying(self, port: int, reason: str) -> None:
-        self.reporter.step(
-            f"{self.request.destination} forbids port forwarding ({reason}); relaying the callback "
-            f"to 127.0.0.1:{port} through an exec channel instead",
-            "relaying", port=port,
-        )
-
-    async def _close_forwards(self) -> None:
-        for port in list(self.forwards):
-            await self.forwards.pop(port).close()
-
-    def _open(self, url: str, purpose: str, port: int | None = None) -> None:
-        """Show url, and open it only when browser.Policy says the person would (see there)."""
-        decision = self.urls.decide(url, purpose, port)
-        if decision is None:
-            return
-        if decision.warning:
-            self.reporter.warn(decision.warning)
-        if not decision.show:
-            return
-        if not decision.open or not self.request.open_browser:
-            self.reporter.show_url(url, purpose, None)
-            return
-        self.reporter.show_url(url, purpose, False, host=decision.host if self.running else None)
-        self._spawn(self._open_in_browser(url, purpose))
-
-    async def _open_in_browser(self, url: str, purpose: str) -> None:
-        if not await _in_thread(browser.open_url, url):
-            self.reporter.warn("the browser could not be started or reported a failure; "
-                               "if no page opened, open the URL above yourself")
-        elif not self.success:
-            self.reporter.step("opened the browser; waiting for you to approve", "browser_opened")
-
-    def _prompt(self, event: parse.Prompt) -> None:
-        for prefix, answer in self.request.answers.items():
-            if event.text.startswith(prefix):
-                self.reporter.detail(f"answering hermes's prompt {event.text!r} from the command line")
-                self._send(remote.stdin_line(answer.encode() + b"\n"))
-                return
-        self._spawn(self._ask(event))
-
-    async def _ask(self, event: parse.Prompt) -> None:
-        answer = await _in_thread(self.reporter.ask, event.text, event.secret)
-        if answer is None:
-            raise LoginFailed(
-                f"hermes asks {event.text!r} and there is no terminal here to answer it",
-                hint="run tunnelauth from a terminal, or pass the answer as an option",
-            )
-        self._send(remote.stdin_line(answer.encode() + b"\n"))
-
-    def _send(self, line: bytes) -> None:
-        if self.proc is not None:
+        def read() -> bytes:
             try:
-                self.proc.stdin.write(line)
-            except (asyncssh.Error, OSError):
+                return os.read(fd, 4096)
+            except OSError:
+                return b""
+
+        def forward(data: bytes) -> None:
+            if data:
+                self._supervisor().send_input(data)
+            else:
+                self._supervisor().close_input()
+
+        def readable() -> None:
+            data = read()
+            if not data:
+                loop.remove_reader(fd)
+            forward(data)
+
+        def blocking() -> None:
+            while data := read():
+                loop.call_soon_threadsafe(forward, data)
+            loop.call_soon_threadsafe(forward, b"")
+
+        try:
+            loop.add_reader(fd, readable)
+        except (OSError, ValueError):
+            # A regular file or /dev/null cannot be polled: read it in a thread instead.
+            threading.Thread(target=blocking, daemon=True).start()
+
+    def _input_done(self) -> None:
+        if self.request.stdin_fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.request.stdin_fd)
+            except (OSError, ValueError):
                 pass
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        assert self.group is not None
-        self.group.create_task(coro)  # type: ignore[arg-type]
-
-    # -- the outcome -----------------------------------------------------------------------
-
-    async def _why_port_busy(self, port: int) -> RemoteSetupError:
-        holder = None
-        try:
-            async with timeout(5):
-                done = await self.conn.run(remote.port_holder_command(port), check=False)
-            holder = remote.parse_port_holder(str(done.stdout or ""))
-        except (*TIMEOUTS, asyncssh.Error, OSError):
-            pass
-        by = f"by {holder}" if holder else "by a process this login cannot see"
-        return RemoteSetupError(
-            f"port {port} on {self.request.destination}'s 127.0.0.1 is taken {by}, and hermes "
-            f"cannot move its callback elsewhere",
-            hint="stop that process (an earlier login?) and run tunnelauth again",
-        )
-
     async def _result(self) -> LoginResult:
-        status = self.exit_status
-        if self.running:
-            return LoginResult(provider="", destination=str(self.request.destination), label=None,
-                               token_file=None, token_mode=None, exit_status=status or 0)
-        if status == 0 and self.success is not None:
-            info = self.token_info
-            path = str(info.get("path") or self.token_path or "") or None
-            mode = info.get("mode")
-            if info.get("error"):
-                self.reporter.warn(f"hermes reported success but {path} is not there ({info['error']})")
-            elif isinstance(mode, int) and mode & 0o077:
-                self.reporter.warn(f"{path} has mode {mode:o}; it should be 600")
-            return LoginResult(
-                provider=self.request.provider.hermes_id,
-                destination=str(self.request.destination),
-                label=self.success.label,
-                token_file=path,
-                token_mode=mode if isinstance(mode, int) else None,
-            )
-        reason = "; ".join(self.failures) or (self.hermes_errors[-1] if self.hermes_errors else None)
-        busy = remote.busy_port(reason or "")
-        if busy is not None:
-            raise await self._why_port_busy(busy)
-        if status == 0:
-            raise LoginFailed(f"hermes exited without reporting a login{': ' + reason if reason else ''}")
-        raise LoginFailed(f"hermes failed: {reason or 'no message'} (exit status {status})")
+        return outcome.run_result(str(self.request.destination), self.exit_status)

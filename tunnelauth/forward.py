@@ -1,8 +1,9 @@
-"""A local port forward over the SSH connection, bound to loopback only.
+"""Local port forwards over the connection (transport.Connection), bound to loopback only.
 
 asyncssh's own forward_local_port hides a refused channel as a bare EOF; forwarding each
 accepted connection ourselves lets us say *why* a callback did not get through, and fall
-back to a relay through an exec channel when the target's sshd forbids forwarding.
+back to a relay through an exec channel when the target's sshd forbids forwarding. Forwards
+is the set of them a login keeps, with what the target told us about its listeners.
 """
 
 from __future__ import annotations
@@ -11,20 +12,32 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable
-from typing import Union
+from typing import Protocol
 
-from tunnelauth._asyncssh import asyncssh
-
-from tunnelauth import remote, ssh
-from tunnelauth.errors import ChannelRefused, ForwardingRefused
+from tunnelauth import remote
+from tunnelauth.errors import TunnelauthError
 from tunnelauth.localport import LOOPBACK, busy_error
+from tunnelauth.transport import (
+    ChannelRefused,
+    Connection,
+    ForwardingRefused,
+    Reader,
+    RemoteProcess,
+    Writer,
+)
 
 CHUNK = 65536
 LOOPBACK6 = "::1"
 
-_Reader = Union[asyncio.StreamReader, "asyncssh.SSHReader[bytes]"]
-_Writer = Union[asyncio.StreamWriter, "asyncssh.SSHWriter[bytes]"]
-_End = Union[asyncio.BaseTransport, "asyncssh.SSHWriter[bytes]", "asyncssh.SSHClientProcess[bytes]"]
+_Reader = asyncio.StreamReader | Reader
+_Writer = asyncio.StreamWriter | Writer
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_End = asyncio.BaseTransport | _Closable | RemoteProcess
 
 
 class Forward:
@@ -34,7 +47,7 @@ class Forward:
 
     def __init__(
         self,
-        conn: asyncssh.SSHClientConnection,
+        conn: Connection,
         port: int,
         on_error: Callable[[int, ChannelRefused], None],
         on_relay: Callable[[int, str], None] = lambda port, why: None,
@@ -105,14 +118,15 @@ class Forward:
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
         try:
-            remote_reader, remote_writer = await self._conn.open_connection(self.remote_host, self.port)
-        except ssh.CHANNEL_ERRORS as exc:
-            error = ssh.channel_error(exc, f"forwarding to {self.remote_host}:{self.port}")
-            if isinstance(error, ForwardingRefused):
-                self.relay = True
-                self._on_relay(self.port, error.reason)
-            elif isinstance(error, ChannelRefused):
-                self._on_error(self.port, error)
+            remote_reader, remote_writer = await self._conn.open_channel(self.remote_host, self.port)
+        except ForwardingRefused as exc:
+            self.relay = True
+            self._on_relay(self.port, exc.reason)
+            return
+        except ChannelRefused as exc:
+            self._on_error(self.port, exc)
+            return
+        except (TunnelauthError, OSError):
             return
         ends.append(remote_writer)
         await _both_ways(reader, writer, remote_reader, remote_writer)
@@ -120,11 +134,9 @@ class Forward:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
         """The same bytes through a short-lived exec channel that connects on the target."""
         try:
-            proc = await self._conn.create_process(
-                remote.relay_command(self.remote_host, self.port), encoding=None
-            )
-        except ssh.CHANNEL_ERRORS:
-            return  # the browser's connection closes: nothing else to do for it
+            proc = await self._conn.start(remote.relay_command(self.remote_host, self.port))
+        except (TunnelauthError, OSError):
+            return
         ends.append(proc)
         await _both_ways(reader, writer, proc.stdout, proc.stdin)
 
@@ -148,3 +160,49 @@ async def _pipe(reader: _Reader, writer: _Writer) -> None:
         await writer.drain()
     if writer.can_write_eof():
         writer.write_eof()
+
+
+class Forwards:
+    """The forwards of one login, by port, and what the target said about its listeners."""
+
+    def __init__(self, conn: Connection, on_error: Callable[[int, ChannelRefused], None],
+                 on_relay: Callable[[int, str], None]) -> None:
+        self._conn = conn
+        self._on_error = on_error
+        self._on_relay = on_relay
+        self.by_port: dict[int, Forward] = {}
+        self.listening: set[int] = set()  # ports the target said something LISTENs on
+        self.ipv6_only: set[int] = set()  # ports the target listens on at ::1 only
+
+    def __contains__(self, port: object) -> bool:
+        return port in self.by_port
+
+    def __bool__(self) -> bool:
+        return bool(self.by_port)
+
+    def ports(self) -> list[int]:
+        return sorted(self.by_port)
+
+    def listens(self, port: int, address: str = "") -> None:
+        """The target listens on port (at address, when the supervisor saw where)."""
+        self.listening.add(port)
+        if address == LOOPBACK6:
+            # It listens on IPv6 loopback only: the forward must connect there.
+            self.ipv6_only.add(port)
+            if port in self.by_port:
+                self.by_port[port].remote_host = LOOPBACK6
+
+    async def add(self, port: int, also_ipv6: bool = False) -> Forward:
+        forward = Forward(self._conn, port, self._on_error, self._on_relay, also_ipv6=also_ipv6)
+        if port in self.ipv6_only:  # the supervisor saw the listener before the URL
+            forward.remote_host = LOOPBACK6
+        await forward.start()
+        self.by_port[port] = forward
+        return forward
+
+    async def close(self, port: int) -> None:
+        await self.by_port.pop(port).close()
+
+    async def close_all(self) -> None:
+        for port in list(self.by_port):
+            await self.close(port)

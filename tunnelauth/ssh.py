@@ -464,3 +464,127 @@ def channel_error(exc: BaseException, what: str) -> TunnelauthError:
             return ForwardingRefused(f"{what}: forbidden by the target's sshd ({reason})", reason=reason)
         return ChannelRefused(f"{what}: refused by the target ({reason})", reason=reason)
     return ConnectionLost(f"{what}: {reason}")
+
+
+# -- the transport.Connection over asyncssh ------------------------------------------------------
+# Everything below implements tunnelauth/transport.py's narrow interface, so that flow, forward
+# and the supervisor channel never see asyncssh: its errors are translated here, once.
+
+
+def _stream_error(exc: BaseException) -> TunnelauthError:
+    from tunnelauth.errors import ChannelFailed, StreamLost
+
+    if isinstance(exc, asyncssh.ConnectionLost):
+        return StreamLost(error_reason(exc))
+    return ChannelFailed(error_reason(exc) if isinstance(exc, asyncssh.Error) else "")
+
+
+class _Reader:
+    def __init__(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        self._reader = reader
+
+    async def read(self, n: int = -1) -> bytes:
+        try:
+            return await self._reader.read(n)
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+
+class _Writer:
+    def __init__(self, writer: asyncssh.SSHWriter[bytes]) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    async def drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def can_write_eof(self) -> bool:
+        return self._writer.can_write_eof()
+
+    def write_eof(self) -> None:
+        try:
+            self._writer.write_eof()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _Process:
+    """An exec channel's process with tunnelauth's errors (transport.RemoteProcess)."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._proc = proc
+        self.stdin = _Writer(proc.stdin)
+        self.stdout = _Reader(proc.stdout)
+        self.stderr = _Reader(proc.stderr)
+
+    async def wait_closed(self) -> None:
+        try:
+            await self._proc.wait_closed()
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    def close(self) -> None:
+        self._proc.close()
+
+
+class AsyncsshConnection:
+    """transport.Connection over a Chain: channels and processes on its last hop."""
+
+    def __init__(self, chain: Chain, *, name: str | None = None, owned: bool = True) -> None:
+        self.chain = chain
+        self._conn = chain.last
+        self._name = name or str(chain.hops[-1])
+        self._owned = owned
+
+    @classmethod
+    def over(cls, conn: asyncssh.SSHClientConnection, hop: Hop | None, name: str) -> AsyncsshConnection:
+        """One connection that someone else owns and closes (the doctor's shared ones)."""
+        return cls(Chain(hops=[hop] if hop else [], conns=[conn]), name=name, owned=False)
+
+    @property
+    def destination(self) -> str:
+        return self._name
+
+    async def open_channel(self, host: str, port: int) -> tuple[_Reader, _Writer]:
+        try:
+            reader, writer = await self._conn.open_connection(host, port)
+        except asyncssh.ChannelOpenError as exc:
+            raise channel_error(exc, f"forwarding to {host}:{port}") from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+        return _Reader(reader), _Writer(writer)
+
+    async def start(self, command: str) -> _Process:
+        try:
+            return _Process(await self._conn.create_process(command, encoding=None))
+        except (asyncssh.Error, OSError) as exc:
+            raise _stream_error(exc) from exc
+
+    async def run(self, command: str) -> str:
+        try:
+            done = await self._conn.run(command, check=False)
+        except (asyncssh.Error, OSError):
+            return ""
+        return str(done.stdout or "") if done.exit_status == 0 else ""
+
+    def dropped(self) -> str | None:
+        if not self.chain.hops:
+            return self._name if self._conn.is_closed() else None
+        hop = self.chain.dropped()
+        return str(hop) if hop is not None else None
+
+    async def close(self) -> None:
+        if self._owned:
+            for conn in reversed(self.chain.conns):
+                await _close(conn)

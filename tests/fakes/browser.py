@@ -17,6 +17,8 @@ Environment:
   FAKE_BROWSER_MODE     "deny": append ``&mock_error=access_denied`` to the URL
                         (the mock provider then answers as if the user refused)
   FAKE_BROWSER_TIMEOUT  total time budget in seconds (default 20)
+  FAKE_BROWSER_LOOPBACK the laptop's loopback address when the laptop and the target share
+                        one machine (tests/test_flow.py): a redirect to 127.0.0.1 goes there
 
 Exit status: 0 if the final response status is < 400, 1 if it is >= 400 or the
 fetch failed (connection refused, timeout, ...), 2 on bad usage, 3 if the URL
@@ -106,6 +108,14 @@ def _fetch_once(url: str, deadline: float):
         return resp.status, resp.headers.get("Location")
 
 
+def _laptop_loopback(url: str) -> str:
+    address = os.environ.get("FAKE_BROWSER_LOOPBACK", "").strip()
+    parts = urlsplit(url)
+    if not address or parts.hostname != "127.0.0.1":
+        return url
+    return parts._replace(netloc=parts.netloc.replace("127.0.0.1", address, 1)).geturl()
+
+
 def main(argv: list) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: browser.py URL\n")
@@ -154,7 +164,7 @@ def main(argv: list) -> int:
                 if urlsplit(nxt).scheme not in ("http", "https"):
                     error = "redirect to a non-http(s) URL"
                     break
-                current = nxt
+                current = _laptop_loopback(nxt)
                 continue
             break
     except (OSError, http.client.HTTPException, TimeoutError, ValueError) as exc:

@@ -55,7 +55,8 @@ async def _through(conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientP
     port = int(line)
     refused: list[ChannelRefused] = []
     relayed: list[str] = []  # the sshd's reason for refusing to forward
-    forward = Forward(conn, port, lambda _, error: refused.append(error),
+    forward = Forward(ssh.AsyncsshConnection.over(conn, None, destination), port,
+                      lambda _, error: refused.append(error),
                       lambda _, reason: relayed.append(reason), local_port=0)
     await forward.start()
     try:
