@@ -77,7 +77,7 @@ def _hops(destination: str, jump: str | None, port: int | None, login_name: str 
         identities=tuple(str(Path(i).expanduser()) for i in identity),
         login=dest.check_login(login_name, "-l") if login_name else None,
         port=port,
-        options=dict(dest.parse_option(o) for o in option),
+        options=dest.first_wins(dest.parse_option(o) for o in option),
         accept_new=accept_new,
     )
     for path in settings.identities:

@@ -120,7 +120,8 @@ async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
     # The laptop's callback port was checked (cli) before anything connected.
     async with AsyncExitStack() as stack:
         chain = await ssh.connect(
-            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
+            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop)),
+            ask=reporter.ask, tell=reporter.warn,
         )
         reporter.step("", "connected", destination=str(request.destination), hops=[str(h) for h in request.hops])
         session = _Session(request, reporter, chain)
