@@ -119,7 +119,7 @@ BAD_INPUT = {
     "jump host with a shell metacharacter": (
         ["xai", DEST, "-J", "a;b"], "jump host 'a;b'", "use [user@]host[:port]"),
     "unsupported -o": (
-        ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "supported: HostName, User, Port"),
+        ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "keywords of ssh_config(5)"),
     "UserKnownHostsFile none": (
         ["xai", DEST, "-o", "UserKnownHostsFile=none"], "UserKnownHostsFile none", "tunnelauth always checks"),
     "env name starting with a digit": (

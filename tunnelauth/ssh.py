@@ -648,8 +648,9 @@ def _seed(hop: Hop) -> asyncssh.SSHClientConnectionOptions | None:
 
 def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> TunnelauthError:
     if isinstance(exc, asyncssh.HostKeyNotVerifiable) or (
+        # the server hung up after seeing us refuse its key (a key we recorded is no refusal)
         isinstance(exc, asyncssh.DisconnectError) and policy.offered is not None
-        and not isinstance(exc, asyncssh.PermissionDenied)
+        and not policy.recorded and not isinstance(exc, asyncssh.PermissionDenied)
     ):
         return _host_key_error(hop, policy)
     if (isinstance(exc, (asyncssh.KeyExchangeFailed, asyncssh.ProtocolError))
@@ -817,6 +818,8 @@ class SharedConnections:
 
     async def _open(self, chain: tuple[Hop, ...]) -> asyncssh.SSHClientConnection:
         via = (await self.get(chain[:-1]))[0] if len(chain) > 1 else None
+        if self._ask is None and self._tell is None:
+            return await connect_hop(chain[-1], via)
         return await connect_hop(chain[-1], via, self._ask, self._tell)
 
     async def close(self) -> None:
