@@ -88,17 +88,7 @@ class _Config(SSHClientConfig):
     """asyncssh's evaluation of ssh_config, with the keywords tunnelauth's host-key policy needs
     kept too, and %-tokens expanded where OpenSSH expands them."""
 
-    _handlers = {
-        **SSHClientConfig._handlers,
-        "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string),
-        "hashknownhosts": ("HashKnownHosts", SSHConfig._set_bool),
-        "batchmode": ("BatchMode", SSHConfig._set_bool),
-        "numberofpasswordprompts": ("NumberOfPasswordPrompts", SSHConfig._set_int),
-    }
-    _percent_expand = SSHClientConfig._percent_expand | {"UserKnownHostsFile",
-                                                         "GlobalKnownHostsFile"}
-
-    def _match(self, option: str, args: list[str]) -> None:
+    def _match_expanding(self, option: str, args: list[str]) -> None:
         # OpenSSH expands %h, %n, %p, %r, %u... in `Match exec`; asyncssh runs it verbatim.
         for i, arg in enumerate(args[:-1]):
             if arg.lower() == "exec":
@@ -108,7 +98,18 @@ class _Config(SSHClientConfig):
                     args[i + 1] = self._expand_val(args[i + 1])
                 finally:
                     self._tokens = saved
-        super()._match(option, args)
+        SSHConfig._match(self, option, args)
+
+    _handlers = {
+        **SSHClientConfig._handlers,
+        "match": ("Match", _match_expanding),
+        "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string),
+        "hashknownhosts": ("HashKnownHosts", SSHConfig._set_bool),
+        "batchmode": ("BatchMode", SSHConfig._set_bool),
+        "numberofpasswordprompts": ("NumberOfPasswordPrompts", SSHConfig._set_int),
+    }
+    _percent_expand = SSHClientConfig._percent_expand | {"UserKnownHostsFile",
+                                                         "GlobalKnownHostsFile"}
 
 
 def _config_paths(settings: SshSettings) -> list[Path]:
