@@ -654,9 +654,10 @@ def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> Tunnelau
         and not policy.recorded and not isinstance(exc, asyncssh.PermissionDenied)
     ):
         return _host_key_error(hop, policy)
-    if (isinstance(exc, (asyncssh.KeyExchangeFailed, asyncssh.ProtocolError))
-            and policy.offered is None and (policy.trusted or policy.cas)
-            and "host key" in str(exc.reason).lower()):
+    if (isinstance(exc, (OSError, asyncssh.Error)) and not isinstance(exc, asyncssh.PermissionDenied)
+            and policy.offered is None and (policy.trusted or policy.cas) and _during_kex(policy)):
+        # asyncssh offers only the host-key types known_hosts holds (as ssh puts them first);
+        # a server without any of them ends the key exchange, as sshd does for ssh.
         return _no_common_type(hop, policy)
     if isinstance(exc, asyncssh.PermissionDenied):
         return _auth_error(hop, policy)
@@ -673,6 +674,12 @@ def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> Tunnelau
     if isinstance(exc, UnicodeError):
         return ConnectFailed(f"cannot resolve {hop.host} ({hop}): not a valid host name")
     return ConnectFailed(f"cannot connect to {hop}: {exc}")
+
+
+def _during_kex(policy: _HostKeyPolicy) -> bool:
+    conn = policy.conn
+    return (conn is not None and bool(getattr(conn, "_server_version", b""))
+            and not getattr(conn, "_session_id", None))
 
 
 def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
