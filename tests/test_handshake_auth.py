@@ -507,3 +507,33 @@ def test_an_unresolvable_host_is_one_line_exit_5(tmp_path: Path, host: str) -> N
 
 def _unused(_: Iterator[None]) -> None:  # keep imports honest for type checkers
     os.getpid()
+
+
+def test_identity_agent_none_keeps_the_agent_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    if not shutil.which("ssh-agent"):
+        pytest.skip("no ssh-agent here")
+    path, key = key_file(tmp_path, "id_agent")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        subprocess.run(["ssh-add", "-q", str(path)], env={"SSH_AUTH_SOCK": str(sock)}, check=True)
+        path.unlink()
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+
+        async def go(agent_line: str) -> None:
+            async with Lab(tmp_path, Policy(keys=[key])) as lab:
+                lab.trust()
+                await lab.connect(lab.config(IdentityAgent=agent_line, IdentitiesOnly="no"))
+
+        run(go("SSH_AUTH_SOCK"))
+        with pytest.raises(AuthFailed):
+            run(go("none"))
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)

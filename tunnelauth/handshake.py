@@ -207,3 +207,13 @@ def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> No
         return keypair
 
     conn_any.public_key_auth_requested = public_key_auth_requested
+
+
+def no_agent(conn: asyncssh.SSHClientConnection) -> None:
+    """IdentityAgent none (or no agent at all): never ask SSH_AUTH_SOCK's agent for keys."""
+    conn_any: Any = conn
+    agent = getattr(conn_any, "_agent", None)
+    if agent is not None:
+        agent.close()
+    conn_any._agent = None
+    conn_any._get_agent_keys = False

@@ -329,6 +329,9 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         handshake.skip_cbc_padding(conn)
         handshake.watch_host_certificate(conn, self)
         handshake.watch_keys(conn, self, self.prompts.tell)
+        if _agent_path(self.hop) is None:
+            # asyncssh turns "no agent" into "" and then reads SSH_AUTH_SOCK after all.
+            handshake.no_agent(conn)
 
     # -- host keys ------------------------------------------------------------------------
 
@@ -617,10 +620,10 @@ def _agent_identities(hop: Hop) -> list[bytes] | None:
 
 
 def _agent_path(hop: Hop) -> str | None:
-    agent = _options(hop).get("IdentityAgent")
-    if agent is None:
+    opts = _options(hop)
+    if "IdentityAgent" not in opts:
         return os.environ.get("SSH_AUTH_SOCK") or None
-    agent = str(agent)
+    agent = str(opts["IdentityAgent"] or "none")  # asyncssh keeps `none` as None
     if agent.lower() == "none":
         return None
     if agent == "SSH_AUTH_SOCK":
