@@ -426,3 +426,27 @@ def test_hash_known_hosts_with_accept_new(row: Row) -> None:
     found = subprocess.run(["ssh-keygen", "-F", row.lab.bastion_ip, "-f", str(known)],
                            capture_output=True, text=True).stdout
     assert _host_pub(row.lab).split()[1] in found
+
+
+def test_accept_new_then_a_refused_key_is_an_auth_failure(row: Row) -> None:
+    stranger = row.key("id_stranger")
+    row.lab.start_sshd("bastion", extra=[_authorized(row)])
+    known = row.ssh_dir / "known_hosts"
+    known.write_text("")
+    (row.ssh_dir / "id_ed25519").unlink()  # only the stranger key is offered
+    ssh, ta = row.both(row.config(f"  IdentityFile {stranger}\n"), tty=False,
+                       ssh_opts=["-oStrictHostKeyChecking=accept-new"], ta_opts=["--accept-new"])
+    same(ssh, ta, ok=False, code=6)
+    assert "refused authentication" in ta.out and "--accept-new" not in ta.out
+    assert _host_pub(row.lab).split()[1] in known.read_text()  # recorded, as ssh does
+
+
+def test_a_changed_host_key_is_refused_and_the_hint_names_the_file(row: Row) -> None:
+    other = row.key("not_the_host_key")
+    (row.ssh_dir / "known_hosts").rename(row.ssh_dir / "global_known_hosts")
+    row.write(".ssh/global_known_hosts",
+              f"{row.lab.bastion_ip} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n")
+    ssh, ta = row.both(row.config(""), ta_opts=["--accept-new"],
+                       ssh_opts=["-oStrictHostKeyChecking=accept-new"])
+    same(ssh, ta, ok=False, code=4)
+    assert "CHANGED" in ta.out and f"-f {row.ssh_dir / 'global_known_hosts'}" in ta.out

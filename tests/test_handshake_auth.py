@@ -8,11 +8,9 @@ OpenSSH's side of the same cases, through a real terminal, is tests/test_compat_
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -505,10 +503,6 @@ def test_an_unresolvable_host_is_one_line_exit_5(tmp_path: Path, host: str) -> N
     assert "\n" not in str(excinfo.value) and host in str(excinfo.value)
 
 
-def _unused(_: Iterator[None]) -> None:  # keep imports honest for type checkers
-    os.getpid()
-
-
 def test_identity_agent_none_keeps_the_agent_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
@@ -537,3 +531,23 @@ def test_identity_agent_none_keeps_the_agent_out(tmp_path: Path, monkeypatch: py
     finally:
         agent.terminate()
         agent.wait(timeout=5)
+
+
+def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    try:
+        settings = SshSettings(config_file=Path("/dev/null"),
+                               options={"Port": str(port), "ConnectTimeout": "1"})
+        [hop] = ssh.plan(parse_endpoint("127.0.0.1"), None, settings)
+        start = time.monotonic()
+        with pytest.raises(ConnectFailed) as excinfo:
+            run(ssh.connect_hop(hop, None))
+        assert time.monotonic() - start < 3
+        assert "no answer within 1 s" in str(excinfo.value)
+    finally:
+        silent.close()

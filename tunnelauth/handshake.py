@@ -48,7 +48,8 @@ if _ClientPublicKeyAuth is not None:
                 # No key to offer: ask with `none`, as asyncssh would have, for the method list.
                 self._method = b"none"
                 await self.send_request()
-            elif self._keypair.algorithm.startswith(b"sk-") or getattr(self._keypair, LOCKED, False):
+            elif (self._keypair.algorithm.startswith(b"sk-")
+                  or getattr(self._keypair, LOCKED, False)):
                 # A touch or a passphrase is asked only for a key the server would take.
                 await self.send_request(Boolean(False), String(self._keypair.algorithm),
                                         String(self._keypair.public_data))

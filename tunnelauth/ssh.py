@@ -194,9 +194,10 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
     port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
     identities = [*settings.identities, *(str(p) for p in (cfg.get("IdentityFile") or []))]  # type: ignore[union-attr]
     identities = [str(Path(p).expanduser()) for p in identities]
-    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile")
-                                    or ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"])]  # type: ignore[union-attr]
-    global_files = [str(p) for p in (cfg.get("GlobalKnownHostsFile") or GLOBAL_KNOWN_HOSTS)]  # type: ignore[union-attr]
+    user_default = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
+    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or user_default)]  # type: ignore[union-attr]
+    global_files = [str(p) for p in (cfg.get("GlobalKnownHostsFile")  # type: ignore[union-attr]
+                                     or GLOBAL_KNOWN_HOSTS)]
     if any(f.lower() == "none" for f in known_files):
         raise UsageError(f"UserKnownHostsFile none for {endpoint} would skip host-key checks",
                          hint="tunnelauth always checks; name a file, or use --accept-new")
@@ -289,7 +290,8 @@ def _known_name(hop: Hop) -> str:
     return hop.known_name or _plain_name(hop)
 
 
-def _matching(known: asyncssh.SSHKnownHosts, hop: Hop) -> tuple[list, list, list]:  # type: ignore[type-arg]
+def _matching(known: asyncssh.SSHKnownHosts,
+              hop: Hop) -> tuple[list, list, list]:  # type: ignore[type-arg]
     name, port = _lookup_name(hop)
     found = known.match(name, "", port)
     return list(found[0]), list(found[1]), list(found[2])
@@ -367,7 +369,8 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         _remember(self.hop, key)
         self.recorded = True
         self.prompts.tell(f"Permanently added '{_known_name(self.hop)}' "
-                          f"({_key_type(key)}) to the list of known hosts ({self.hop.known_hosts[0]}).")
+                          f"({_key_type(key)}) to the list of known hosts "
+                          f"({self.hop.known_hosts[0]}).")
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -549,7 +552,8 @@ def _host_key_error(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
         return HostKeyError(
             f"HOST KEY CHANGED for {hop}: it now offers {fingerprint}, which is not the key in "
             f"{path}; refusing to connect",
-            hint=f"if the change is expected, remove the old key with: ssh-keygen -R {_kh_name(hop)}"
+            hint="if the change is expected, remove the old key with: "
+            f"ssh-keygen -R {_kh_name(hop)}"
             + (f" -f {path}" if path != Path("~/.ssh/known_hosts").expanduser() else ""),
         )
     return HostKeyError(
@@ -565,7 +569,8 @@ def _no_common_type(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
     return HostKeyError(
         f"{hop} offers no host key of the type known_hosts holds for it ({', '.join(types)}, in "
         f"{path}); refusing to connect, as ssh does",
-        hint=f"if the host's keys really changed, remove the old key with: ssh-keygen -R {_kh_name(hop)}"
+        hint="if the host's keys really changed, remove the old key with: "
+        f"ssh-keygen -R {_kh_name(hop)}"
         + (f" -f {path}" if path != Path("~/.ssh/known_hosts").expanduser() else ""),
     )
 
@@ -657,7 +662,8 @@ def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> Tunnelau
         and not policy.recorded and not isinstance(exc, asyncssh.PermissionDenied)
     ):
         return _host_key_error(hop, policy)
-    if (isinstance(exc, (OSError, asyncssh.Error)) and not isinstance(exc, asyncssh.PermissionDenied)
+    if (isinstance(exc, (OSError, asyncssh.Error))
+            and not isinstance(exc, asyncssh.PermissionDenied)
             and policy.offered is None and (policy.trusted or policy.cas) and _during_kex(policy)):
         # asyncssh offers only the host-key types known_hosts holds (as ssh puts them first);
         # a server without any of them ends the key exchange, as sshd does for ssh.
@@ -691,7 +697,8 @@ def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
     if wanted and not policy.prompts.available():
         what = " or ".join(wanted)
         if policy.partial:
-            text = f"{hop} accepted the key but also wants {what} (a second factor); no terminal to ask"
+            text = (f"{hop} accepted the key but also wants {what} (a second factor); "
+                    "no terminal to ask")
         else:
             text = f"{hop} wants {what} for {hop.user!r}; no terminal to ask"
         return AuthFailed(text, hint="run it in a terminal, or set SSH_ASKPASS "
@@ -700,7 +707,8 @@ def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
         return AuthFailed(f"{hop} accepted the key but refused the second factor "
                           f"(it still wants: {offered})")
     return AuthFailed(f"{hop} refused authentication as {hop.user!r} (it accepts: {offered})",
-                      hint="check the key (-i, IdentityFile, the agent) and the user (-l or user@host)")
+                      hint="check the key (-i, IdentityFile, the agent) and the user "
+                           "(-l or user@host)")
 
 
 @dataclass
@@ -756,7 +764,8 @@ async def _close(conn: asyncssh.SSHClientConnection) -> None:
 
 
 async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
-                      ask: Ask | None = None, tell: Tell | None = None) -> asyncssh.SSHClientConnection:
+                      ask: Ask | None = None,
+                      tell: Tell | None = None) -> asyncssh.SSHClientConnection:
     """One hop, through `via` (None: directly), with connect()'s policy and error translation.
 
     `ask(prompt, secret)` (blocking; None: nobody to ask) answers passphrases, passwords and
