@@ -551,3 +551,30 @@ def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(tmp
         assert "no answer within 1 s" in str(excinfo.value)
     finally:
         silent.close()
+
+
+def test_remote_command_request_tty_and_set_env_are_not_for_tunnelauths_command(tmp_path: Path) -> None:
+    path, key = key_file(tmp_path, "id")
+
+    def report(process: asyncssh.SSHServerProcess) -> None:
+        process.stdout.write(f"{process.command}|{process.get_terminal_type()}|{process.env.get('X')}")
+        process.exit(0)
+
+    async def go() -> str:
+        lab = Lab(tmp_path, Policy(keys=[key]))
+        lab.server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[lab.host_key],
+                                           server_factory=lambda: Server(lab.policy), process_factory=report)
+        lab.port = lab.server.sockets[0].getsockname()[1]
+        try:
+            lab.trust()
+            cfg = lab.config(IdentityFile=str(path), RequestTTY="force", RemoteCommand="false",
+                             SetEnv="X=1")
+            [hop] = ssh.plan(parse_endpoint("srv"), None, SshSettings(config_file=cfg))
+            conn = await ssh.connect_hop(hop, None)
+            async with conn:
+                done = await conn.run("ours", check=True)
+                return str(done.stdout)
+        finally:
+            await lab.__aexit__()
+
+    assert run(go()) == "ours|None|None"

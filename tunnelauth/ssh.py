@@ -806,6 +806,13 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
                 keepalive_interval=hop.keepalive_interval,
                 keepalive_count_max=hop.keepalive_count_max,
                 connect_timeout=hop.connect_timeout,
+                # tunnelauth runs its own command: RemoteCommand, RequestTTY, SetEnv, SendEnv
+                # and X11 from the config are not for it (docs/ssh-setup.md).
+                command=None,
+                request_pty=False,
+                env=None,
+                send_env=None,
+                x11_forwarding=False,
                 **extra,
             )
     except (OSError, asyncssh.Error, *TIMEOUTS, ValueError, UnicodeError) as exc:
