@@ -320,6 +320,7 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         self.wanted: list[str] = []  # methods the server asked for that nobody could answer
         self.partial = False
         self.keys_offered = False
+        self.no_agent = False
         self._kbdint_rounds = 0
         self._passwords = 0
 
@@ -331,7 +332,7 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         handshake.skip_cbc_padding(conn)
         handshake.watch_host_certificate(conn, self)
         handshake.watch_keys(conn, self, self.prompts.tell)
-        if _agent_path(self.hop) is None:
+        if self.no_agent:
             # asyncssh turns "no agent" into "" and then reads SSH_AUTH_SOCK after all.
             handshake.no_agent(conn)
 
@@ -788,6 +789,10 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
                 sock = await preconnect.take(hop.host, hop.port)
             policy.banner_sent = sock is not None
             client_keys = await asyncio.to_thread(_client_keys, hop, prompts)
+            agent_ids = _agent_identities(hop)
+            # IdentitiesOnly naming no key the agent could hold: the agent offers nothing.
+            agent = _agent_path(hop) if agent_ids != [] else None
+            policy.no_agent = agent is None
             return await asyncssh.connect(
                 hop.host,
                 hop.port,
@@ -801,8 +806,8 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
                 known_hosts=(policy.trusted, policy.cas, policy.revoked),
                 client_factory=lambda: policy,
                 client_keys=client_keys,
-                agent_path=_agent_path(hop),
-                agent_identities=_agent_identities(hop),
+                agent_path=agent,
+                agent_identities=agent_ids,
                 keepalive_interval=hop.keepalive_interval,
                 keepalive_count_max=hop.keepalive_count_max,
                 connect_timeout=hop.connect_timeout,
