@@ -75,9 +75,10 @@ class Hop:
     global_known_hosts: tuple[Path, ...] = GLOBAL_KNOWN_HOSTS
     hash_known_hosts: bool = False
     # The whole evaluated ssh_config of this hop (asyncssh's object), handed to asyncssh so it
-    # configures keys, certificates, agent, algorithms... as ssh would. Cached: same object for
-    # the same evaluation, so Hops stay comparable.
-    config: object = field(default=None, repr=False)
+    # configures keys, certificates, agent, algorithms... as ssh would. Hops compare by what it
+    # says (`evaluated`), so destinations behind one bastion share its connection.
+    config: object = field(default=None, repr=False, compare=False)
+    evaluated: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         where = f"{self.user}@{self.host}" + (f":{self.port}" if self.port != DEFAULT_PORT else "")
@@ -222,6 +223,7 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
                                  if f.lower() != "none"),
         hash_known_hosts=bool(cfg.get("HashKnownHosts")),
         config=config,
+        evaluated=repr(sorted(cfg.items())),
     )
     return hop, jump
 
