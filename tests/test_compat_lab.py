@@ -450,3 +450,32 @@ def test_a_changed_host_key_is_refused_and_the_hint_names_the_file(row: Row) -> 
                        ssh_opts=["-oStrictHostKeyChecking=accept-new"])
     same(ssh, ta, ok=False, code=4)
     assert "CHANGED" in ta.out and f"-f {row.ssh_dir / 'global_known_hosts'}" in ta.out
+
+
+def test_identity_agent_none_keeps_ssh_auth_sock_out(row: Row) -> None:
+    key = row.key("id_agent_only")
+    sock = row.agent(key)
+    key.unlink()
+    (row.ssh_dir / "id_ed25519").unlink()
+    row.lab.start_sshd("bastion", extra=[_authorized(row, key)])
+    cfg = row.config("  IdentityAgent none\n  IdentitiesOnly no\n")
+    ssh, ta = row.both(cfg, tty=False, SSH_AUTH_SOCK=sock)
+    same(ssh, ta, ok=False, code=6)
+
+
+def test_password_without_a_terminal_fails_at_once_naming_the_method(row: Row) -> None:
+    (row.ssh_dir / "id_ed25519").unlink()
+    row.lab.start_sshd("bastion", extra=["PasswordAuthentication yes", "PubkeyAuthentication no"],
+                       pam=_pam(row, "pa55word"))
+    ssh, ta = row.both(row.config(""), tty=False)
+    same(ssh, ta, ok=False, code=6)
+    assert ta.seconds < 10 and "password" in ta.out and "no terminal" in ta.out
+
+
+def test_encrypted_key_without_a_terminal_names_the_key(row: Row) -> None:
+    key = row.key("id_locked_ci", passphrase=PASSPHRASE)
+    (row.ssh_dir / "id_ed25519").unlink()
+    row.lab.start_sshd("bastion", extra=[_authorized(row, key)])
+    ssh, ta = row.both(row.config(f"  IdentityFile {key}\n"), tty=False)
+    same(ssh, ta, ok=False, code=6)
+    assert f"passphrase of {key}" in ta.out

@@ -578,3 +578,18 @@ def test_remote_command_request_tty_and_set_env_are_not_for_tunnelauths_command(
             await lab.__aexit__()
 
     assert run(go()) == "ours|None|None"
+
+
+def test_without_a_terminal_an_encrypted_key_is_named_in_the_failure(tmp_path: Path) -> None:
+    path, key = key_file(tmp_path, "id_enc", passphrase="pw")
+    asked = Asked(["never used"])
+
+    async def go() -> None:
+        async with Lab(tmp_path, Policy(keys=[key])) as lab:
+            lab.trust()
+            await lab.connect(lab.config(IdentityFile=str(path)), asked)
+
+    with pytest.raises(AuthFailed) as excinfo:
+        run(go())
+    assert f"no terminal to ask the passphrase of {path}" in str(excinfo.value)
+    assert asked.prompts == []

@@ -152,6 +152,8 @@ async def _unlock(enc: Any, path: str, prompts: Any) -> Any:
     cached = _unlocked.get((path, enc._key_data))
     if cached is not None:
         return cached
+    if not prompts.available():
+        prompts.missed.append(f"the passphrase of {path}")
     for _ in range(max(prompts.tries, 1)):
         if not prompts.available():
             break

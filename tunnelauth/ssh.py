@@ -449,6 +449,7 @@ class _Prompts:
         self.tries = tries
         self.batch = batch
         self.askpass = _askpass_program()
+        self.missed: list[str] = []  # what could not be asked: no terminal, no askpass
         self._tty = _has_tty()
 
     def available(self) -> bool:
@@ -706,6 +707,12 @@ def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
             text = f"{hop} wants {what} for {hop.user!r}; no terminal to ask"
         return AuthFailed(text, hint="run it in a terminal, or set SSH_ASKPASS "
                                      "(with SSH_ASKPASS_REQUIRE=force without a display)")
+    missed = list(dict.fromkeys(policy.prompts.missed))
+    if missed:
+        return AuthFailed(f"{hop} refused authentication as {hop.user!r}: no terminal to ask "
+                          f"{' or '.join(missed)} (it accepts: {offered})",
+                          hint="run it in a terminal, add the key to ssh-agent, or set SSH_ASKPASS "
+                               "(with SSH_ASKPASS_REQUIRE=force without a display)")
     if policy.partial:
         return AuthFailed(f"{hop} accepted the key but refused the second factor "
                           f"(it still wants: {offered})")
