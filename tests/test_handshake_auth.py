@@ -593,3 +593,17 @@ def test_without_a_terminal_an_encrypted_key_is_named_in_the_failure(tmp_path: P
         run(go())
     assert f"no terminal to ask the passphrase of {path}" in str(excinfo.value)
     assert asked.prompts == []
+
+
+def test_an_encrypted_key_without_its_pub_is_asked_for_after_the_others(tmp_path: Path, terminal: None) -> None:
+    locked, locked_key = key_file(tmp_path, "id_enc_nopub", passphrase="pw")
+    Path(f"{locked}.pub").unlink()
+    asked = Asked(["pw"])
+
+    async def go() -> None:
+        async with Lab(tmp_path, Policy(keys=[locked_key])) as lab:
+            lab.trust()
+            await lab.connect(lab.config(IdentityFile=str(locked)), asked)
+
+    run(go())
+    assert asked.prompts == [(f"Enter passphrase for key '{locked}': ", True)]

@@ -170,6 +170,24 @@ async def _unlock(enc: Any, path: str, prompts: Any) -> Any:
     raise ValueError(f"no passphrase for {path}")
 
 
+async def unlock_file(path: str, prompts: Any) -> Any:
+    """An encrypted key file without its public half: asks for the passphrase (as unlock_on_sign
+    does); None when it could not be unlocked."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+
+    class _File:
+        _key_data = data
+
+    try:
+        return await _unlock(_File(), path, prompts)
+    except ValueError:
+        return None
+
+
 def watch_host_certificate(conn: asyncssh.SSHClientConnection, policy: Any) -> None:
     """Keep the host certificate the server sent, so the policy can judge its plain key:
     asyncssh's validate_host_ca_key sees only the CA."""

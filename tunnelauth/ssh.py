@@ -323,6 +323,7 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         self.partial = False
         self.keys_offered = False
         self.no_agent = False
+        self.locked: list[str] = []
         self._kbdint_rounds = 0
         self._passwords = 0
 
@@ -385,6 +386,15 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         # After an accepted key, sshd's remaining methods (AuthenticationMethods) lack publickey.
         if self.keys_offered and "publickey" not in self._methods():
             self.partial = True
+
+    async def public_key_auth_requested(self) -> object:
+        # Encrypted keys without their .pub: asked for only once every other key failed.
+        while self.locked:
+            path = self.locked.pop(0)
+            key = await handshake.unlock_file(path, self.prompts)
+            if key is not None:
+                return key
+        return None
 
     def kbdint_auth_requested(self) -> str | None:
         self._second_factor()
@@ -584,24 +594,33 @@ def _kh_name(hop: Hop) -> str:
     return f"'{name}'" if name.startswith("[") else name
 
 
-def _client_keys(hop: Hop, prompts: _Prompts) -> list[object] | tuple[()]:
+def _client_keys(hop: Hop, prompts: _Prompts) -> tuple[list[object], list[str]]:
     """The keys to offer besides the agent's: -i and IdentityFile in order, the default files
-    when there are none; an encrypted one asks for its passphrase only when the server would
-    take it (handshake.unlock_on_sign)."""
+    when there are none. An encrypted one asks for its passphrase only when the server would
+    take it (handshake.unlock_on_sign); one without its public half beside it comes last, after
+    the others failed, as ssh asks for it (the second list: _HostKeyPolicy.public_key_auth_requested)."""
     certs = [str(Path(str(c)).expanduser())
              for c in (_options(hop).get("CertificateFile") or [])]  # type: ignore[union-attr]
     keys: list[object] = []
+    locked: list[str] = []
     for path in hop.identities or _default_identities():
         if not os.path.exists(path):
             continue
         try:
             loaded = asyncssh.load_keypairs([path], _never, certs)
+        except _Encrypted:
+            locked.append(path)
+            continue
         except (OSError, ValueError):
             continue  # a public key alone (its private half in the agent), or unreadable
         for key in loaded:
             handshake.unlock_on_sign(key, path, prompts)
         keys.extend(loaded)
-    return keys
+    return keys, locked
+
+
+class _Encrypted(ValueError):
+    pass
 
 
 def _default_identities() -> tuple[str, ...]:
@@ -611,7 +630,7 @@ def _default_identities() -> tuple[str, ...]:
 
 
 def _never(path: str) -> None:
-    raise ValueError(f"{path} is encrypted")
+    raise _Encrypted(f"{path} is encrypted")
 
 
 def _agent_identities(hop: Hop) -> list[bytes] | None:
@@ -797,7 +816,7 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
             if via is None and hop.proxy_command is None:
                 sock = await preconnect.take(hop.host, hop.port)
             policy.banner_sent = sock is not None
-            client_keys = await asyncio.to_thread(_client_keys, hop, prompts)
+            client_keys, policy.locked = await asyncio.to_thread(_client_keys, hop, prompts)
             agent_ids = _agent_identities(hop)
             # IdentitiesOnly naming no key the agent could hold: the agent offers nothing.
             agent = _agent_path(hop) if agent_ids != [] else None
