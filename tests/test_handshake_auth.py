@@ -607,3 +607,18 @@ def test_an_encrypted_key_without_its_pub_is_asked_for_after_the_others(tmp_path
 
     run(go())
     assert asked.prompts == [(f"Enter passphrase for key '{locked}': ", True)]
+
+
+def test_a_revoked_host_key_is_refused_as_revoked(tmp_path: Path) -> None:
+    path, key = key_file(tmp_path, "id")
+
+    async def go() -> None:
+        async with Lab(tmp_path, Policy(keys=[key])) as lab:
+            lab.trust()
+            line = lab.host_key.export_public_key().decode()
+            lab.known.write_text(lab.known.read_text() + f"\n@revoked * {line}")
+            await lab.connect(lab.config(IdentityFile=str(path)), accept_new=True)
+
+    with pytest.raises(HostKeyError) as excinfo:
+        run(go())
+    assert "revoked" in str(excinfo.value)

@@ -679,6 +679,9 @@ def _seed(hop: Hop) -> asyncssh.SSHClientConnectionOptions | None:
 
 
 def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> TunnelauthError:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable) and "revoked" in str(exc.reason).lower():
+        return HostKeyError(f"host key of {hop} is revoked in known_hosts ({exc.reason}); "
+                            "refusing to connect")
     if isinstance(exc, asyncssh.HostKeyNotVerifiable) or (
         # the server hung up after seeing us refuse its key (a key we recorded is no refusal)
         isinstance(exc, asyncssh.DisconnectError) and policy.offered is not None
