@@ -134,13 +134,13 @@ class Row:
 
     def both(self, config: Path | None, *, ssh_opts: Sequence[str] = (), ta_opts: Sequence[str] = (),
              answers: Sequence[tuple[str, str]] = (), tty: bool = True, wrap: Sequence[str] = (),
-             **env: str) -> tuple[Outcome, Outcome]:
+             alias: str = "bast", **env: str) -> tuple[Outcome, Outcome]:
         full_env = self.lab.laptop_env(HOME=str(self.home), **self.env, **env)
         full_env.pop("DISPLAY", None)
         dash_f = ["-F", str(config)] if config is not None else []
-        ssh = _drive(self.lab, [*wrap, "ssh", *dash_f, *ssh_opts, "bast", "true"], full_env, answers, tty)
+        ssh = _drive(self.lab, [*wrap, "ssh", *dash_f, *ssh_opts, alias, "true"], full_env, answers, tty)
         ta = _drive(self.lab, [*wrap, sys.executable, "-m", "tunnelauth", "run", *dash_f, *ta_opts,
-                               "bast", "--", "true"], full_env, answers, tty)
+                               alias, "--", "true"], full_env, answers, tty)
         return ssh, ta
 
     def agent(self, *keys: Path) -> str:
@@ -479,3 +479,29 @@ def test_encrypted_key_without_a_terminal_names_the_key(row: Row) -> None:
     ssh, ta = row.both(row.config(f"  IdentityFile {key}\n"), tty=False)
     same(ssh, ta, ok=False, code=6)
     assert f"passphrase of {key}" in ta.out
+
+
+def test_a_jump_host_asks_its_own_passphrase_and_the_target_uses_its_own_key(row: Row) -> None:
+    key = row.key("id_jump_locked", passphrase=PASSPHRASE)
+    row.lab.start_sshd("bastion", extra=[_authorized(row, key)])
+    target = (f"Host tgt\n  HostName {row.lab.target_ip}\n  User {row.lab.user}\n  ProxyJump bast\n"
+              f"  UserKnownHostsFile {row.ssh_dir / 'known_hosts'}\n  IdentityFile {row.ssh_dir / 'id_ed25519'}\n"
+              "  IdentitiesOnly yes\n  IdentityAgent none\n")
+    cfg = row.config(f"  IdentityFile {key}\n", before=target)
+    known = row.ssh_dir / "known_hosts"
+    known.write_text(known.read_text() + f"{row.lab.target_ip} "
+                     + " ".join((row.lab.root / "target" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+                     + "\n")
+    prompt = re.escape(f"Enter passphrase for key '{key}': ")
+    ssh, ta = row.both(cfg, alias="tgt", answers=[(prompt, PASSPHRASE)])
+    same(ssh, ta, ok=True)
+
+
+def test_include_with_a_glob(row: Row) -> None:
+    conf_d = row.ssh_dir / "conf.d"
+    conf_d.mkdir()
+    body = row.config("").read_text()
+    (conf_d / "10-bast.conf").write_text(body)
+    cfg = row.write("config-include", f"Include {conf_d}/*.conf\n")
+    ssh, ta = row.both(cfg)
+    same(ssh, ta, ok=True)
