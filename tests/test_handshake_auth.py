@@ -622,3 +622,4 @@ def test_a_revoked_host_key_is_refused_as_revoked(tmp_path: Path) -> None:
     with pytest.raises(HostKeyError) as excinfo:
         run(go())
     assert "revoked" in str(excinfo.value)
+

@@ -849,6 +849,8 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
                 env=None,
                 send_env=None,
                 x11_forwarding=False,
+                # asyncssh's canonicalization re-reads the files, which the seed has not got.
+                canonicalize_hostname=False,
                 **extra,
             )
     except (OSError, asyncssh.Error, *TIMEOUTS, ValueError, UnicodeError) as exc:
