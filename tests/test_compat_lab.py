@@ -87,7 +87,7 @@ def _drive(lab: Lab, argv: Sequence[str], env: dict[str, str],
                     match = re.search(pending[0][0].encode(), out[seen:])
                     assert match is not None
                     seen += match.end()
-                    os.write(master, pending.pop(0)[1].encode() + b"\n")
+                    os.write(master, pending.pop(0)[1].encode() + b"\r")  # the Enter key
                 if not data and proc.poll() is not None:
                     break
             elif proc.poll() is not None:
@@ -505,3 +505,33 @@ def test_include_with_a_glob(row: Row) -> None:
     cfg = row.write("config-include", f"Include {conf_d}/*.conf\n")
     ssh, ta = row.both(cfg)
     same(ssh, ta, ok=True)
+
+
+def test_ctrl_c_at_a_passphrase_prompt_ends_tunnelauth_at_once(row: Row) -> None:
+    key = row.key("id_interrupted", passphrase=PASSPHRASE)
+    row.lab.start_sshd("bastion", extra=[_authorized(row, key)])
+    cfg = row.config(f"  IdentityFile {key}\n")
+    env = row.lab.laptop_env(HOME=str(row.home))
+    master, slave = pty.openpty()
+    proc = row.lab.spawn("laptop", [sys.executable, "-m", "tunnelauth", "run", "-F", str(cfg), "bast", "--",
+                                    "true"], env=env, stdin=slave, stdout=slave, stderr=slave,
+                         preexec_fn=_controlling_tty)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Enter passphrase for key" not in out:
+            assert time.monotonic() < deadline and proc.poll() is None, out
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 65536)
+        os.write(master, b"\x03")  # Ctrl-C, as the terminal delivers it
+        pressed = time.monotonic()
+        proc.wait(timeout=10)
+        assert time.monotonic() - pressed < 3
+        assert proc.returncode == 130
+        attrs = termios.tcgetattr(master)
+        assert attrs[3] & termios.ECHO  # echo is back on for the person's shell
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

@@ -213,6 +213,20 @@ def run(
         saved = termios.tcgetattr(sys.stdin.fileno())
         tty.setraw(sys.stdin.fileno())
         reporter.newline = "\r\n"
+        raw_ask = reporter.ask
+
+        def ask(prompt: str, secret: bool) -> str | None:
+            # ssh's prompts (passphrase, password, codes) come before the session: in the
+            # terminal as the person left it (Enter, Ctrl-C), as ssh asks them.
+            fd = sys.stdin.fileno()
+            raw = termios.tcgetattr(fd)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            try:
+                return raw_ask(prompt, secret)
+            finally:
+                termios.tcsetattr(fd, termios.TCSADRAIN, raw)
+
+        reporter.ask = ask  # type: ignore[method-assign]
         try:
             result = _execute(request, reporter)
         finally:

@@ -471,10 +471,40 @@ class _Prompts:
         if self.batch:
             return None
         if self.askpass is not None:
-            return await asyncio.to_thread(_run_askpass, self.askpass, prompt, secret)
+            return await _in_daemon_thread(_run_askpass, self.askpass, prompt, secret)
         if self._ask is None or not self._tty:
             return None
-        return await asyncio.to_thread(self._ask, prompt, secret)
+        return await _in_daemon_thread(self._ask, prompt, secret)
+
+
+async def _in_daemon_thread(fn: Callable[..., str | None], *args: object) -> str | None:
+    """A blocking prompt, in a daemon thread: a prompt nobody answers must not keep tunnelauth
+    alive after Ctrl-C or a timeout (asyncio.to_thread's executor would be waited for)."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(result: str | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            outcome: tuple[str | None, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the awaiting task
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the login is over and its loop closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="tunnelauth-prompt", daemon=True).start()
+    return await future
 
 
 def _has_tty() -> bool:
@@ -806,10 +836,7 @@ async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
     opts = _options(hop)
     prompts = _Prompts(ask, tell, int(str(opts.get("NumberOfPasswordPrompts") or PASSWORD_TRIES)),
                        bool(opts.get("BatchMode")))
-    try:
-        policy = _HostKeyPolicy(hop, _known_hosts(hop), prompts)
-    except HostKeyError:
-        raise
+    policy = _HostKeyPolicy(hop, _known_hosts(hop), prompts)
     extra: dict[str, object] = {}
     if "Ciphers" not in opts:
         extra["encryption_algs"] = CIPHERS
