@@ -591,7 +591,7 @@ def test_without_a_terminal_an_encrypted_key_is_named_in_the_failure(tmp_path: P
 
     with pytest.raises(AuthFailed) as excinfo:
         run(go())
-    assert f"no terminal to ask the passphrase of {path}" in str(excinfo.value)
+    assert f"no terminal to ask for the passphrase of {path}" in str(excinfo.value)
     assert asked.prompts == []
 
 

@@ -462,6 +462,13 @@ class _Prompts:
         self.missed: list[str] = []  # what could not be asked: no terminal, no askpass
         self._tty = _has_tty()
 
+    def why_not(self) -> str:
+        if self.batch:
+            return "BatchMode is on, so nothing is asked"
+        if self._ask is None:
+            return "this command never prompts"
+        return "no terminal to ask"
+
     def available(self) -> bool:
         if self.batch:
             return False
@@ -754,15 +761,16 @@ def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
         what = " or ".join(wanted)
         if policy.partial:
             text = (f"{hop} accepted the key but also wants {what} (a second factor); "
-                    "no terminal to ask")
+                    f"{policy.prompts.why_not()}")
         else:
-            text = f"{hop} wants {what} for {hop.user!r}; no terminal to ask"
+            text = f"{hop} wants {what} for {hop.user!r}; {policy.prompts.why_not()}"
         return AuthFailed(text, hint="run it in a terminal, or set SSH_ASKPASS "
                                      "(with SSH_ASKPASS_REQUIRE=force without a display)")
     missed = list(dict.fromkeys(policy.prompts.missed))
     if missed:
-        return AuthFailed(f"{hop} refused authentication as {hop.user!r}: no terminal to ask "
-                          f"{' or '.join(missed)} (it accepts: {offered})",
+        return AuthFailed(f"{hop} refused authentication as {hop.user!r}: "
+                          f"{policy.prompts.why_not()} for {' or '.join(missed)} "
+                          f"(it accepts: {offered})",
                           hint="run it in a terminal, add the key to ssh-agent, or set SSH_ASKPASS "
                                "(with SSH_ASKPASS_REQUIRE=force without a display)")
     if policy.partial:
