@@ -13,13 +13,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunnelauth.remote import FrameDecoder, RemoteSpec, command_line, stdin_line
+from tunnelauth.remote import FrameDecoder, RemoteSpec, command_line, config_line, stdin_line
 
 
-def start(spec: RemoteSpec) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["sh", "-c", command_line(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+def start(spec: RemoteSpec, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The supervisor as sshd starts it: its code on the command line, its configuration as
+    the first line on its stdin."""
+    proc = subprocess.Popen(
+        ["sh", "-c", command_line()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
     )
+    assert proc.stdin
+    proc.stdin.write(config_line(spec))
+    proc.stdin.flush()
+    return proc
 
 
 def frames_of(proc: subprocess.Popen[bytes], timeout: float = 15) -> list[tuple[str, bytes]]:
@@ -184,8 +191,7 @@ def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> 
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(python)
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    proc = subprocess.Popen(["sh", "-c", command_line(RemoteSpec(command=("echo", "hi")))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    proc = start(RemoteSpec(command=("echo", "hi")), env=env)
     frames = frames_of(proc)
     assert ("o", b"hi\n") in frames and frames[-1] == ("x", b"0")
 

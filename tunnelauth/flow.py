@@ -117,20 +117,32 @@ async def run(request: LoginRequest, reporter: Reporter) -> LoginResult:
 
 
 async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
-    # The laptop's callback port was checked (cli) before anything connected.
+    # The laptop's callback port was checked (cli) before anything connected. --timeout bounds
+    # the whole run, connecting included; the cleanup (stack) runs after it, bounded by itself.
+    where: list[ssh.Hop] = []
+
+    def connecting(hop: ssh.Hop) -> None:
+        where.append(hop)
+        reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
+
+    session: _Session | None = None
     async with AsyncExitStack() as stack:
-        chain = await ssh.connect(
-            list(request.hops), stack, on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
-        )
-        reporter.step("", "connected", destination=str(request.destination), hops=[str(h) for h in request.hops])
-        session = _Session(request, reporter, chain)
-        stack.push_async_callback(session.cleanup)
         try:
             async with timeout(request.timeout):
+                chain = await ssh.connect(list(request.hops), stack, on_hop=connecting)
+                reporter.step("", "connected", destination=str(request.destination),
+                              hops=[str(h) for h in request.hops])
+                session = _Session(request, reporter, chain)
+                stack.push_async_callback(session.cleanup)
                 return await session.run()
         except TIMEOUTS:
-            if session.finished:
+            if session is not None and session.finished:
                 raise
+            if session is None:
+                raise LoginTimeout(
+                    f"no login within {request.timeout:g} s: still connecting to {where[-1] if where else request.hops[0]}",
+                    hint="check that hop, or rerun with a larger --timeout",
+                ) from None
             raise LoginTimeout(
                 f"no login within {request.timeout:g} s; the remote hermes was stopped",
                 hint="rerun with a larger --timeout",
@@ -165,11 +177,14 @@ def _in_thread(fn: Callable[..., T], *args: object) -> Awaitable[T]:
 
     def work() -> None:
         try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed over to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            result: T | None = fn(*args)
+            exc: BaseException | None = None
+        except BaseException as caught:  # noqa: BLE001 - handed over to the awaiting task
+            result, exc = None, caught
+        try:
+            loop.call_soon_threadsafe(_settle, future, result, exc)
+        except RuntimeError:
+            pass  # the login is over and its loop closed: nobody waits for this any more
 
     threading.Thread(target=work, daemon=True).start()
     return future
@@ -210,32 +225,39 @@ class _Session:
         self.stderr_tail: list[str] = []  # the supervisor's own stderr (a missing python3, say)
         self.hermes_errors: list[str] = []  # the last lines hermes wrote to its stderr
         self.finished = False
+        self.tasks: set[asyncio.Task[None]] = set()  # helpers: prompts, browsers
+        self.stalled: float | None = None  # the supervisor's death window, if it ran out
 
     # -- lifetime -------------------------------------------------------------------------
 
     async def run(self) -> LoginResult:
         provider = self.request.provider
+        hop = self.request.destination
+        dead_after = remote.dead_after(hop.keepalive_interval, hop.keepalive_count_max)
         if provider is None:
             spec = remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
                                      as_user=self.request.as_user, pty=self.request.pty,
-                                     size=self.request.size)
+                                     size=self.request.size, dead_after=dead_after)
         else:
             if provider.loopback and provider.port:
                 await self._forward(provider.port)
             spec = remote.RemoteSpec(command=(self.request.hermes, *provider.args),
                                      env=self.request.remote_env, as_user=self.request.as_user,
-                                     token_check=True)
+                                     token_check=True, dead_after=dead_after)
         self.reporter.step(
             f"starting {' '.join(spec.command)} on {self.request.destination}",
             "started", destination=str(self.request.destination), command=" ".join(spec.command),
         )
         try:
-            self.proc = await self.conn.create_process(remote.command_line(spec), encoding=None)
+            self.proc = await self.conn.create_process(remote.command_line(), encoding=None)
+            # The configuration (environment included) goes inside the channel, first.
+            self.proc.stdin.write(remote.config_line(spec))
         except (asyncssh.Error, OSError) as exc:
             raise self._lost(exc) from exc
         async with TaskGroup() as group:
             self.group = group
-            helpers = [group.create_task(self._heartbeat()), group.create_task(self._read_stderr())]
+            self._spawn(self._heartbeat())
+            self._spawn(self._read_stderr())
             if self.request.stdin_fd is not None:
                 self._relay_stdin(self.request.stdin_fd)
             try:
@@ -246,8 +268,10 @@ class _Session:
                         asyncio.get_running_loop().remove_reader(self.request.stdin_fd)
                     except (OSError, ValueError):
                         pass
-            for task in helpers:
-                task.cancel()
+                # The outcome is known: every helper ends with it (a prompt or a browser
+                # still waiting in its thread is abandoned; those threads are daemons).
+                for task in list(self.tasks):
+                    task.cancel()
         self.finished = True
         return await self._result()
 
@@ -339,9 +363,12 @@ class _Session:
             forward(data)
 
         def blocking() -> None:
-            while data := read():
-                loop.call_soon_threadsafe(forward, data)
-            loop.call_soon_threadsafe(forward, b"")
+            try:
+                while data := read():
+                    loop.call_soon_threadsafe(forward, data)
+                loop.call_soon_threadsafe(forward, b"")
+            except RuntimeError:
+                pass  # the run is over and its loop closed
 
         try:
             loop.add_reader(fd, readable)
@@ -370,6 +397,8 @@ class _Session:
             for event in self.parser.close():
                 await self._event(event)
             self.exit_status = int(payload)
+        elif kind == "H":
+            self.stalled = float(payload)
         elif kind == "f":
             self.token_info = json.loads(payload)
         elif kind == "S":
@@ -545,7 +574,9 @@ class _Session:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         assert self.group is not None
-        self.group.create_task(coro)  # type: ignore[arg-type]
+        task = self.group.create_task(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- the outcome -----------------------------------------------------------------------
 
@@ -566,6 +597,12 @@ class _Session:
 
     async def _result(self) -> LoginResult:
         status = self.exit_status
+        if self.stalled is not None:
+            raise ConnectionLost(
+                f"the connection to {self.request.destination} stalled for more than "
+                f"{self.stalled:g} s (longer than its SSH keepalive allows); the remote command was stopped",
+                hint="check the network; raise ServerAliveInterval/ServerAliveCountMax for slow links",
+            )
         if self.running:
             return LoginResult(provider="", destination=str(self.request.destination), label=None,
                                token_file=None, token_mode=None, exit_status=status or 0)
