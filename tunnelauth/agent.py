@@ -131,12 +131,13 @@ def login_shell_which(name):
     return out[-1] if out and out[-1].startswith("/") else None
 
 
-def as_user(user, argv, timeout=10):
-    """Run argv as user through sudo -n; (returncode, stdout, stderr)."""
+def as_user(user, argv, timeout=10, data=None):
+    """Run argv as user through sudo -n, `data` on its stdin; (returncode, stdout, stderr)."""
     try:
         done = subprocess.run(
-            ["sudo", "-n", "-H", "-u", user, "--"] + argv,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+            ["sudo", "-n", "-H", "-u", user, "--"] + argv, input=data,
+            stdin=None if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return 127, "", str(exc)
@@ -201,16 +202,29 @@ def listening(port):
     return found[0] if found else None
 
 
+# Stats HERMES_HOME and its auth.json as the --as-user user; the path comes on stdin, so it
+# is in no command line. Prints "<mode> <size> <dir mode>" (octal, decimal, octal).
+STAT = """import os, sys
+h = sys.stdin.read()
+try:
+    a = os.stat(os.path.join(h, "auth.json"))
+    d = os.stat(h)
+except OSError as exc:
+    sys.exit(exc.strerror)
+print("%o %d %o" % (a.st_mode & 0o7777, a.st_size, d.st_mode & 0o7777))
+"""
+
+
 def token_file(user, home_env):
     home = home_env or os.path.join(home_of(user), ".hermes")
     path = os.path.join(home, "auth.json")
     info = {"path": path}
     if user:
-        rc, out, err = as_user(user, ["stat", "-c", "%a %s", path, home])
+        rc, out, err = as_user(user, ["/bin/sh", "-c", STUB_BOOT, STAT], data=home.encode())
         if rc != 0:
             info["error"] = (err.strip().splitlines() or ["cannot stat"])[-1]
             return info
-        (mode, size), (dir_mode, _) = [row.split() for row in out.split("\n")[:2]]
+        mode, size, dir_mode = out.split()[:3]
         info.update(mode=int(mode, 8), size=int(size), dir_mode=int(dir_mode, 8))
         return info
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shlex
 import zlib
@@ -37,14 +38,21 @@ _BOOT = (
 )
 
 
-def parse_env(items: list[str]) -> dict[str, str]:
-    """--remote-env KEY=VALUE items, validated here so nothing odd reaches the remote."""
+def parse_env(items: list[str], local: Mapping[str, str] | None = None) -> dict[str, str]:
+    """--remote-env KEY=VALUE items, validated here so nothing odd reaches the remote.
+
+    A bare KEY takes its value from tunnelauth's own environment (`local`), so a secret need
+    not appear in tunnelauth's command line either."""
+    local = os.environ if local is None else local
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _ENV_NAME.fullmatch(key):
+        if not sep and _ENV_NAME.fullmatch(key) and key in local:
+            value = local[key]
+        elif not sep or not _ENV_NAME.fullmatch(key):
             raise UsageError(
-                f"--remote-env {item!r} is not KEY=VALUE with a valid variable name",
+                f"--remote-env {item!r} is not KEY=VALUE (or the name of a variable set here) "
+                f"with a valid variable name",
                 hint="names are letters, digits and _, not starting with a digit",
             )
         if "\0" in value:
