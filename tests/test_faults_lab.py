@@ -410,12 +410,13 @@ def inner_link_down(lab: Lab) -> Iterator[None]:
 
 def test_link_blip_shorter_than_the_keepalive_window_is_survived(lab: Lab, laptop: e2e.Laptop,
                                                                  provider: e2e.Provider, fake_hermes: Path) -> None:
-    # 3.5 s without a packet between bastion and target (TCP's retransmission backoff stretches
-    # the silence to about 6 s): longer than the supervisor's old 4 s, well inside 5 s x 3.
-    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="12")
+    # 4.5 s without a packet between bastion and target (TCP's retransmission backoff stretches
+    # the silence to about 6 s): longer than the supervisor's old 4 s, inside 5 s x 3, and inside
+    # the lab sshd's own ClientAlive 2 s x 3.
+    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="14")
     e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
     with inner_link_down(lab):
-        time.sleep(3.5)  # the blip itself
+        time.sleep(4.5)  # the blip itself
     run = e2e.finish_now(proc, timeout=60)
     assert run.returncode == 0, run.output
     assert "Logged in to xai-oauth" in run.stdout
