@@ -4,6 +4,7 @@ every fault named with its own exit code, one login per port, and no probing of 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pty
@@ -554,3 +555,13 @@ def test_setsid_helper_holding_the_output_does_not_hold_run(lab: Lab, laptop: e2
     assert "main done" in run.stdout
     assert helpers, "the helper was not running: the test proved nothing"
     assert took < 10, took
+
+
+def test_two_131_kb_remote_env_values_reach_the_command(lab: Lab, laptop: e2e.Laptop) -> None:
+    # They once made one 350 KB command line and the exec failed ("lost the connection"); now they
+    # travel in the channel and reach the command's environment, each one exec string of its own.
+    a, b = "a" * 131_000, "b" * 131_000
+    run = laptop.run(["run", "target", "--remote-env", f"A={a}", "--remote-env", f"B={b}", "--",
+                      "sh", "-c", 'printf %s "$A$B" | sha256sum'], timeout=60)
+    assert run.returncode == 0, run.output[-2000:]
+    assert hashlib.sha256((a + b).encode()).hexdigest() in run.stdout
