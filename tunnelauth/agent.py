@@ -64,7 +64,7 @@ while len(data) < left:
 env = dict(os.environ)
 env.update(json.loads(data.decode()))
 if sys.argv[1] == "t":
-    fd = os.open("/dev/tty", os.O_RDWR)
+    fd = os.open(os.ttyname(1) if os.isatty(1) else "/dev/tty", os.O_RDWR)
     os.dup2(fd, 0)
     os.close(fd)
 try:
