@@ -60,8 +60,12 @@ class _Attempt:
     def _connect(self) -> None:
         try:
             sock = socket.create_connection(self.address, timeout=_GIVE_UP)
-        except (OSError, ValueError) as exc:  # ValueError: UnicodeError from a bad host label
+        except OSError as exc:
             self.result.set_exception(exc)
+            return
+        except UnicodeError:  # the idna codec: a label longer than 63 characters, or empty
+            self.result.set_exception(OSError("not a host name that can be looked up (a dot-separated "
+                                              "part is empty or longer than 63 characters)"))
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, the real connect reports it
             self.result.set_exception(OSError(f"{type(exc).__name__}: {exc}"))
@@ -76,6 +80,7 @@ class _Attempt:
         with self._lock:
             if self._abandoned:
                 sock.close()
+                self.result.set_exception(OSError("the head-start connection was not needed"))
             else:
                 self.result.set_result(sock)
 
