@@ -22,8 +22,9 @@
 #              w<port> (report when 127.0.0.1/::1:<port> is LISTENing), k (kill now)
 # Ports in loopback URLs of the command's output are watched without being asked: their L frame
 # then goes out before the output that names them, saving tunnelauth a round trip to ask.
-# Once the command's own process has exited, its output is drained for DRAIN seconds at most:
-# a helper it left behind in another session (setsid) may hold the pipes open for ever.
+# Once the command's own process has exited, its output is read until it pauses for DRAIN
+# seconds (DRAIN_MAX at most): a helper it left in another session (setsid) may hold the
+# pipes open for ever.
 import base64
 import json
 import os
@@ -41,7 +42,8 @@ OUT = 1
 IN = 0
 MAX_CONFIG = 4 << 20  # bytes of the configuration line
 CONFIG_WAIT = 60.0  # seconds to wait for it
-DRAIN = 0.5  # seconds of output still read after the command's process exited
+DRAIN = 0.5  # once the command's process exited: stop reading after this long without output
+DRAIN_MAX = 5.0  # ... or after this long in all (a helper that keeps writing)
 DEAD_AFTER = 30.0  # when the configuration names no death window
 # With --as-user: runs as that user (sudo -u USER ... python3 -c STUB MODE PATH ARGS...), reads
 # "<length>:<JSON env>" from its stdin, and execs the command with that environment added; in
@@ -426,6 +428,7 @@ def pump(config, child, kill, user, pending=b""):
         streams[child.stderr.fileno()] = "e"
     stdin_open = True
     exited = None  # when the command's own process was seen gone
+    heard = time.time()  # when its output last said something
 
     def obey(data):
         lines = data.split(b"\n")
@@ -457,7 +460,7 @@ def pump(config, child, kill, user, pending=b""):
         now = time.time()
         if exited is None and child.poll() is not None:
             exited = now
-        if exited is not None and now - exited > DRAIN:
+        if exited is not None and (now - max(exited, heard) > DRAIN or now - exited > DRAIN_MAX):
             break  # something outside its process group holds the output open: stop reading
         # Poll a fresh watch often (a login waits on it), an old one gently.
         wait = 0.5 if not watch else 0.01 if now - max(watch.values()) < 2 else 0.1
@@ -480,6 +483,7 @@ def pump(config, child, kill, user, pending=b""):
                 except OSError:
                     data = b""  # a pty master reads EIO once the child side is gone
                 if data:
+                    heard = time.time()
                     for match in LOOPBACK_PORT.finditer(tail + data):
                         port = int(match.group(1))
                         if 0 < port < 65536 and port not in reported:
