@@ -565,3 +565,23 @@ def test_two_131_kb_remote_env_values_reach_the_command(lab: Lab, laptop: e2e.La
                       "sh", "-c", 'printf %s "$A$B" | sha256sum'], timeout=60)
     assert run.returncode == 0, run.output[-2000:]
     assert hashlib.sha256((a + b).encode()).hexdigest() in run.stdout
+
+
+def test_laptop_suspended_past_the_window_is_a_lost_connection_not_a_hermes_failure(
+        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    keepalive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=1"]
+    window = remote.dead_after(1.0, 1)  # the supervisor stops hermes after this long without a word
+    proc = laptop.start(["xai", "target", "-q", *keepalive, *fake(lab, provider, fake_hermes)],
+                        FAKE_BROWSER_DELAY="300")
+    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), window + 5,
+                       "the supervisor did not stop hermes while the laptop was suspended")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    run = e2e.finish_now(proc, timeout=30)
+    assert run.returncode == 9, run.output
+    line = only_error(run.stderr)
+    assert "exit status" not in line and (lab.target_ip in line or lab.bastion_ip in line), line
+    assert_nothing_left(lab)

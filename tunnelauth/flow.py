@@ -599,8 +599,8 @@ class _Session:
         status = self.exit_status
         if self.stalled is not None:
             raise ConnectionLost(
-                f"the connection to {self.request.destination} stalled for more than "
-                f"{self.stalled:g} s (longer than its SSH keepalive allows); the remote command was stopped",
+                f"nothing reached {self.request.destination} for more than {self.stalled:g} s (a stalled "
+                f"link, or this machine suspended, past the SSH keepalive window); the remote command was stopped",
                 hint="check the network; raise ServerAliveInterval/ServerAliveCountMax for slow links",
             )
         if self.running:
