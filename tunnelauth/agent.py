@@ -76,8 +76,9 @@ except OSError as exc:
     sys.exit(126)
 """
 # Finds python3 for the --as-user user (sudo's secure_path), then runs STUB ("$0").
-STUB_BOOT = ('for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -I -S -c "$0" "$@"; '
-             'done; echo "tunnelauth: no python3 for this user" >&2; exit 127')
+STUB_BOOT = ('for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
+             'exec "$p" -I -S -c "$0" "$@"; done; '
+             'echo "tunnelauth: no python3 for this user" >&2; exit 127')
 # 127.0.0.1:P, localhost:P, [::1]:P, also URL-encoded (a redirect_uri parameter).
 LOOPBACK_PORT = re.compile(
     rb"(?:127\.0\.0\.1|localhost|\[::1\]|%5B%3A%3A1%5D)(?::|%3A)(\d{1,5})(?!\d)", re.I)

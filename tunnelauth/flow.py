@@ -139,8 +139,9 @@ async def login(request: LoginRequest, reporter: Reporter) -> LoginResult:
             if session is not None and session.finished:
                 raise
             if session is None:
+                hop = where[-1] if where else request.hops[0]
                 raise LoginTimeout(
-                    f"no login within {request.timeout:g} s: still connecting to {where[-1] if where else request.hops[0]}",
+                    f"no login within {request.timeout:g} s: still connecting to {hop}",
                     hint="check that hop, or rerun with a larger --timeout",
                 ) from None
             raise LoginTimeout(
@@ -599,9 +600,10 @@ class _Session:
         status = self.exit_status
         if self.stalled is not None:
             raise ConnectionLost(
-                f"nothing reached {self.request.destination} for more than {self.stalled:g} s (a stalled "
-                f"link, or this machine suspended, past the SSH keepalive window); the remote command was stopped",
-                hint="check the network; raise ServerAliveInterval/ServerAliveCountMax for slow links",
+                f"nothing reached {self.request.destination} for more than {self.stalled:g} s "
+                f"(a stalled link, or this machine suspended, past the SSH keepalive window); "
+                f"the remote command was stopped",
+                hint="check the network; raise ServerAliveInterval/ServerAliveCountMax on slow links",
             )
         if self.running:
             return LoginResult(provider="", destination=str(self.request.destination), label=None,

@@ -64,8 +64,9 @@ class _Attempt:
             self.result.set_exception(exc)
             return
         except UnicodeError:  # the idna codec: a label longer than 63 characters, or empty
-            self.result.set_exception(OSError("not a host name that can be looked up (a dot-separated "
-                                              "part is empty or longer than 63 characters)"))
+            self.result.set_exception(OSError(
+                "not a host name that can be looked up (a dot-separated part is empty or "
+                "longer than 63 characters)"))
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, the real connect reports it
             self.result.set_exception(OSError(f"{type(exc).__name__}: {exc}"))
