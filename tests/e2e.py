@@ -8,16 +8,21 @@ the lab's provider address (reachable from the laptop and the target, nothing el
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import pty
+import re
 import secrets
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,3 +313,77 @@ def finish_now(proc: subprocess.Popen[str], sig: int | None = None, timeout: flo
             data += chunk
         texts.append(data.decode(errors="replace"))
     return Run(proc.returncode, texts[0], texts[1], elapsed)
+
+
+class ProcessTableWatch:
+    """Reads every process's command line (all namespaces: one pid namespace) over and over,
+    every ~10 ms, base64 (and base64 zlib) arguments decoded, and the environment of the
+    target's processes not run as `env_uid` (the user the values are for), while tunnelauth
+    runs. `found` lists every place a needle showed; `saw`, which of `looking_for` showed in a
+    command line (proof that the scan caught what it was meant to watch)."""
+
+    def __init__(self, lab: Lab, needles: dict[str, bytes], typed: set[str], env_uid: int,
+                 command: str, looking_for: tuple[str, ...] = ()) -> None:
+        self.lab, self.needles, self.typed, self.env_uid = lab, needles, typed, env_uid
+        # tunnelauth's own command line holds what the user typed there (their choice); a
+        # child it forks shows the same until it execs.
+        self._own = b"\0-m\0tunnelauth\0" + command.encode() + b"\0"
+        self._looking_for = looking_for
+        self.found: list[str] = []
+        self.saw: set[str] = set()
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._target_ns = os.stat(f"/run/netns/{lab.target_ns}").st_ino
+
+    def __enter__(self) -> ProcessTableWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _read(self, pid: str, what: str) -> bytes:
+        try:
+            with open(f"/proc/{pid}/{what}", "rb") as handle:
+                return handle.read()
+        except OSError:
+            return b""
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - a test's short-lived helper
+    def _decoded(self, arg: bytes) -> bytes:
+        """A base64 (or base64 zlib) argument's content: a value hidden that way is still there."""
+        if len(arg) < 16 or not re.fullmatch(rb"[A-Za-z0-9+/=_-]+", arg):
+            return b""
+        try:
+            data = base64.b64decode(arg + b"=" * (-len(arg) % 4), altchars=b"-_" if b"-" in arg or b"_" in arg else None)
+        except ValueError:
+            return b""
+        try:
+            return data + zlib.decompress(data)
+        except zlib.error:
+            return data
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.rounds += 1
+            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+                cmdline = self._read(pid, "cmdline")
+                cmdline += b"\0".join(self._decoded(arg) for arg in cmdline.split(b"\0"))
+                self.saw.update(mark for mark in self._looking_for if mark.encode() in cmdline)
+                own = self._own in cmdline
+                for name, needle in self.needles.items():
+                    if needle in cmdline and not (own and name in self.typed):
+                        self.found.append(f"{name} in the command line of pid {pid}: {cmdline[:120]!r}")
+                try:
+                    in_target = os.stat(f"/proc/{pid}/ns/net").st_ino == self._target_ns
+                    uid = os.stat(f"/proc/{pid}").st_uid
+                except OSError:
+                    continue
+                if in_target and uid != self.env_uid:
+                    environ = self._read(pid, "environ")
+                    for name, needle in self.needles.items():
+                        if needle in environ:
+                            self.found.append(f"{name} in the environment of pid {pid} (uid {uid})")
+            self._stop.wait(0.01)

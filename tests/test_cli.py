@@ -436,6 +436,16 @@ def test_remote_env_adding_up_past_the_limit_is_refused_before_connecting(tunnel
     assert run.seconds < FAST
 
 
+def test_doctor_refuses_the_same_sizes_before_connecting(tunnelauth: Runner) -> None:
+    from tunnelauth.remote import MAX_ARGS_TOTAL
+
+    value = "v" * 120_000
+    args = [a for i in range(9) for a in ("--remote-env", f"BIG{i}={value}")]
+    run = tunnelauth("doctor", DEST, *args, *NO_NETWORK)
+    assert_usage_error(run, "--remote-env", str(MAX_ARGS_TOTAL))
+    assert run.seconds < FAST
+
+
 def test_one_value_larger_than_an_exec_argument_is_refused() -> None:
     # Linux's own exec limit stops such a value on the laptop's command line already; a laptop
     # with other limits (macOS) could pass it, and the target's execve would refuse it.

@@ -304,9 +304,14 @@ def _cmdline(pid: int) -> list[str]:
 # -- the probe, run locally ----------------------------------------------------------------------
 
 def start_probe(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    # stdin stays open, as the doctor keeps the channel's: its closing means "tunnelauth is gone".
-    return subprocess.Popen(["sh", "-c", commands.probe_command(modes, config)], stdin=subprocess.PIPE,
+    # The configuration as the first line on its stdin, which then stays open, as the doctor
+    # keeps the channel's: its closing means "tunnelauth is gone".
+    proc = subprocess.Popen(["sh", "-c", commands.probe_command()], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write(commands.probe_config_line(modes, config))
+    proc.stdin.flush()
+    return proc
 
 
 def probe_modes(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:

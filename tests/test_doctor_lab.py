@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pwd
+import secrets
 import shutil
 import subprocess
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from tests import e2e
 from tests.lab.netlab import Lab
+from tunnelauth.doctor import commands
 
 pytestmark = pytest.mark.lab
 
@@ -277,6 +280,54 @@ def test_as_user_without_sudo_rights_fails(laptop: e2e.Laptop, fake_hermes: Path
     found = checks(doc)
     assert found["hermes"]["status"] == "fail" and "sudo" in str(found["hermes"]["detail"])
     assert found["token dir"]["status"] == "fail" and "sudo -n -u root" in str(found["token dir"]["detail"])
+
+
+# -- no secret in any process table (issue 12) ----------------------------------------------------
+
+@pytest.mark.parametrize("login", ["user", "root-as-user"])
+def test_no_secret_in_any_process_table(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path, login: str) -> None:
+    """--remote-env values and HERMES_HOME reach the probe, its re-run as the --as-user user and
+    `hermes --version`, and never a command line (nor another user's environment) on the way."""
+    typed, from_env = secrets.token_hex(20), secrets.token_hex(20)
+    home = lab.user_home / f"hermes-home-{secrets.token_hex(12)}"  # not there: the user may create it
+    seen = lab.root / f"doctor-seen-{secrets.token_hex(4)}"
+    seen.mkdir()
+    seen.chmod(0o777)
+    # `hermes --version` writes down (hashes of) what it was given, and takes a moment, as a
+    # real one does, so that the scan sees it run.
+    hermes = e2e.write_script(lab, f"secret-hermes-{secrets.token_hex(3)}", (
+        "#!/usr/bin/python3\n"
+        "import hashlib, os, sys, time\n"
+        f"with open({str(seen / 'env')!r}, 'w') as f:\n"
+        "    for name in ('TA_TYPED', 'TA_FROM_ENV'):\n"
+        "        f.write(name + ' ' + hashlib.sha256(os.environ.get(name, '').encode()).hexdigest() + '\\n')\n"
+        "time.sleep(0.5)\n"
+        f"os.execv({str(fake_hermes)!r}, [{str(fake_hermes)!r}] + sys.argv[1:])\n"))
+    who = ["target"] if login == "user" else ["root@target", "--as-user", lab.user]
+    args = ["doctor", "--json", *who, *fake(hermes, "0.18.0"), "--remote-env", f"TA_TYPED={typed}",
+            "--remote-env", "TA_FROM_ENV", "--hermes-home", str(home)]
+    needles = {"the typed --remote-env value": typed.encode(),
+               "the --remote-env value from the environment": from_env.encode(),
+               "HERMES_HOME": home.name.encode()}
+    typed_by_the_user = {"the typed --remote-env value", "HERMES_HOME"}
+    try:
+        with e2e.ProcessTableWatch(lab, needles, typed_by_the_user, pwd.getpwnam(lab.user).pw_uid,
+                                   "doctor", looking_for=(commands.PROBE_TAG, hermes.name)) as watch:
+            run = laptop.run(args, TA_FROM_ENV=from_env)
+        written = (seen / "env").read_text().split()
+    finally:
+        shutil.rmtree(seen)
+    assert run.returncode == 0, run.output
+    assert watch.saw == {commands.PROBE_TAG, hermes.name} and watch.rounds > 10, "the scan missed the probe"
+    assert not watch.found, watch.found
+    # Every value still got where it belongs: hermes --version, and the token dir check.
+    assert written == ["TA_TYPED", hashlib.sha256(typed.encode()).hexdigest(),
+                       "TA_FROM_ENV", hashlib.sha256(from_env.encode()).hexdigest()]
+    doc = json.loads(run.stdout)
+    found = checks(doc)
+    assert "v0.18.0" in str(found["hermes"]["detail"]), found["hermes"]
+    assert str(home) in str(found["token dir"]["detail"]) and found["token dir"]["status"] == "pass", found
+    assert f"{lab.user} can create it" in str(found["token dir"]["detail"])
 
 
 # -- fleets --------------------------------------------------------------------------------------

@@ -338,6 +338,7 @@ def doctor(
             env["HERMES_HOME"] = hermes_home
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
+        remote.check_sizes((hermes, "--version"), env)  # what the probe's `hermes --version` gets
         request = checkup.DoctorRequest(
             destinations=tuple(
                 (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new, head_start=False))

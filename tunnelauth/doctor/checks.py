@@ -4,6 +4,7 @@ meaningless turns them into "skip" with the reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -214,10 +215,13 @@ class Destination:
         return self._answers[mode]
 
     async def _run_probe(self, **config: object) -> dict[str, object]:
-        # Not conn.run(): that closes the probe's stdin at once, and the probe takes its stdin
-        # closing as "tunnelauth is gone" (Ctrl-C, a timeout), stopping what it runs.
-        proc = await self._conn.create_process(commands.probe_command(PROBE_MODES, config), encoding="utf-8")
+        # The configuration goes in as the first line on the probe's stdin (never in argv: it
+        # holds --remote-env values), which then stays open. Not conn.run(): that closes it at
+        # once, and the probe takes its closing as "tunnelauth is gone" (Ctrl-C, a timeout).
+        proc = await self._conn.create_process(commands.probe_command(), encoding="utf-8")
         try:
+            with contextlib.suppress(*ssh.CHANNEL_ERRORS):  # gone already (no python3): it says why
+                proc.stdin.write(commands.probe_config_line(PROBE_MODES, config))
             out, errors = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
             await proc.wait_closed()
         finally:

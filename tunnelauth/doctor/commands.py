@@ -72,14 +72,22 @@ def listener_command(token: str, avoid: Iterable[int], life: float = LISTENER_LI
     return remote._python(LISTENER.encode(), LISTENER_TAG, token, f"{life:g}", *map(str, avoid))
 
 
-def probe_command(modes: Iterable[str], config: Mapping[str, object]) -> str:
-    """One probe run answering each of `modes` (probe.py: hermes, tokens, gateway, sockets)."""
-    # "boot": how the probe starts itself again as another user (sh -c BOOT... code tag args).
-    boot = [remote._BOOT, "sh"]
-    payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode()).decode()
+def probe_command() -> str:
+    """The probe's command line: its code and agent.py's, nothing else. What it is to answer,
+    with which environment, follows as the first line on its stdin (probe_config_line)."""
     probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
     agent = remote._pack(remote._agent_source(), remote.AGENT_LIBS)
-    return remote._python(probe, PROBE_TAG, agent, payload, libs=PROBE_LIBS)
+    return remote._python(probe, PROBE_TAG, agent, libs=PROBE_LIBS)
+
+
+def probe_config_line(modes: Iterable[str], config: Mapping[str, object]) -> str:
+    """The first line the probe reads, answering each of `modes` (probe.py: hermes, tokens,
+    gateway, sockets). It travels inside the channel: --remote-env values and HERMES_HOME are
+    in no command line a local user of the target can read."""
+    # "boot": how the probe starts itself again as another user (sh -c BOOT... code tag agent).
+    boot = [remote._BOOT, "sh"]
+    payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode())
+    return f"C{payload.decode()}\n"
 
 
 def socket_table_command() -> str:

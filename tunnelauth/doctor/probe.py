@@ -4,7 +4,10 @@
 # HERMES_HOME in a temporary directory that is removed again (that command writes ~/.hermes).
 #
 # argv: <remote_lib/listeners.py + this file, base64+zlib> <marker> <agent.py, base64+zlib>
-#       <config, base64 JSON>
+# stdin: C<config, base64 JSON> as its first line (agent.py's read_config), then nothing: it
+#        stays open while tunnelauth waits, and EOF means tunnelauth is gone. The config holds
+#        --remote-env values and HERMES_HOME, so it is in no command line here, nor in those of
+#        what the probe starts (its re-run as --as-user gets it on a pipe, hermes as environment).
 # Prints one line: "tunnelauth-doctor " + JSON: {mode: answer} for each of config["modes"]
 # (one python start for all: a fleet pays for every process it starts on every target):
 #   hermes   find hermes as the login would (agent.find_command); its version from the package
@@ -60,16 +63,18 @@ def load_agent():
     return agent
 
 
-def run(argv, timeout):
-    """(returncode, stdout, stderr); the command's whole process group dies on timeout."""
+def run(argv, timeout, env=None, data=None):
+    """(returncode, stdout, stderr), `data` on its stdin; the command's whole process group
+    dies on timeout."""
     try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True)
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                 start_new_session=True)
     except OSError as exc:
         return 127, "", exc.strerror or str(exc)
     CHILDREN.append(child)
     try:
-        out, err = child.communicate(timeout=timeout)
+        out, err = child.communicate(input=data, timeout=timeout)
     except subprocess.TimeoutExpired:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -112,11 +117,26 @@ def hermes(config, agent):
     known = metadata_version(path)
     if known:
         return {"path": path, "rc": 0, "first_line": "Hermes Agent v%s (from its package metadata)" % known}
-    env = [f"{k}={v}" for k, v in sorted(config.get("env", {}).items())]
-    argv = ["env"] + env + ["sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
-    rc, out, err = run((sudo(user) if user else []) + argv, 60)
+    rc, out, err = version_run(path, user, config.get("env", {}), agent)
     return {"path": path, "rc": rc, "first_line": (out.strip().splitlines() or [""])[0],
             "error": last_line(err, "")}
+
+
+def version_run(path, user, added, agent):
+    """`hermes --version` with the --remote-env values added to its environment. Not
+    `env K=V ...`: that puts them in a command line any local user can read."""
+    argv = ["/bin/sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
+    if not user:
+        env = dict(os.environ)
+        env.update(added)
+        return run(argv, 60, env=env)
+    if not added:
+        return run(sudo(user) + argv, 60)
+    # sudo resets the environment: agent.py's STUB, as that user, reads the values from a
+    # pipe and execs the command with them, as a login's does.
+    data = json.dumps(added).encode()
+    stub = ["/bin/sh", "-c", agent["STUB_BOOT"], agent["STUB"], "p"]
+    return run(sudo(user) + stub + argv, 60, data=str(len(data)).encode() + b":" + data)
 
 
 def metadata_version(path):
@@ -171,10 +191,11 @@ def tokens(config, agent):
     user = config.get("as_user")
     if user and user != me.pw_name:
         # Look as that user: their home is often 0700 to anyone else.
-        again = dict(config, as_user=None, watch=False, modes=["tokens"])  # its stdin is /dev/null
-        payload = base64.b64encode(json.dumps(again).encode()).decode()
+        # Its configuration on its stdin, which then closes (so: no watch).
+        again = dict(config, as_user=None, watch=False, modes=["tokens"])
+        line = b"C" + base64.b64encode(json.dumps(again).encode()) + b"\n"
         # Through sh and that user's PATH: this python3 may live where they cannot read (pyenv).
-        rc, out, err = run(sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4] + [payload], 30)
+        rc, out, err = run(sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4], 30, data=line)
         for line in out.splitlines():
             if line.startswith(MARK):
                 return json.loads(line[len(MARK):])["tokens"]
@@ -251,11 +272,14 @@ def gateway(config, agent):
 
 
 def main():
-    config = json.loads(base64.b64decode(sys.argv[4]).decode())
+    agent = load_agent()
+    config, _ = agent["read_config"]()  # the first line on stdin; the watch reads what follows
+    if config is None:
+        sys.stderr.write("tunnelauth: the doctor's probe got no configuration on its stdin\n")
+        sys.exit(125)
     if config.get("watch", True):
         threading.Thread(target=watch_stdin, daemon=True).start()
     modes = {"hermes": hermes, "tokens": tokens, "gateway": gateway, "sockets": sockets}
-    agent = load_agent()
     answer = {mode: modes[mode](config, agent) for mode in config["modes"]}
     sys.stdout.write(MARK + json.dumps(answer) + "\n")
     sys.stdout.flush()
