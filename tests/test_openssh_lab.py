@@ -6,6 +6,7 @@ transports (`@e2e.BOTH_TRANSPORTS`); this module holds what only the OpenSSH sid
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -112,3 +113,50 @@ def test_openssh_missing_is_a_usage_error(clean_lab: Lab) -> None:
     run = laptop.run(["run", "target", "--", "true"], TUNNELAUTH_SSH_BINARY="no-such-ssh-here")
     assert run.returncode == 2, run.output
     assert "--ssh openssh needs the `no-such-ssh-here` command" in run.stderr
+
+
+def wrapped_ssh(lab: Lab, home: Path) -> Path:
+    """A corporate-style ssh wrapper that brings a credential of its own (here: the key the
+    target accepts), which only the user's ssh, not asyncssh, knows about."""
+    key = lab.laptop_home / ".ssh" / "id_ed25519"
+    return e2e.write_script(lab, f"wrapped-ssh-{home.name}",
+                            f'#!/bin/sh\nexec {e2e.ssh_wrapper(lab)} -i {key} "$@"\n')
+
+
+@pytest.fixture
+def only_ssh_gets_in(clean_lab: Lab) -> tuple[Path, Path]:
+    """A HOME whose own key no hop accepts, and an ssh wrapper that adds one they do."""
+    home = e2e.fresh_home(clean_lab, "only-ssh")
+    key = home / ".ssh" / "id_ed25519"
+    key.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = home / ".ssh" / "config"
+    config.write_text(config.read_text().replace(str(clean_lab.laptop_home), str(home)))
+    return home, wrapped_ssh(clean_lab, home)
+
+
+def doctor_checks(run: e2e.Run) -> dict[str, dict[str, object]]:
+    doc = json.loads(run.stdout)
+    return {check["name"]: check for check in doc["destinations"][0]["checks"]}
+
+
+def test_doctor_says_which_transport_a_destination_needs(clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path],
+                                                         fake_hermes: Path) -> None:
+    home, wrapper = only_ssh_gets_in
+    run = e2e.Laptop(clean_lab, home=home).run(["doctor", "target", "--json", "--hermes", str(fake_hermes)],
+                                               TUNNELAUTH_SSH_BINARY=str(wrapper))
+    assert run.returncode == 1, run.output
+    found = doctor_checks(run)
+    assert found["ssh (openssh)"]["status"] == "pass", found
+    assert found["transport"]["status"] == "warn"
+    assert "--ssh openssh" in str(found["transport"]["detail"])
+
+
+def test_doctor_checks_both_transports_when_asked(clean_lab: Lab, fake_hermes: Path) -> None:
+    run = e2e.Laptop(clean_lab).run(["doctor", "target", "--json", "--ssh", "both", "--hermes", str(fake_hermes),
+                                     "--remote-env", "FAKE_HERMES_VERSION=0.19.0"])
+    found = doctor_checks(run)
+    assert found["ssh (openssh)"]["status"] == "pass", found
+    assert found["transport"] == {**found["transport"], "status": "pass",
+                                  "detail": "asyncssh (the default) works; --ssh openssh works too"}
+    assert found["forwarding"]["status"] == "pass", found

@@ -337,6 +337,7 @@ def doctor(
     json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
     concurrency: int = typer.Option(16, "--concurrency", metavar="N", help="Destinations checked at the same time."),
+    transport_name: Optional[str] = typer.Option("asyncssh", "--ssh", metavar="asyncssh|openssh|both", help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication."),
 ) -> None:
     """Check that logins would work (for CI).
 
@@ -356,11 +357,14 @@ def doctor(
             env["HERMES_HOME"] = hermes_home
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
+        if transport_name not in ("asyncssh", "openssh", "both"):
+            raise UsageError(f"--ssh {transport_name!r} is not one of: asyncssh, openssh, both")
+        routes = [(d, *_hops(d, jump, port, login_name, identity, config_file, option, accept_new,
+                             head_start=False, command_line=True)) for d in destinations]
         request = checkup.DoctorRequest(
-            destinations=tuple(
-                (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new, head_start=False)[0])
-                for d in destinations
-            ),
+            destinations=tuple((d, hops) for d, hops, _ in routes),
+            targets={d: target for d, _, target in routes if target is not None},
+            transports=("asyncssh", "openssh") if transport_name == "both" else (transport_name,),
             providers=(providers.lookup(provider),) if provider else providers.PROVIDERS,
             provider_given=provider is not None,
             hermes=hermes,

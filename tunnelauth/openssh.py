@@ -137,6 +137,14 @@ async def control_path(target: Target) -> str | None:
     return None
 
 
+async def batch_login(target: Target, limit: float = 30.0) -> TunnelauthError | None:
+    """Whether ssh logs in to the destination without asking anyone (`doctor`): None, or why not."""
+    status, _, err = await _output(target.argv("-o", "BatchMode=yes", "-T") + ["true"], limit)
+    if status == 0:
+        return None
+    return classify(err.splitlines(), target.label, status)
+
+
 def _escape(path: str) -> str:
     return path.replace("%", "%%")  # ssh expands %-tokens in -S
 
