@@ -139,7 +139,7 @@ BAD_INPUT = {
     "unknown option": (
         ["xai", DEST, "--bogus"], "--bogus", "see 'tunnelauth login -h'"),
     "unsupported -o": (
-        ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "supported: HostName, User, Port"),
+        ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "keywords of ssh_config(5)"),
     "UserKnownHostsFile none": (
         ["xai", DEST, "-o", "UserKnownHostsFile=none"], "UserKnownHostsFile none", "tunnelauth always checks"),
     "env name starting with a digit": (

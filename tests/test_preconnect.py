@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunnelauth import preconnect
+from tunnelauth import preconnect, ssh
 from tunnelauth.destination import SshSettings, parse_endpoint, parse_jumps
 from tunnelauth.errors import UsageError
 from tunnelauth.ssh import plan
@@ -67,7 +67,7 @@ def test_dash_p_counts_only_when_the_destination_is_the_first_hop(tmp_path: Path
 
 @pytest.mark.parametrize("config", [
     "Match host a\n  HostName elsewhere\n",
-    "Include other_config\n",
+    "Include %d/other_config\n",
     "Host a\n  ProxyCommand nc %h %p\n",
     "Host a\n  HostName %h.example.test\n",
     "Host a\n  CanonicalizeHostname yes\n",
@@ -76,6 +76,29 @@ def test_no_guess_when_the_config_is_beyond_it(tmp_path: Path, config: str) -> N
     path = tmp_path / "ssh_config"
     path.write_text(config)
     assert preconnect.first_hop(parse_endpoint("a"), None, SshSettings(config_file=path)) is None
+
+
+def test_includes_are_followed_like_asyncssh_does(tmp_path: Path) -> None:
+    extra = tmp_path / "conf.d"
+    extra.mkdir()
+    (extra / "10-gw.conf").write_text("Host gw\n  HostName 198.18.9.3\n  Port 2203\n")
+    config = f"Include {extra}/*.conf\nHost *.lab\n  ProxyJump gw\n"
+    guess, first = both(tmp_path, config, "x.lab")
+    assert guess == first == ("198.18.9.3", 2203)
+
+
+def test_without_dash_f_the_system_config_counts_too(tmp_path: Path, home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    system = tmp_path / "etc_ssh_config"
+    system.write_text("Host a\n  HostName 198.18.9.4\n  Port 2204\n")
+    monkeypatch.setattr(preconnect, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(ssh, "SYSTEM_CONFIG", system)
+    (home / ".ssh").mkdir()
+    (home / ".ssh/config").write_text("Host a\n  Port 2205\n")  # the user's file first
+    cfg = SshSettings()
+    first = plan(parse_endpoint("a"), None, cfg)[0]
+    assert preconnect.first_hop(parse_endpoint("a"), None, cfg) == (first.host, first.port) \
+        == ("198.18.9.4", 2205)
 
 
 @pytest.mark.parametrize("config", [

@@ -98,7 +98,7 @@ def _hops(destination: str, jump: str | None, port: int | None, login_name: str 
         identities=tuple(str(Path(i).expanduser()) for i in identity),
         login=dest.check_login(login_name, "-l") if login_name else None,
         port=port,
-        options=dict(dest.parse_option(o) for o in option),
+        options=dest.first_wins(dest.parse_option(o) for o in option),
         accept_new=accept_new,
     )
     for path in settings.identities:
@@ -253,6 +253,20 @@ def run(
         saved = termios.tcgetattr(sys.stdin.fileno())
         tty.setraw(sys.stdin.fileno())
         reporter.newline = "\r\n"
+        raw_ask = reporter.ask
+
+        def ask(prompt: str, secret: bool) -> str | None:
+            # ssh's prompts (passphrase, password, codes) come before the session: in the
+            # terminal as the person left it (Enter, Ctrl-C), as ssh asks them.
+            fd = sys.stdin.fileno()
+            raw = termios.tcgetattr(fd)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            try:
+                return raw_ask(prompt, secret)
+            finally:
+                termios.tcsetattr(fd, termios.TCSADRAIN, raw)
+
+        reporter.ask = ask  # type: ignore[method-assign]
         try:
             result = _execute(request, reporter)
         finally:

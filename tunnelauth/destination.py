@@ -7,7 +7,7 @@ hop (preconnect.py), before the SSH library is even imported.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from tunnelauth.errors import UsageError
 
 DEFAULT_PORT = 22
 
-# -o keys we honour, in OpenSSH's spelling. Those in PER_HOP apply to every hop.
+# -o keys we check ourselves, in OpenSSH's spelling. Those in PER_HOP apply to every hop.
 OPTION_KEYS = (
     "HostName",
     "User",
@@ -30,6 +30,32 @@ OPTION_KEYS = (
     "ServerAliveInterval",
     "ServerAliveCountMax",
 )
+# Every other keyword ssh_config(5) (OpenSSH 9) knows: -o accepts it as ssh does, and the config
+# evaluation decides what it means (docs/ssh-setup.md lists what is honoured).
+OTHER_KEYS = (
+    "AddKeysToAgent", "AddressFamily", "BatchMode", "BindAddress", "BindInterface",
+    "CanonicalDomains", "CanonicalizeFallbackLocal", "CanonicalizeHostname",
+    "CanonicalizeMaxDots", "CanonicalizePermittedCNAMEs", "CASignatureAlgorithms",
+    "CertificateFile", "ChannelTimeout", "CheckHostIP", "Ciphers", "ClearAllForwardings",
+    "Compression", "ConnectionAttempts", "ControlMaster", "ControlPath", "ControlPersist",
+    "DynamicForward", "EnableEscapeCommandline", "EnableSSHKeySign", "EscapeChar",
+    "ExitOnForwardFailure", "FingerprintHash", "ForkAfterAuthentication", "ForwardAgent",
+    "ForwardX11", "ForwardX11Timeout", "ForwardX11Trusted", "GatewayPorts",
+    "GlobalKnownHostsFile", "GSSAPIAuthentication", "GSSAPIDelegateCredentials",
+    "GSSAPIKeyExchange", "HashKnownHosts", "HostbasedAcceptedAlgorithms",
+    "HostbasedAuthentication", "HostKeyAlgorithms", "HostKeyAlias", "IdentityAgent",
+    "IgnoreUnknown", "IPQoS", "KbdInteractiveAuthentication", "KbdInteractiveDevices",
+    "KexAlgorithms", "KnownHostsCommand", "LocalCommand", "LocalForward", "LogLevel",
+    "LogVerbose", "MACs", "NoHostAuthenticationForLocalhost", "NumberOfPasswordPrompts",
+    "ObscureKeystrokeTiming", "PasswordAuthentication", "PermitLocalCommand",
+    "PermitRemoteOpen", "PKCS11Provider", "PreferredAuthentications", "ProxyUseFdpass",
+    "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes", "PubkeyAuthentication",
+    "RekeyLimit", "RemoteCommand", "RemoteForward", "RequestTTY", "RequiredRSASize",
+    "RevokedHostKeys", "SecurityKeyProvider", "SendEnv", "ServerAliveCountMax", "SessionType",
+    "SetEnv", "StdinNull", "StreamLocalBindMask", "StreamLocalBindUnlink", "SyslogFacility",
+    "Tag", "TCPKeepAlive", "Tunnel", "TunnelDevice", "UpdateHostKeys", "VerifyHostKeyDNS",
+    "VisualHostKey", "XAuthLocation", "ChallengeResponseAuthentication",
+)
 PER_HOP = frozenset(
     {
         "IdentityFile",
@@ -39,10 +65,22 @@ PER_HOP = frozenset(
         "ConnectTimeout",
         "ServerAliveInterval",
         "ServerAliveCountMax",
+        "IdentityAgent",
+        "CertificateFile",
+        "GlobalKnownHostsFile",
+        "HashKnownHosts",
+        "BatchMode",
+        "PreferredAuthentications",
+        "PasswordAuthentication",
+        "KbdInteractiveAuthentication",
+        "PubkeyAuthentication",
+        "NumberOfPasswordPrompts",
+        "AddressFamily",
     }
 )
-_KEYS = {key.lower(): key for key in OPTION_KEYS}
-_HOSTNAME = re.compile(r"[A-Za-z0-9_.%-]+|[0-9A-Fa-f:.%]+")
+_KEYS = {key.lower(): key for key in (*OPTION_KEYS, *OTHER_KEYS)}
+# A name, or an IPv6 address with an optional zone (fe80::1%eth0, as ssh takes it).
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.%-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 _USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*")
 _DIGITS = re.compile(r"[0-9]{1,5}")
 STRICT_VALUES = ("yes", "ask", "accept-new", "no", "off")
@@ -123,13 +161,21 @@ def parse_option(text: str) -> tuple[str, str]:
     if canonical is None:
         raise UsageError(
             f"-o {text!r}: unsupported option {key.strip()!r}",
-            hint="supported: " + ", ".join(OPTION_KEYS),
+            hint="-o takes the keywords of ssh_config(5)",
         )
     value = value.strip()
     if not value:
         raise UsageError(f"-o {text!r}: missing value")
     check_option(canonical, value)
     return canonical, value
+
+
+def first_wins(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """ssh's -o semantics: the first value given for a keyword is the one used."""
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        options.setdefault(key, value)
+    return options
 
 
 def check_option(canonical: str, value: str) -> None:

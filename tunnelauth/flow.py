@@ -170,6 +170,7 @@ async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack) -
     chain = await ssh.connect(
         list(request.hops), stack,
         on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop)),
+        ask=reporter.ask, tell=reporter.warn,
     )
     conn = ssh.AsyncsshConnection(chain)
     stack.push_async_callback(conn.close)

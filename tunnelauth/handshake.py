@@ -30,6 +30,7 @@ except ImportError:  # an asyncssh without these internals: keep its own auth or
     _ClientPublicKeyAuth = None  # type: ignore[assignment,misc]
 
 _USERAUTH = b"ssh-userauth"
+LOCKED = "_tunnelauth_locked"  # an encrypted key whose passphrase has not been asked yet
 _INTERNALS = ("send_service_request", "try_next_auth", "public_key_auth_requested", "_auth")
 
 
@@ -48,7 +49,9 @@ if _ClientPublicKeyAuth is not None:
                 # No key to offer: ask with `none`, as asyncssh would have, for the method list.
                 self._method = b"none"
                 await self.send_request()
-            elif self._keypair.algorithm.startswith(b"sk-"):
+            elif (self._keypair.algorithm.startswith(b"sk-")
+                  or getattr(self._keypair, LOCKED, False)):
+                # A touch or a passphrase is asked only for a key the server would take.
                 await self.send_request(Boolean(False), String(self._keypair.algorithm),
                                         String(self._keypair.public_data))
             else:
@@ -119,3 +122,120 @@ def skip_cbc_padding(conn: asyncssh.SSHClientConnection) -> None:
         send_packet(pkttype, *args, **kwargs)
 
     conn_any.send_packet = send
+
+
+# -- what asyncssh leaves to its caller: passphrases, host certificates, touches ----------------
+
+
+def unlock_on_sign(key: Any, path: str, prompts: Any) -> None:
+    """An encrypted key (loaded with its public half) asks for its passphrase when it is first
+    used to sign, in a thread, up to prompts.tries times; then asyncssh moves on to the next
+    key, as ssh does."""
+    enc = getattr(key, "_enc_key", None)
+    if enc is None:
+        return
+    setattr(key, LOCKED, True)
+
+    async def sign_async(data: bytes) -> bytes:
+        if getattr(key, "_enc_key", None) is not None:
+            key._key = await _unlock(enc, path, prompts)
+            key._enc_key = None
+            setattr(key, LOCKED, False)
+        return key._key.sign(data, key.sig_algorithm)
+
+    key.sign_async = sign_async
+
+
+_unlocked: dict[tuple[str, bytes], Any] = {}  # one passphrase per key file and login
+
+
+async def _unlock(enc: Any, path: str, prompts: Any) -> Any:
+    cached = _unlocked.get((path, enc._key_data))
+    if cached is not None:
+        return cached
+    if not prompts.available():
+        prompts.missed.append(f"the passphrase of {path}")
+    for _ in range(max(prompts.tries, 1)):
+        if not prompts.available():
+            break
+        answer = await prompts.ask(f"Enter passphrase for key '{path}': ", True)
+        if answer is None:
+            break
+        try:
+            key = asyncssh.import_private_key(enc._key_data, answer)
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+        _unlocked[(path, enc._key_data)] = key
+        return key
+    # ValueError: asyncssh's public-key auth takes it as "try the next key".
+    raise ValueError(f"no passphrase for {path}")
+
+
+async def unlock_file(path: str, prompts: Any) -> Any:
+    """An encrypted key file without its public half: asks for the passphrase (as unlock_on_sign
+    does); None when it could not be unlocked."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+
+    class _File:
+        _key_data = data
+
+    try:
+        return await _unlock(_File(), path, prompts)
+    except ValueError:
+        return None
+
+
+def watch_host_certificate(conn: asyncssh.SSHClientConnection, policy: Any) -> None:
+    """Keep the host certificate the server sent, so the policy can judge its plain key:
+    asyncssh's validate_host_ca_key sees only the CA."""
+    conn_any: Any = conn
+    validate = getattr(conn_any, "_validate_openssh_host_certificate", None)
+    if validate is None:
+        return
+
+    def keep(host: str, addr: str, port: int, cert: Any) -> Any:
+        policy.cert = cert
+        return validate(host, addr, port, cert)
+
+    conn_any._validate_openssh_host_certificate = keep
+
+
+def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> None:
+    """Note that a key was offered (to tell a second factor from a refused key), and say
+    "Confirm user presence" before a security key in the agent signs."""
+    conn_any: Any = conn
+    requested = getattr(conn_any, "public_key_auth_requested", None)
+    if requested is None:
+        return
+
+    async def public_key_auth_requested() -> Any:
+        keypair = await requested()
+        if keypair is not None:
+            policy.keys_offered = True
+            sign = getattr(keypair, "sign_async", None)
+            if keypair.algorithm.startswith(b"sk-") and sign is not None and not getattr(
+                    keypair, "_tunnelauth_touch", False):
+                async def touch_then_sign(data: bytes) -> bytes:
+                    tell(f"Confirm user presence for key {keypair.get_algorithm()} "
+                         f"{keypair.get_fingerprint('sha256')}")
+                    return await sign(data)
+
+                keypair.sign_async = touch_then_sign
+                keypair._tunnelauth_touch = True
+        return keypair
+
+    conn_any.public_key_auth_requested = public_key_auth_requested
+
+
+def no_agent(conn: asyncssh.SSHClientConnection) -> None:
+    """IdentityAgent none (or no agent at all): never ask SSH_AUTH_SOCK's agent for keys."""
+    conn_any: Any = conn
+    agent = getattr(conn_any, "_agent", None)
+    if agent is not None:
+        agent.close()
+    conn_any._agent = None
+    conn_any._get_agent_keys = False

@@ -7,8 +7,8 @@ ssh.connect_hop, which then finds the server's version and key-exchange offer al
 That takes two round trips off the critical path (0.3 s at 150 ms).
 
 Only when the first hop is plain to see without asyncssh: Host blocks with HostName, Port,
-ProxyJump. A config with Match, Include, ProxyCommand or %-tokens, or an -o that changes
-where the connection goes, gets no head start. ssh.connect_hop uses the socket only if the
+ProxyJump, in ~/.ssh/config and the system file with their Includes. A config with Match,
+ProxyCommand or %-tokens, or an -o that changes where the connection goes, gets no head start. ssh.connect_hop uses the socket only if the
 real evaluation (asyncssh's) names the same host and port; otherwise it is closed unused, so a
 wrong guess costs one idle TCP connection to a host from the user's own command or config.
 """
@@ -41,7 +41,8 @@ BANNER = f"SSH-2.0-{CLIENT_VERSION}\r\n".encode()
 _GIVE_UP = 120.0  # the caller's own ConnectTimeout governs; this only bounds the thread
 _MAX_DEPTH = 16
 _WHERE = ("HostName", "Port", "ProxyJump", "ProxyCommand")
-_UNSURE = {"match", "include", "canonicalizehostname", "proxycommand"}
+_UNSURE = {"match", "canonicalizehostname", "proxycommand"}
+SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
 _CHECKED = {key.lower(): key for key in OPTION_KEYS if key != "HostName"}  # HostName: "%" is ours
 
 
@@ -144,43 +145,79 @@ def first_hop(destination: Endpoint, jumps: tuple[Endpoint, ...] | None,
 
 
 def _read(settings: SshSettings) -> list[tuple[list[str], dict[str, str]]] | None:
-    """The config's Host blocks: (patterns, first value of each keyword). None if unsure."""
+    """The config's Host blocks: (patterns, first value of each keyword). None if unsure.
+
+    The files ssh.plan() reads: -F alone, else ~/.ssh/config then /etc/ssh/ssh_config, with
+    their Includes (plain paths and globs; a %-token or ~user makes it unsure)."""
     if settings.config_file is not None:
         paths = [settings.config_file]
     else:
-        default = Path("~/.ssh/config").expanduser()
-        paths = [default] if os.access(default, os.R_OK) else []
+        paths = [p for p in (Path("~/.ssh/config").expanduser(), SYSTEM_CONFIG)
+                 if os.access(p, os.R_OK)]
     blocks: list[tuple[list[str], dict[str, str]]] = [(["*"], {})]
     for path in paths:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
+        if not _parse(path, blocks, 0):
             return None
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            match = re.match(r"(\w+)\s*(?:=\s*|\s+)(.*)", line)
-            if not match:
-                return None
-            key, value = match.group(1).lower(), match.group(2).strip()
-            if key in _UNSURE:
-                return None
-            if key == "host":
-                if "/" in value:  # a CIDR pattern: asyncssh matches it against the address
-                    return None
-                blocks.append((value.split(), {}))
-                continue
-            try:
-                words = shlex.split(value, comments=True)
-                value = " ".join(words)
-                if key in _CHECKED:
-                    # A value ssh.plan() will refuse: no connection before that error.
-                    check_option(_CHECKED[key], value)
-            except (ValueError, UsageError):
-                return None
-            blocks[-1][1].setdefault(key, value)
     return blocks
+
+
+def _parse(path: Path, blocks: list[tuple[list[str], dict[str, str]]], depth: int) -> bool:
+    if depth > _MAX_DEPTH:
+        return False
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"(\w+)\s*(?:=\s*|\s+)(.*)", line)
+        if not match:
+            return False
+        key, value = match.group(1).lower(), match.group(2).strip()
+        if key in _UNSURE:
+            return False
+        if key == "include":
+            for included in _included(value):
+                if included is None or not _parse(included, blocks, depth + 1):
+                    return False
+            blocks.append((["*"], {}))  # asyncssh matches every host again after an Include
+            continue
+        if key == "host":
+            if "/" in value:  # a CIDR pattern: asyncssh matches it against the address
+                return False
+            blocks.append((value.split(), {}))
+            continue
+        try:
+            words = shlex.split(value, comments=True)
+            value = " ".join(words)
+            if key in _CHECKED:
+                # A value ssh.plan() will refuse: no connection before that error.
+                check_option(_CHECKED[key], value)
+        except (ValueError, UsageError):
+            return False
+        blocks[-1][1].setdefault(key, value)
+    return True
+
+
+def _included(value: str) -> list[Path | None]:
+    """The files of an Include line, as asyncssh finds them; [None] when unsure."""
+    import glob
+
+    found: list[Path | None] = []
+    try:
+        patterns = shlex.split(value)
+    except ValueError:
+        return [None]
+    for pattern in patterns:
+        if "%" in pattern or (pattern.startswith("~") and not pattern.startswith("~/")):
+            return [None]
+        pattern = os.path.expanduser(pattern)
+        if not os.path.isabs(pattern):
+            pattern = str(Path("~/.ssh").expanduser() / pattern)  # asyncssh's base, every file
+        found.extend(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))
+    return found
 
 
 def _lookup(blocks: list[tuple[list[str], dict[str, str]]], host: str) -> dict[str, str]:

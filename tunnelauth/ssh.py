@@ -11,15 +11,16 @@ import functools
 import getpass
 import math
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunnelauth import _internals, handshake, preconnect
 from tunnelauth._asyncssh import asyncssh
-from asyncssh.config import SSHClientConfig  # noqa: I001 - after _asyncssh
+from asyncssh.config import SSHClientConfig, SSHConfig  # noqa: I001 - after _asyncssh
 from tunnelauth.destination import (
     DEFAULT_PORT,
     PER_HOP,
@@ -43,6 +44,9 @@ CONNECT_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 5.0
 KEEPALIVE_COUNT_MAX = 3
 MAX_HOPS = 16
+SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
+GLOBAL_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
+PASSWORD_TRIES = 3  # OpenSSH's NumberOfPasswordPrompts default, also for passphrases
 # GCM first: it is markedly faster than chacha20 in asyncssh (AES-NI through OpenSSL).
 CIPHERS = (
     "aes128-gcm@openssh.com",
@@ -66,6 +70,15 @@ class Hop:
     connect_timeout: float
     keepalive_interval: float
     keepalive_count_max: int
+    # How known_hosts names this host: HostKeyAlias as given, else host or [host]:port.
+    known_name: str = ""
+    global_known_hosts: tuple[Path, ...] = GLOBAL_KNOWN_HOSTS
+    hash_known_hosts: bool = False
+    # The whole evaluated ssh_config of this hop (asyncssh's object), handed to asyncssh so it
+    # configures keys, certificates, agent, algorithms... as ssh would. Hops compare by what it
+    # says (`evaluated`), so destinations behind one bastion share its connection.
+    config: object = field(default=None, repr=False, compare=False)
+    evaluated: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         where = f"{self.user}@{self.host}" + (f":{self.port}" if self.port != DEFAULT_PORT else "")
@@ -73,30 +86,43 @@ class Hop:
 
 
 class _Config(SSHClientConfig):
-    # asyncssh does not keep StrictHostKeyChecking; we want to honour it from the file too.
-    _handlers = _internals.config_handlers({"stricthostkeychecking": ("StrictHostKeyChecking", "_set_string")})
+    """asyncssh's evaluation of ssh_config, with the keywords tunnelauth's host-key policy needs
+    kept too, and %-tokens expanded where OpenSSH expands them."""
+
+    def _match_expanding(self, option: str, args: list[str]) -> None:
+        # OpenSSH expands %h, %n, %p, %r, %u... in `Match exec`; asyncssh runs it verbatim.
+        for i, arg in enumerate(args[:-1]):
+            if arg.lower() == "exec":
+                saved = dict(self._tokens)
+                try:
+                    self._set_tokens()
+                    args[i + 1] = self._expand_val(args[i + 1])
+                finally:
+                    self._tokens = saved
+        SSHConfig._match(self, option, args)
+
+    # asyncssh does not keep these; tunnelauth's policy reads them. Guarded (_internals): with a
+    # changed table, asyncssh's own is used as it is.
+    _handlers = _internals.config_handlers({
+        "stricthostkeychecking": ("StrictHostKeyChecking", "_set_string"),
+        "hashknownhosts": ("HashKnownHosts", "_set_bool"),
+        "batchmode": ("BatchMode", "_set_bool"),
+        "numberofpasswordprompts": ("NumberOfPasswordPrompts", "_set_int"),
+    })
+    if _internals.usable("config_handlers"):
+        _handlers["match"] = ("Match", _match_expanding)
+    _percent_expand = frozenset(getattr(SSHClientConfig, "_percent_expand", ())) | {
+        "UserKnownHostsFile", "GlobalKnownHostsFile"}
 
 
 def _config_paths(settings: SshSettings) -> list[Path]:
+    """Like ssh: -F alone (`-F /dev/null`: none), else ~/.ssh/config then the system file."""
     if settings.config_file is not None:
-        if not settings.config_file.is_file():
+        if not os.path.exists(settings.config_file) or os.path.isdir(settings.config_file):
             raise UsageError(f"-F {settings.config_file}: no such file")
         return [settings.config_file]
     default = Path("~/.ssh/config").expanduser()
-    return [default] if os.access(default, os.R_OK) else []
-
-
-def _load(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None,
-          opts: Mapping[str, str]) -> dict[str, object]:
-    """Evaluate the ssh config for one hop, with -o options in front of it.
-
-    The config keeps the first value it sees, as OpenSSH does, so -o options written first
-    win over the file, and `Match host`, `%h` and friends see them too.
-    """
-    paths = _config_paths(settings)
-    stamp = tuple((str(p), *_stat(p)) for p in paths)
-    local = (getpass.getuser(), os.environ.get("HOME", ""))  # what %u, %d and Match localuser see
-    return dict(_evaluate(endpoint.host, stamp, local, user, port, tuple(opts.items())))
+    return [p for p in (default, SYSTEM_CONFIG) if os.access(p, os.R_OK)]
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -104,9 +130,17 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+def _load_config(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None,
+                 opts: Mapping[str, str]) -> _Config:
+    paths = _config_paths(settings)
+    stamp = tuple((str(p), *_stat(p)) for p in paths)
+    local = (getpass.getuser(), os.environ.get("HOME", ""))
+    return _evaluate(endpoint.host, stamp, local, user, port, tuple(opts.items()))
+
+
 @functools.lru_cache(maxsize=256)
 def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str, str], user: str | None,
-              port: int | None, opts: tuple[tuple[str, str], ...]) -> dict[str, object]:
+              port: int | None, opts: tuple[tuple[str, str], ...]) -> _Config:
     # Cached: a fleet's destinations share their jump hosts, whose evaluation is the same each
     # time (the files' mtimes and sizes are in the key, should one change meanwhile).
     paths = [Path(str(entry[0])) for entry in stamp]
@@ -121,8 +155,11 @@ def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str
             if config.has_match_final():
                 config = _internals.load_config(_Config, paths, True, *args)
     except (OSError, asyncssh.Error, ValueError) as exc:
-        raise UsageError(f"ssh config: {exc}") from exc
-    return _internals.config_options(config)
+        text = str(exc)
+        if opts:
+            text = text.replace(str(Path(tmp) / "options"), "-o")
+        raise UsageError(f"ssh config: {text}") from exc
+    return config
 
 
 def _strict(value: str, accept_new: bool) -> bool:
@@ -153,13 +190,21 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
         check_option(key, value)
     user = endpoint.user or (settings.login if final else None)
     port = endpoint.port or (settings.port if final else None)
-    cfg = _load(endpoint, settings, user, port, opts)
+    config = _load_config(endpoint, settings, user, port, opts)
+    cfg = config._options  # noqa: SLF001 - asyncssh keeps the resolved values here
     host = str(cfg.get("Hostname") or endpoint.host)
     user = check_login(str(cfg.get("User") or getpass.getuser()), "user")
     port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
     identities = [*settings.identities, *(str(p) for p in (cfg.get("IdentityFile") or []))]  # type: ignore[union-attr]
     identities = [str(Path(p).expanduser()) for p in identities]
-    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or ["~/.ssh/known_hosts"])]  # type: ignore[union-attr]
+    user_default = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
+    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or user_default)]  # type: ignore[union-attr]
+    global_files = [str(p) for p in (cfg.get("GlobalKnownHostsFile")  # type: ignore[union-attr]
+                                     or GLOBAL_KNOWN_HOSTS)]
+    if any(f.lower() == "none" for f in known_files):
+        raise UsageError(f"UserKnownHostsFile none for {endpoint} would skip host-key checks",
+                         hint="tunnelauth always checks; name a file, or use --accept-new")
+    alias = str(cfg["HostKeyAlias"]) if cfg.get("HostKeyAlias") else None
     proxy = str(cfg["ProxyCommand"]) if cfg.get("ProxyCommand") else None
     jump = str(cfg["ProxyJump"]) if cfg.get("ProxyJump") else None
     hop = Hop(
@@ -175,6 +220,12 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
         connect_timeout=_number(cfg.get("ConnectTimeout"), "ConnectTimeout") or CONNECT_TIMEOUT,
         keepalive_interval=_number(cfg.get("ServerAliveInterval"), "ServerAliveInterval") or KEEPALIVE_INTERVAL,
         keepalive_count_max=int(_number(cfg.get("ServerAliveCountMax"), "ServerAliveCountMax")) or KEEPALIVE_COUNT_MAX,
+        known_name=alias or (host if port == DEFAULT_PORT else f"[{host}]:{port}"),
+        global_known_hosts=tuple(Path(f).expanduser() for f in global_files
+                                 if f.lower() != "none"),
+        hash_known_hosts=bool(cfg.get("HashKnownHosts")),
+        config=config,
+        evaluated=repr(sorted(cfg.items())),
     )
     return hop, jump
 
@@ -197,14 +248,22 @@ def plan(destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: Ss
 
 
 def _known_hosts(hop: Hop) -> asyncssh.SSHKnownHosts:
+    return _import_known(_known_text((*hop.known_hosts, *hop.global_known_hosts)))
+
+
+def _known_text(paths: tuple[Path, ...]) -> str:
     text = ""
-    for path in (*hop.known_hosts, Path("/etc/ssh/ssh_known_hosts")):
+    for path in paths:
         try:
             text += path.read_text() + "\n"
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
         except (OSError, UnicodeDecodeError) as exc:
             raise HostKeyError(f"cannot read known hosts file {path}: {exc}") from exc
+    return text
+
+
+def _import_known(text: str) -> asyncssh.SSHKnownHosts:
     try:
         return asyncssh.import_known_hosts(text)
     except ValueError:
@@ -220,36 +279,290 @@ def _readable(line: str) -> bool:
     return True
 
 
-class _HostKeyPolicy(asyncssh.SSHClient):
-    """Sees every key that known_hosts did not vouch for, so the error can name it; and starts
-    each connection's auth early (handshake.py)."""
+def _lookup_name(hop: Hop) -> tuple[str, int | None]:
+    """The name and port known_hosts is searched with: HostKeyAlias alone, as OpenSSH does."""
+    if not hop.known_name or hop.known_name == _plain_name(hop):
+        return hop.host, (hop.port if hop.port != DEFAULT_PORT else None)
+    return hop.known_name, None
 
-    def __init__(self, hop: Hop, known: asyncssh.SSHKnownHosts) -> None:
+
+def _plain_name(hop: Hop) -> str:
+    return hop.host if hop.port == DEFAULT_PORT else f"[{hop.host}]:{hop.port}"
+
+
+def _known_name(hop: Hop) -> str:
+    return hop.known_name or _plain_name(hop)
+
+
+def _matching(known: asyncssh.SSHKnownHosts,
+              hop: Hop) -> tuple[list, list, list]:  # type: ignore[type-arg]
+    name, port = _lookup_name(hop)
+    found = known.match(name, "", port)
+    return list(found[0]), list(found[1]), list(found[2])
+
+
+Ask = Callable[[str, bool], "str | None"]
+Tell = Callable[[str], None]
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """tunnelauth's host-key policy and the prompts of a hop's authentication; sees every key
+    known_hosts did not vouch for, so the error can name it; starts each connection's auth
+    early (handshake.py)."""
+
+    def __init__(self, hop: Hop, known: asyncssh.SSHKnownHosts, prompts: _Prompts) -> None:
         self.hop = hop
         self.known = known
+        self.trusted, self.cas, self.revoked = _matching(known, hop)
+        self.prompts = prompts
         self.offered: asyncssh.SSHKey | None = None
         self.changed = False
+        self.recorded = False
+        self.cert: object = None
         self.banner_sent = False  # the connection came from preconnect, version line and all
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.wanted: list[str] = []  # methods the server asked for that nobody could answer
+        self.partial = False
+        self.keys_offered = False
+        self.no_agent = False
+        self.locked: list[str] = []
+        self._kbdint_rounds = 0
+        self._passwords = 0
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
         if self.banner_sent:
             handshake.version_already_sent(conn)
         handshake.pipeline_auth(conn)
         handshake.skip_cbc_padding(conn)
+        handshake.watch_host_certificate(conn, self)
+        handshake.watch_keys(conn, self, self.prompts.tell)
+        if self.no_agent:
+            # asyncssh turns "no agent" into "" and then reads SSH_AUTH_SOCK after all.
+            handshake.no_agent(conn)
+
+    # -- host keys ------------------------------------------------------------------------
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         self.offered = key
-        matched = self.known.match(host, addr, port if port != DEFAULT_PORT else None)
-        self.changed = bool(matched[0] or matched[1])
+        self.changed = bool(self.trusted or self.cas)
         if self.changed or not self.hop.accept_new:
             return False
-        _remember(self.hop, key)
+        self._record(key)
         return True
+
+    def validate_host_ca_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        # A host certificate from a CA known_hosts does not name: like OpenSSH, judge the
+        # plain key inside it (and record that, not the CA, on first contact).
+        cert = self.cert
+        plain = getattr(cert, "key", None)
+        if plain is None:
+            return False
+        self.offered = plain
+        self.changed = bool(self.trusted or self.cas)
+        if plain in self.trusted:
+            return True
+        if self.changed or not self.hop.accept_new:
+            return False
+        try:
+            cert.validate(asyncssh.public_key.CERT_TYPE_HOST, host)  # type: ignore[attr-defined]
+        except ValueError:
+            return False
+        self._record(plain)
+        return True
+
+    def _record(self, key: asyncssh.SSHKey) -> None:
+        _remember(self.hop, key)
+        self.recorded = True
+        self.prompts.tell(f"Permanently added '{_known_name(self.hop)}' "
+                          f"({_key_type(key)}) to the list of known hosts "
+                          f"({self.hop.known_hosts[0]}).")
+
+    # -- authentication ---------------------------------------------------------------------
+
+    def _methods(self) -> list[str]:
+        methods = getattr(self.conn, "_auth_methods", None) or []
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in methods]
+
+    def _second_factor(self) -> None:
+        # After an accepted key, sshd's remaining methods (AuthenticationMethods) lack publickey.
+        if self.keys_offered and "publickey" not in self._methods():
+            self.partial = True
+
+    async def public_key_auth_requested(self) -> object:
+        # Encrypted keys without their .pub: asked for only once every other key failed.
+        while self.locked:
+            path = self.locked.pop(0)
+            key = await handshake.unlock_file(path, self.prompts)
+            if key is not None:
+                return key
+        return None
+
+    def kbdint_auth_requested(self) -> str | None:
+        self._second_factor()
+        if not self.prompts.available():
+            self.wanted.append("keyboard-interactive")
+            return None
+        return ""
+
+    async def kbdint_challenge_received(self, name: str, instructions: str, lang: str,
+                                        prompts: list[tuple[str, bool]]) -> list[str] | None:
+        self._kbdint_rounds += 1
+        if self._kbdint_rounds > 32:  # a server that never stops asking
+            return None
+        header = "\n".join(part for part in (name, instructions) if part)
+        if header:
+            self.prompts.tell(inert(header))
+        answers = []
+        for prompt, echo in prompts:
+            answer = await self.prompts.ask(inert(prompt), not echo)
+            if answer is None:
+                self.wanted.append("keyboard-interactive")
+                return None
+            answers.append(answer)
+        return answers
+
+    async def password_auth_requested(self) -> str | None:
+        self._second_factor()
+        self._passwords += 1
+        if self._passwords > self.prompts.tries:
+            return None
+        if not self.prompts.available():
+            self.wanted.append("password")
+            return None
+        answer = await self.prompts.ask(f"{self.hop.user}@{self.hop.host}'s password: ", True)
+        if answer is None:
+            self.wanted.append("password")
+        return answer
+
+
+def _key_type(key: asyncssh.SSHKey) -> str:
+    algorithm = key.get_algorithm()
+    return {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}.get(
+        algorithm, "ECDSA" if algorithm.startswith("ecdsa-") else algorithm.upper())
+
+
+def inert(text: str) -> str:
+    """Remote text made safe for a terminal: no control characters but tab and newline,
+    no C1, no bidi controls."""
+    return "".join(
+        c if c in "\t\n" or (c.isprintable() and not 0x80 <= ord(c) <= 0x9F
+                             and c not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+        else "?" for c in text)
+
+
+class _Prompts:
+    """Asks a person (through the reporter's ask, in a thread) or SSH_ASKPASS, as OpenSSH would."""
+
+    def __init__(self, ask: Ask | None, tell: Tell | None, tries: int = PASSWORD_TRIES,
+                 batch: bool = False) -> None:
+        self._ask = ask
+        self.tell: Tell = tell or (lambda text: None)
+        self.tries = tries
+        self.batch = batch
+        self.askpass = _askpass_program()
+        self.missed: list[str] = []  # what could not be asked: no terminal, no askpass
+        self._tty = _has_tty()
+
+    def why_not(self) -> str:
+        if self.batch:
+            return "BatchMode is on, so nothing is asked"
+        if self._ask is None:
+            return "this command never prompts"
+        return "no terminal to ask"
+
+    def available(self) -> bool:
+        if self.batch:
+            return False
+        return self.askpass is not None or (self._ask is not None and self._tty)
+
+    async def ask(self, prompt: str, secret: bool) -> str | None:
+        if self.batch:
+            return None
+        if self.askpass is not None:
+            return await _in_daemon_thread(_run_askpass, self.askpass, prompt, secret)
+        if self._ask is None or not self._tty:
+            return None
+        return await _in_daemon_thread(self._ask, prompt, secret)
+
+
+async def _in_daemon_thread(fn: Callable[..., str | None], *args: object) -> str | None:
+    """A blocking prompt, in a daemon thread: a prompt nobody answers must not keep tunnelauth
+    alive after Ctrl-C or a timeout (asyncio.to_thread's executor would be waited for)."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(result: str | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            outcome: tuple[str | None, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the awaiting task
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the login is over and its loop closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="tunnelauth-prompt", daemon=True).start()
+    return await future
+
+
+def _has_tty() -> bool:
+    import sys
+
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _askpass_program() -> str | None:
+    """SSH_ASKPASS as OpenSSH uses it: force always; prefer when DISPLAY is set; by default
+    only without a terminal and with DISPLAY set; never: not at all."""
+    require = os.environ.get("SSH_ASKPASS_REQUIRE", "").lower()
+    program = os.environ.get("SSH_ASKPASS") or "/usr/bin/ssh-askpass"
+    display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if require == "never":
+        return None
+    if require == "force":
+        use = True
+    elif require == "prefer":
+        use = display
+    else:
+        use = display and not _has_tty()
+    return program if use and os.access(program, os.X_OK) else None
+
+
+def _run_askpass(program: str, prompt: str, secret: bool) -> str | None:
+    import subprocess
+
+    env = dict(os.environ)
+    if not secret:
+        env["SSH_ASKPASS_PROMPT"] = "none"
+    try:
+        done = subprocess.run([program, prompt], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=env, check=False, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode(errors="replace").rstrip("\r\n")
 
 
 def _remember(hop: Hop, key: asyncssh.SSHKey) -> None:
     path = hop.known_hosts[0]
-    name = hop.host if hop.port == DEFAULT_PORT else f"[{hop.host}]:{hop.port}"
+    name = _known_name(hop)
+    if hop.hash_known_hosts:
+        name = _hashed(name)
     algo, blob = key.export_public_key("openssh").decode().split()[:2]
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with path.open("a+b") as handle:
@@ -261,14 +574,40 @@ def _remember(hop: Hop, key: asyncssh.SSHKey) -> None:
         handle.write(lead + f"{name} {algo} {blob}\n".encode())
 
 
+def _hashed(name: str) -> str:
+    """OpenSSH's HashKnownHosts form: |1|salt|HMAC-SHA1(salt, name)."""
+    import base64
+    import hashlib
+    import hmac
+
+    salt = os.urandom(20)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+def _where_known(hop: Hop) -> Path:
+    """The known_hosts file that holds the key the host no longer offers."""
+    for path in (*hop.known_hosts, *hop.global_known_hosts):
+        try:
+            found = _matching(_import_known(_known_text((path,))), hop)
+        except HostKeyError:
+            continue
+        if found[0] or found[1]:
+            return path
+    return hop.known_hosts[0]
+
+
 def _host_key_error(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
     key = policy.offered
     fingerprint = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}" if key else "unknown key"
     if policy.changed:
+        path = _where_known(hop)
         return HostKeyError(
             f"HOST KEY CHANGED for {hop}: it now offers {fingerprint}, which is not the key in "
-            f"{hop.known_hosts[0]}; refusing to connect",
-            hint=f"if the change is expected, remove the old key with: ssh-keygen -R {_kh_name(hop)}",
+            f"{path}; refusing to connect",
+            hint="if the change is expected, remove the old key with: "
+            f"ssh-keygen -R {_kh_name(hop)}"
+            + (f" -f {path}" if path != Path("~/.ssh/known_hosts").expanduser() else ""),
         )
     return HostKeyError(
         f"host key of {hop} is not known: {fingerprint}",
@@ -277,36 +616,171 @@ def _host_key_error(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
     )
 
 
+def _no_common_type(hop: Hop, policy: _HostKeyPolicy) -> HostKeyError:
+    types = sorted({_key_type(k) for k in policy.trusted}) or ["certificates"]
+    path = _where_known(hop)
+    return HostKeyError(
+        f"{hop} offers no host key of the type known_hosts holds for it ({', '.join(types)}, in "
+        f"{path}); refusing to connect, as ssh does",
+        hint="if the host's keys really changed, remove the old key with: "
+        f"ssh-keygen -R {_kh_name(hop)}"
+        + (f" -f {path}" if path != Path("~/.ssh/known_hosts").expanduser() else ""),
+    )
+
+
 def _kh_name(hop: Hop) -> str:
-    return hop.host if hop.port == DEFAULT_PORT else f"'[{hop.host}]:{hop.port}'"
+    name = _known_name(hop)
+    return f"'{name}'" if name.startswith("[") else name
 
 
-def _client_keys(hop: Hop) -> object:
-    if not hop.identities:
-        return ()
-    existing = [p for p in hop.identities if os.path.exists(p)]
-    if not existing:
-        return () if not hop.identities_only else []
-    return existing
+def _client_keys(hop: Hop, prompts: _Prompts) -> tuple[list[object], list[str]]:
+    """The keys to offer besides the agent's: -i and IdentityFile in order, the default files
+    when there are none. An encrypted one asks for its passphrase only when the server would
+    take it (handshake.unlock_on_sign); one without its public half beside it comes last, after
+    the others failed, as ssh asks for it (the second list: _HostKeyPolicy.public_key_auth_requested)."""
+    certs = [str(Path(str(c)).expanduser())
+             for c in (_options(hop).get("CertificateFile") or [])]  # type: ignore[union-attr]
+    keys: list[object] = []
+    locked: list[str] = []
+    for path in hop.identities or _default_identities():
+        if not os.path.exists(path):
+            continue
+        try:
+            loaded = asyncssh.load_keypairs([path], _never, certs)
+        except _Encrypted:
+            locked.append(path)
+            continue
+        except (OSError, ValueError):
+            continue  # a public key alone (its private half in the agent), or unreadable
+        for key in loaded:
+            handshake.unlock_on_sign(key, path, prompts)
+        keys.extend(loaded)
+    return keys, locked
+
+
+class _Encrypted(ValueError):
+    pass
+
+
+def _default_identities() -> tuple[str, ...]:
+    home = Path("~/.ssh").expanduser()
+    return tuple(str(home / name) for name in (
+        "id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_xmss", "id_dsa"))
+
+
+def _never(path: str) -> None:
+    raise _Encrypted(f"{path} is encrypted")
+
+
+def _agent_identities(hop: Hop) -> list[bytes] | None:
+    """With IdentitiesOnly, only the agent's keys that -i/IdentityFile name (a .pub will do)."""
+    if not hop.identities_only:
+        return None
+    found: list[bytes] = []
+    for path in hop.identities or _default_identities():
+        for candidate in (path, path + ".pub", path + "-cert.pub"):
+            try:
+                found.append(asyncssh.read_public_key(candidate).public_data)
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _agent_path(hop: Hop) -> str | None:
+    opts = _options(hop)
+    if "IdentityAgent" not in opts:
+        return os.environ.get("SSH_AUTH_SOCK") or None
+    agent = str(opts["IdentityAgent"] or "none")  # asyncssh keeps `none` as None
+    if agent.lower() == "none":
+        return None
+    if agent == "SSH_AUTH_SOCK":
+        return os.environ.get("SSH_AUTH_SOCK") or None
+    if agent.startswith("$"):
+        return os.environ.get(agent[1:]) or None
+    return str(Path(agent).expanduser())
+
+
+def _options(hop: Hop) -> dict[str, object]:
+    config = hop.config
+    return getattr(config, "_options", {}) if config is not None else {}
+
+
+def _seed(hop: Hop) -> asyncssh.SSHClientConnectionOptions | None:
+    """asyncssh options whose config is this hop's cached evaluation: asyncssh then reads every
+    keyword it knows from it (certificates, algorithms, PreferredAuthentications...) without
+    parsing the files again. Built without __init__, which would load keys and the agent."""
+    if hop.config is None:
+        return None
+    seed = object.__new__(asyncssh.SSHClientConnectionOptions)
+    seed.kwargs = {}
+    seed.config = hop.config
+    return seed
 
 
 def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> TunnelauthError:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable) and "revoked" in str(exc.reason).lower():
+        return HostKeyError(f"host key of {hop} is revoked in known_hosts ({exc.reason}); "
+                            "refusing to connect")
     if isinstance(exc, asyncssh.HostKeyNotVerifiable) or (
+        # the server hung up after seeing us refuse its key (a key we recorded is no refusal)
         isinstance(exc, asyncssh.DisconnectError) and policy.offered is not None
+        and not policy.recorded and not isinstance(exc, asyncssh.PermissionDenied)
     ):
         return _host_key_error(hop, policy)
+    if (isinstance(exc, (OSError, asyncssh.Error))
+            and not isinstance(exc, asyncssh.PermissionDenied)
+            and policy.offered is None and (policy.trusted or policy.cas) and _during_kex(policy)):
+        # asyncssh offers only the host-key types known_hosts holds (as ssh puts them first);
+        # a server without any of them ends the key exchange, as sshd does for ssh.
+        return _no_common_type(hop, policy)
     if isinstance(exc, asyncssh.PermissionDenied):
-        return AuthFailed(f"{hop} refused authentication as {hop.user!r}",
-                          hint="check the key (-i) and the user (-l or user@host)")
+        return _auth_error(hop, policy)
     if isinstance(exc, TIMEOUTS):
         return ConnectFailed(f"cannot reach {hop}: no answer within {hop.connect_timeout:g} s")
     if isinstance(exc, asyncssh.ChannelOpenError):
         return ConnectFailed(f"cannot reach {hop} from the previous hop: {exc.reason}")
     if isinstance(exc, asyncssh.Error):
         return ConnectFailed(f"cannot connect to {hop}: {exc.reason}")
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed(f"cannot resolve {hop.host} ({hop}): {exc.strerror or exc}")
     if isinstance(exc, OSError):
         return ConnectFailed(f"cannot reach {hop}: {exc.strerror or exc}")
+    if isinstance(exc, UnicodeError):
+        return ConnectFailed(f"cannot resolve {hop.host} ({hop}): not a valid host name")
     return ConnectFailed(f"cannot connect to {hop}: {exc}")
+
+
+def _during_kex(policy: _HostKeyPolicy) -> bool:
+    conn = policy.conn
+    return (conn is not None and bool(getattr(conn, "_server_version", b""))
+            and not getattr(conn, "_session_id", None))
+
+
+def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
+    offered = ", ".join(policy._methods()) or "none"  # noqa: SLF001
+    wanted = list(dict.fromkeys(policy.wanted))
+    if wanted and not policy.prompts.available():
+        what = " or ".join(wanted)
+        if policy.partial:
+            text = (f"{hop} accepted the key but also wants {what} (a second factor); "
+                    f"{policy.prompts.why_not()}")
+        else:
+            text = f"{hop} wants {what} for {hop.user!r}; {policy.prompts.why_not()}"
+        return AuthFailed(text, hint="run it in a terminal, or set SSH_ASKPASS "
+                                     "(with SSH_ASKPASS_REQUIRE=force without a display)")
+    missed = list(dict.fromkeys(policy.prompts.missed))
+    if missed:
+        return AuthFailed(f"{hop} refused authentication as {hop.user!r}: "
+                          f"{policy.prompts.why_not()} for {' or '.join(missed)} "
+                          f"(it accepts: {offered})",
+                          hint="run it in a terminal, add the key to ssh-agent, or set SSH_ASKPASS "
+                               "(with SSH_ASKPASS_REQUIRE=force without a display)")
+    if policy.partial:
+        return AuthFailed(f"{hop} accepted the key but refused the second factor "
+                          f"(it still wants: {offered})")
+    return AuthFailed(f"{hop} refused authentication as {hop.user!r} (it accepts: {offered})",
+                      hint="check the key (-i, IdentityFile, the agent) and the user "
+                           "(-l or user@host)")
 
 
 @dataclass
@@ -332,6 +806,8 @@ async def connect(
     hops: list[Hop],
     stack: AsyncExitStack,
     on_hop: Callable[[Hop], None] = lambda hop: None,
+    ask: Ask | None = None,
+    tell: Tell | None = None,
 ) -> Chain:
     """Connect hop by hop, each through the previous one, all with the same policy.
 
@@ -341,7 +817,7 @@ async def connect(
     conn: asyncssh.SSHClientConnection | None = None
     for hop in hops:
         on_hop(hop)
-        conn = await connect_hop(hop, conn)
+        conn = await connect_hop(hop, conn, ask, tell)
         stack.push_async_callback(_close, conn)
         chain.conns.append(conn)
     return chain
@@ -359,39 +835,62 @@ async def _close(conn: asyncssh.SSHClientConnection) -> None:
 # -- shared connections ------------------------------------------------------------------------
 
 
-async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
+async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
+                      ask: Ask | None = None,
+                      tell: Tell | None = None) -> asyncssh.SSHClientConnection:
     """One hop, through `via` (None: directly), with connect()'s policy and error translation.
 
-    The caller owns the connection and must close it.
+    `ask(prompt, secret)` (blocking; None: nobody to ask) answers passphrases, passwords and
+    keyboard-interactive prompts; `tell` shows one line. The caller owns the connection.
     """
-    policy = _HostKeyPolicy(hop, _known_hosts(hop))
+    opts = _options(hop)
+    prompts = _Prompts(ask, tell, int(str(opts.get("NumberOfPasswordPrompts") or PASSWORD_TRIES)),
+                       bool(opts.get("BatchMode")))
+    policy = _HostKeyPolicy(hop, _known_hosts(hop), prompts)
+    extra: dict[str, object] = {}
+    if "Ciphers" not in opts:
+        extra["encryption_algs"] = CIPHERS
     try:
         async with timeout(hop.connect_timeout):
             sock = None
             if via is None and hop.proxy_command is None:
                 sock = await preconnect.take(hop.host, hop.port)
             policy.banner_sent = sock is not None
+            client_keys, policy.locked = await asyncio.to_thread(_client_keys, hop, prompts)
+            agent_ids = _agent_identities(hop)
+            # IdentitiesOnly naming no key the agent could hold: the agent offers nothing.
+            agent = _agent_path(hop) if agent_ids != [] else None
+            policy.no_agent = agent is None
             return await asyncssh.connect(
                 hop.host,
                 hop.port,
                 sock=sock,
+                options=_seed(hop),
+                config=() if hop.config is not None else None,
                 client_version=preconnect.CLIENT_VERSION,
                 tunnel=via,
                 proxy_command=hop.proxy_command if via is None else None,
-                config=None,
                 username=hop.user,
-                known_hosts=policy.known,
+                known_hosts=(policy.trusted, policy.cas, policy.revoked),
                 client_factory=lambda: policy,
-                client_keys=_client_keys(hop),
-                agent_path=None if hop.identities_only else (),
-                password_auth=False,
-                kbdint_auth=False,
+                client_keys=client_keys,
+                agent_path=agent,
+                agent_identities=agent_ids,
                 keepalive_interval=hop.keepalive_interval,
                 keepalive_count_max=hop.keepalive_count_max,
-                encryption_algs=CIPHERS,
                 connect_timeout=hop.connect_timeout,
+                # tunnelauth runs its own command: RemoteCommand, RequestTTY, SetEnv, SendEnv
+                # and X11 from the config are not for it (docs/ssh-setup.md).
+                command=None,
+                request_pty=False,
+                env=None,
+                send_env=None,
+                x11_forwarding=False,
+                # asyncssh's canonicalization re-reads the files, which the seed has not got.
+                canonicalize_hostname=False,
+                **extra,
             )
-    except (OSError, asyncssh.Error, *TIMEOUTS, ValueError) as exc:
+    except (OSError, asyncssh.Error, *TIMEOUTS, ValueError, UnicodeError) as exc:
         raise _translate(hop, exc, policy) from exc
 
 
@@ -403,7 +902,9 @@ class SharedConnections:
     too, so every destination behind a dead bastion gets the same error at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ask: Ask | None = None, tell: Tell | None = None) -> None:
+        self._ask = ask
+        self._tell = tell
         self._tasks: dict[tuple[Hop, ...], asyncio.Task[asyncssh.SSHClientConnection]] = {}
 
     async def get(self, chain: tuple[Hop, ...]) -> tuple[asyncssh.SSHClientConnection, bool]:
@@ -419,7 +920,9 @@ class SharedConnections:
 
     async def _open(self, chain: tuple[Hop, ...]) -> asyncssh.SSHClientConnection:
         via = (await self.get(chain[:-1]))[0] if len(chain) > 1 else None
-        return await connect_hop(chain[-1], via)
+        if self._ask is None and self._tell is None:
+            return await connect_hop(chain[-1], via)
+        return await connect_hop(chain[-1], via, self._ask, self._tell)
 
     async def close(self) -> None:
         """Close every connection, deepest first; cancel connects still under way."""

@@ -298,8 +298,13 @@ class Lab:
 
     # -- sshd ----------------------------------------------------------------------------------
 
-    def start_sshd(self, host: str, extra: Sequence[str] = ()) -> None:
-        """(Re)start host's sshd; `extra` lines come first so they win over the defaults."""
+    def start_sshd(self, host: str, extra: Sequence[str] = (), *, pam: str | None = None,
+                   host_keys: Sequence[Path] | None = None) -> None:
+        """(Re)start host's sshd; `extra` lines come first so they win over the defaults.
+
+        `pam`: the text of a PAM service for this sshd alone (sshd always asks for "sshd"; it
+        is bind-mounted over /etc/pam.d/sshd in a mount namespace of its own, the machine's
+        file untouched) and UsePAM yes. `host_keys`: instead of the lab's ed25519 host key."""
         ip = {"bastion": self.bastion_ip, "target": self.target_ip}[host]
         self.stop_sshd(host)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -311,14 +316,14 @@ class Lab:
         lines = [
             *extra[:cut],
             f"ListenAddress {ip}:22",
-            f"HostKey {d / 'ssh_host_ed25519_key'}",
+            *(f"HostKey {k}" for k in (host_keys or [d / 'ssh_host_ed25519_key'])),
             f"PidFile {d / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}/%u",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "AllowTcpForwarding yes",
-            "UsePAM no",
+            f"UsePAM {'yes' if pam is not None else 'no'}",
             "ClientAliveInterval 2",
             "ClientAliveCountMax 3",
             "LogLevel VERBOSE",
@@ -331,9 +336,16 @@ class Lab:
         cfg.write_text("\n".join(lines) + "\n")
         _cmd(SSHD, "-t", "-f", str(cfg))
         log = d / "sshd.log"
-        proc = self._start(host, [SSHD, "-D", "-e", "-E", str(log), "-f", str(cfg)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._sshd[host], self._sshd_extra[host] = proc, extra
+        argv = [SSHD, "-D", "-e", "-E", str(log), "-f", str(cfg)]
+        if pam is not None:
+            service = d / "pam-sshd"
+            service.write_text(pam)
+            # unshare execs sh, which execs sshd: one pid, stopped like any other sshd.
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$0" /etc/pam.d/sshd && exec "$@"', str(service), *argv]
+        proc = self._start(host, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        custom = ("# custom",) if pam is not None or host_keys else ()
+        self._sshd[host], self._sshd_extra[host] = proc, extra + custom
         self._save_state()
         deadline = time.monotonic() + 10
         while 22 not in self.listening_ports(host):
