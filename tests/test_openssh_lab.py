@@ -117,10 +117,13 @@ def test_openssh_missing_is_a_usage_error(clean_lab: Lab) -> None:
 
 def wrapped_ssh(lab: Lab, home: Path) -> Path:
     """A corporate-style ssh wrapper that brings a credential of its own (here: the key the
-    target accepts), which only the user's ssh, not asyncssh, knows about."""
+    hops accept), which only the user's ssh, not asyncssh, knows about. Its -F reaches the
+    ProxyJump ssh too."""
     key = lab.laptop_home / ".ssh" / "id_ed25519"
-    return e2e.write_script(lab, f"wrapped-ssh-{home.name}",
-                            f'#!/bin/sh\nexec {e2e.ssh_wrapper(lab)} -i {key} "$@"\n')
+    return e2e.write_script(lab, f"wrapped-ssh-{home.name}", (
+        '#!/bin/sh\nc="$HOME/.ssh/config.corporate"\n'
+        'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
+        f'  IdentityFile {key}\\n" "$HOME" "$HOME" > "$c"\nexec /usr/bin/ssh -F "$c" "$@"\n'))
 
 
 @pytest.fixture
@@ -160,3 +163,18 @@ def test_doctor_checks_both_transports_when_asked(clean_lab: Lab, fake_hermes: P
     assert found["transport"] == {**found["transport"], "status": "pass",
                                   "detail": "asyncssh (the default) works; --ssh openssh works too"}
     assert found["forwarding"]["status"] == "pass", found
+
+
+def test_a_method_asyncssh_lacks_names_the_openssh_transport(
+        clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path], fake_hermes: Path) -> None:
+    """GSSAPI (Kerberos) asked for, which asyncssh cannot do without its optional gssapi
+    package: when the hop refuses tunnelauth, the error says ssh could do more there."""
+    lab = clean_lab
+    lab.start_sshd("bastion", extra=["GSSAPIAuthentication yes"])
+    home, _ = only_ssh_gets_in  # its own key is accepted nowhere
+    run = e2e.Laptop(lab, home=home).run(["xai", "target", "-o", "GSSAPIAuthentication=yes",
+                                          "--hermes", str(fake_hermes)])
+    assert run.returncode == 6, run.output
+    last = run.stderr.strip().splitlines()[-1]
+    assert "bastion" in last and "GSSAPI (Kerberos)" in last, last
+    assert last.endswith("rerun with --ssh openssh)"), last
