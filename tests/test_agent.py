@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,13 +15,21 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunnelauth.remote import FrameDecoder, RemoteSpec, command_line, stdin_line
+from tunnelauth import remote
+from tunnelauth.remote import FrameDecoder, RemoteSpec, command_line, config_line, stdin_line
 
 
-def start(spec: RemoteSpec) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["sh", "-c", command_line(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+def start(spec: RemoteSpec, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The supervisor as sshd starts it: its code on the command line, its configuration as
+    the first line on its stdin."""
+    proc = subprocess.Popen(
+        ["sh", "-c", command_line()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
     )
+    assert proc.stdin
+    proc.stdin.write(config_line(spec))
+    proc.stdin.flush()
+    return proc
 
 
 def frames_of(proc: subprocess.Popen[bytes], timeout: float = 15) -> list[tuple[str, bytes]]:
@@ -192,8 +202,7 @@ def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> 
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(python)
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    proc = subprocess.Popen(["sh", "-c", command_line(RemoteSpec(command=("echo", "hi")))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    proc = start(RemoteSpec(command=("echo", "hi")), env=env)
     frames = frames_of(proc)
     assert ("o", b"hi\n") in frames and frames[-1] == ("x", b"0")
 
@@ -207,3 +216,103 @@ def test_pty_mode_gives_the_command_a_terminal() -> None:
     out = b"".join(p for k, p in frames if k == "o").decode()
     assert "/dev/pts/" in out and "30 100" in out and "got:typed" in out
     assert frames[-1] == ("x", b"0")
+
+
+# -- issue 12: secrets stay in the channel, stalls within the keepalive window, setsid helpers --
+
+
+def tree_cmdlines(pid: int) -> list[str]:
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+    lines = []
+    for proc in procs:
+        try:
+            lines.append("\0".join(proc.cmdline()))
+        except psutil.Error:
+            continue
+    return lines
+
+
+def test_configuration_arrives_on_stdin_and_no_value_is_in_any_command_line(tmp_path: Path) -> None:
+    secret = secrets.token_hex(16)
+    home = f"/nonexistent/{secrets.token_hex(8)}"
+    marker = tmp_path / "started"
+    script = f'touch {marker}; read x; printf "%s|%s" "$SECRET" "$HERMES_HOME"'
+    proc = start(RemoteSpec(command=("sh", "-c", script), env={"SECRET": secret, "HERMES_HOME": home}))
+    assert proc.stdin
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
+        time.sleep(0.02)
+    lines = tree_cmdlines(proc.pid)
+    assert len(lines) >= 3  # sh, the supervisor, the command
+    assert not [line for line in lines if secret in line or home in line], lines
+    proc.stdin.write(stdin_line(b"go\n"))
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    assert b"".join(p for k, p in frames if k == "o") == f"{secret}|{home}".encode()
+
+
+def test_no_configuration_no_command() -> None:
+    proc = subprocess.Popen(["sh", "-c", command_line()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin
+    proc.stdin.close()  # the channel closed before tunnelauth sent anything
+    frames = frames_of(proc)
+    assert [k for k, _ in frames] == ["T"] and proc.returncode == 125
+
+
+def test_death_window_follows_the_keepalive_numbers() -> None:
+    # tunnelauth's keepalive gives up after interval x (count_max + 1) s; the supervisor waits longer.
+    for interval, count in ((5.0, 3), (1.0, 2), (15.0, 1)):
+        assert remote.dead_after(interval, count) > interval * (count + 1) + remote.HEARTBEAT
+    assert remote.dead_after(5.0, 3) < 30  # and a cut link still frees the target within half a minute
+
+
+def test_a_stall_shorter_than_the_keepalive_window_is_survived() -> None:
+    interval, count = 1.0, 3  # a 3 s keepalive window
+    proc = start(RemoteSpec(command=("sh", "-c", "read x; echo got:$x"),
+                            dead_after=remote.dead_after(interval, count)))
+    assert proc.stdin
+    proc.stdin.write(b"h\n")
+    proc.stdin.flush()
+    time.sleep(2.9)  # the stall itself (laptop suspended): no heartbeat, no EOF, shorter than the window
+    assert proc.poll() is None
+    proc.stdin.write(b"h\n" + stdin_line(b"late\n"))
+    proc.stdin.flush()
+    frames = frames_of(proc)
+    assert b"got:late" in b"".join(p for k, p in frames if k == "o")
+    assert frames[-1] == ("x", b"0") and "H" not in [k for k, _ in frames]
+
+
+def test_heartbeats_missing_for_the_whole_window_stop_the_command_and_say_so() -> None:
+    window = remote.dead_after(0.5, 1)
+    proc = start(RemoteSpec(command=("sleep", "300"), dead_after=window))
+    began = time.monotonic()
+    frames = frames_of(proc)
+    took = time.monotonic() - began
+    assert window <= took < window + 4, (window, took)
+    assert frames[-2] == ("H", f"{window:g}".encode()) and frames[-1] == ("x", b"143")
+
+
+def test_a_setsid_helper_holding_the_output_does_not_keep_the_supervisor(tmp_path: Path) -> None:
+    pidfile = tmp_path / "helper"
+    script = f"setsid sleep 300 & echo $! > {pidfile}; echo main done; exit 5"
+    proc = start(RemoteSpec(command=("sh", "-c", script)))
+    assert proc.stdin
+    proc.stdin.write(b"h\n")
+    proc.stdin.flush()
+    began = time.monotonic()
+    try:
+        frames = frames_of(proc, timeout=10)
+        took = time.monotonic() - began
+    finally:
+        if pidfile.exists():
+            helper = int(pidfile.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+    assert frames[-1] == ("x", b"5"), frames
+    assert b"main done" in b"".join(p for k, p in frames if k == "o")
+    assert took < 3, took

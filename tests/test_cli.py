@@ -421,3 +421,37 @@ def test_an_alias_works_on_the_command_line(tunnelauth: Runner) -> None:
     # `grok` resolves (no "unknown provider"), then the bad destination is what is reported.
     run = tunnelauth("grok", "host;x")
     assert_usage_error(run, "destination 'host;x'")
+
+
+# -- sizes the target cannot exec are refused before connecting (issue 12) ----------------------
+
+
+def test_remote_env_adding_up_past_the_limit_is_refused_before_connecting(tunnelauth: Runner) -> None:
+    from tunnelauth.remote import MAX_ARGS_TOTAL
+
+    value = "v" * 120_000  # each fits one exec argument; nine of them do not fit what we pass on
+    args = [a for i in range(9) for a in ("--remote-env", f"BIG{i}={value}")]
+    run = tunnelauth("xai", DEST, *args, *NO_NETWORK)
+    assert_usage_error(run, "--remote-env", str(MAX_ARGS_TOTAL))
+    assert run.seconds < FAST
+
+
+def test_one_value_larger_than_an_exec_argument_is_refused() -> None:
+    # Linux's own exec limit stops such a value on the laptop's command line already; a laptop
+    # with other limits (macOS) could pass it, and the target's execve would refuse it.
+    from tunnelauth.remote import MAX_ARG, check_sizes
+
+    check_sizes(("hermes",), {"OK": "v" * (MAX_ARG - len("OK=") - 1)})
+    with pytest.raises(UsageError, match="at most"):
+        check_sizes(("hermes",), {"BIG": "v" * MAX_ARG})
+    with pytest.raises(UsageError, match="argument of the remote command"):
+        check_sizes(("cmd", "a" * MAX_ARG), {})
+
+
+def test_remote_env_by_name_takes_the_value_from_tunnelauths_environment() -> None:
+    from tunnelauth.remote import parse_env
+
+    assert parse_env(["TOKEN", "A=b"], {"TOKEN": "from the environment"}) == {
+        "TOKEN": "from the environment", "A": "b"}
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_env(["TOKEN"], {})

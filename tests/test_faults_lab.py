@@ -4,6 +4,8 @@ every fault named with its own exit code, one login per port, and no probing of 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import pty
 import select
@@ -13,6 +15,8 @@ import termios
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -20,6 +24,7 @@ import pytest
 
 from tests import e2e
 from tests.lab.netlab import Lab
+from tunnelauth import remote
 
 pytestmark = pytest.mark.lab
 
@@ -243,18 +248,22 @@ def test_cut_link_exits_9_naming_the_hop_and_leaves_nothing(lab: Lab, laptop: e2
                                                             provider: e2e.Provider, fake_hermes: Path,
                                                             login: str, keepalive: list[str],
                                                             deadline: float) -> None:
+    interval, count = (1.0, 2) if keepalive else (5.0, 3)
+    window = remote.dead_after(interval, count)  # the supervisor's, from the same numbers
     proc = start_waiting(lab, laptop, [*who(lab, login), *keepalive, *fake(lab, provider, fake_hermes)],
                          quiet=True)
     with e2e.link_down(lab):
         cut = time.monotonic()
-        # No EOF crosses a cut link: the remote supervisor notices the missing heartbeats itself.
-        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), 10, "hermes outlived the cut link")
         run = e2e.finish_now(proc, timeout=LINK_DEADLINE + 10)
         took = time.monotonic() - cut
         assert run.returncode == 9, run.output
         assert took < deadline, took
         line = only_error(run.stderr)
         assert lab.bastion_ip in line and "lost" in line, line
+        # No EOF crosses a cut link: the remote supervisor notices the missing heartbeats itself
+        # (or the bastion's sshd closes the tunnel first), within its window.
+        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), max(0.0, window + 3 - (time.monotonic() - cut)),
+                       "hermes outlived the cut link")
         assert_nothing_left(lab)
 
 
@@ -385,4 +394,197 @@ def test_single_threaded_one_shot_listener_gets_the_browser(lab: Lab, laptop: e2
     browsed = laptop.browser_runs()
     assert len(browsed) == 1 and browsed[0]["status"] == 200, browsed
     assert str(browsed[0]["final"]).startswith(f"127.0.0.1:{XAI_PORT}/callback"), browsed
+    assert_nothing_left(lab)
+
+
+# == issue 12: stalls within the keepalive window, dead first hops, --timeout, helpers ===========
+
+@contextmanager
+def inner_link_down(lab: Lab) -> Iterator[None]:
+    """Cut the bastion<->target link (the bastion's end of it); restore it however the body ends."""
+    dev = f"ta{lab.suffix}bt"
+    subprocess.run(["ip", "-n", lab.bastion_ns, "link", "set", dev, "down"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "-n", lab.bastion_ns, "link", "set", dev, "up"], check=True)
+        subprocess.run(["ip", "-n", lab.target_ns, "route", "replace", f"{lab.provider_ip}/32",
+                        "via", "198.18.2.1"], check=True)
+
+
+def test_link_blip_shorter_than_the_keepalive_window_is_survived(lab: Lab, laptop: e2e.Laptop,
+                                                                 provider: e2e.Provider, fake_hermes: Path) -> None:
+    # 4.5 s without a packet between bastion and target (TCP's retransmission backoff stretches
+    # the silence to about 6 s): longer than the supervisor's old 4 s, inside 5 s x 3, and inside
+    # the lab sshd's own ClientAlive 2 s x 3.
+    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="14")
+    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    with inner_link_down(lab):
+        time.sleep(4.5)  # the blip itself
+    run = e2e.finish_now(proc, timeout=60)
+    assert run.returncode == 0, run.output
+    assert "Logged in to xai-oauth" in run.stdout
+    assert laptop.browser_runs()[-1]["status"] == 200
+    assert_nothing_left(lab)
+
+
+def test_laptop_suspended_for_4_5_s_is_survived(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
+                                               fake_hermes: Path) -> None:
+    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="8")
+    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    proc.send_signal(signal.SIGSTOP)  # as a laptop lid closing: no heartbeat, no keepalive answer
+    try:
+        time.sleep(4.5)  # the suspend itself
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    run = e2e.finish_now(proc, timeout=60)
+    assert run.returncode == 0, run.output
+    assert "Logged in to xai-oauth" in run.stdout
+    assert_nothing_left(lab)
+
+
+BLACK_HOLE = "198.18.1.77"  # on the laptop's link; its frames go to a MAC nobody has
+
+
+@contextmanager
+def black_hole(lab: Lab) -> Iterator[str]:
+    """An address whose packets the laptop sends out and nobody ever answers (no ARP failure, no
+    ICMP): a permanent neighbour entry with a MAC address that no interface has."""
+    dev = e2e.laptop_link(lab)
+    subprocess.run(["ip", "-n", lab.laptop_ns, "neigh", "replace", BLACK_HOLE, "lladdr", "02:00:00:00:00:77",
+                    "dev", dev, "nud", "permanent"], check=True)
+    try:
+        yield BLACK_HOLE
+    finally:
+        subprocess.run(["ip", "-n", lab.laptop_ns, "neigh", "del", BLACK_HOLE, "dev", dev], check=False)
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
+def test_black_holed_first_hop_exits_5_within_connect_timeout(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path,
+                                                             json_out: bool) -> None:
+    with black_hole(lab) as address:
+        run = laptop.run(["xai", f"{lab.user}@{address}", "-o", "ConnectTimeout=2", "-q", "--hermes",
+                          str(fake_hermes), *(["--json"] if json_out else [])], timeout=30)
+    assert run.returncode == 5, run.output
+    assert "Traceback" not in run.output
+    assert run.elapsed < 5, run.elapsed
+    if json_out:
+        events = [json.loads(line) for line in run.stdout.splitlines()]
+        assert events[-1]["event"] == "failure" and events[-1]["exit_code"] == 5, events
+        assert address in events[-1]["message"] and "2 s" in events[-1]["message"], events
+    else:
+        line = only_error(run.stderr)
+        assert address in line and "2 s" in line, line
+
+
+def test_unresolvable_long_host_label_exits_5_at_once(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+    host = "a" * 64 + ".example"  # a 64-character label: no resolver can look it up
+    run = laptop.run(["xai", f"{lab.user}@{host}", "-q", "--hermes", str(fake_hermes)], timeout=30)
+    assert run.returncode == 5, run.output
+    assert "Traceback" not in run.output
+    line = only_error(run.stderr)
+    assert host in line, line
+    assert run.elapsed < 5, run.elapsed
+
+
+def test_timeout_covers_connecting(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+    with black_hole(lab) as address:
+        run = laptop.run(["xai", f"{lab.user}@{address}", "--timeout", "3", "-q", "--hermes", str(fake_hermes)],
+                         timeout=30)
+    assert run.returncode == 8, run.output
+    line = only_error(run.stderr)
+    assert "within 3 s" in line and address in line, line
+    assert run.elapsed < 5, run.elapsed  # not the 15 s ConnectTimeout
+
+
+PROMPT_THEN_FAIL = textwrap.dedent("""\
+    #!/usr/bin/python3
+    # Asks for the code, then gives up on its own before anyone answers.
+    import sys, time
+    sys.stdout.write("Authorization code: ")
+    sys.stdout.flush()
+    time.sleep(1.5)
+    sys.stderr.write("Error: the lab token endpoint is unreachable\\n")
+    sys.exit(1)
+    """)
+
+
+def test_prompt_followed_by_hermes_exiting_ends_at_once_with_its_error(lab: Lab, laptop: e2e.Laptop) -> None:
+    hermes = e2e.write_script(lab, f"prompt-then-fail-{uuid.uuid4().hex[:6]}", PROMPT_THEN_FAIL)
+    began = time.monotonic()
+    proc, master, slave = start_on_a_terminal(lab, laptop, ["anthropic", "target", "--timeout", "60",
+                                                            "--hermes", str(hermes)])
+    try:
+        read_terminal_until(master, b"Authorization code")
+        run = e2e.finish(proc, timeout=20)
+        assert run.returncode == 1, run.output
+        assert time.monotonic() - began < 15  # hermes's exit, not --timeout's 60 s
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("tunnelauth: error: ") and "token endpoint is unreachable" in last, run.stderr
+        assert echoing(slave), "the terminal was left without echo"
+        assert_nothing_left(lab)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_browser_that_never_returns_does_not_hold_tunnelauth(lab: Lab, laptop: e2e.Laptop,
+                                                               provider: e2e.Provider, fake_hermes: Path) -> None:
+    stay = str(600 + uuid.uuid4().int % 300)  # the browser "window" stays open this long
+    laptop.browser = e2e.write_script(lab, f"browser-stays-{stay}", f'#!/bin/sh\n"{laptop.browser}" "$@"\nexec sleep {stay}\n')
+    proc = laptop.start(["xai", "target", *fake(lab, provider, fake_hermes)])
+    run = e2e.finish_now(proc, timeout=40)
+    still_open = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", stay]]
+    for browser in still_open:
+        browser.kill()
+    assert run.returncode == 0, run.output
+    assert "Logged in to xai-oauth" in run.stdout
+    assert laptop.browser_runs()[-1]["status"] == 200
+    assert still_open, "the browser had returned: the test proved nothing"
+    assert run.elapsed < 10, run.elapsed  # the login's own time, not the browser's
+    assert_nothing_left(lab)
+
+
+def test_setsid_helper_holding_the_output_does_not_hold_run(lab: Lab, laptop: e2e.Laptop) -> None:
+    tag = f"{uuid.uuid4().int % 1000 + 9000}"
+    began = time.monotonic()
+    run = laptop.run(["run", "target", "--", "sh", "-c", f"setsid sleep {tag} & echo main done; exit 3"],
+                     timeout=60)
+    took = time.monotonic() - began
+    helpers = lab.target_processes(f"sleep {tag}")
+    for helper in helpers:  # it left its session on purpose: ours to clean up here, by pid
+        helper.kill()
+    assert run.returncode == 3, run.output
+    assert "main done" in run.stdout
+    assert helpers, "the helper was not running: the test proved nothing"
+    assert took < 10, took
+
+
+def test_two_131_kb_remote_env_values_reach_the_command(lab: Lab, laptop: e2e.Laptop) -> None:
+    # They once made one 350 KB command line and the exec failed ("lost the connection"); now they
+    # travel in the channel and reach the command's environment, each one exec string of its own.
+    a, b = "a" * 131_000, "b" * 131_000
+    run = laptop.run(["run", "target", "--remote-env", f"A={a}", "--remote-env", f"B={b}", "--",
+                      "sh", "-c", 'printf %s "$A$B" | sha256sum'], timeout=60)
+    assert run.returncode == 0, run.output[-2000:]
+    assert hashlib.sha256((a + b).encode()).hexdigest() in run.stdout
+
+
+def test_laptop_suspended_past_the_window_is_a_lost_connection_not_a_hermes_failure(
+        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    keepalive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=1"]
+    window = remote.dead_after(1.0, 1)  # the supervisor stops hermes after this long without a word
+    proc = laptop.start(["xai", "target", "-q", *keepalive, *fake(lab, provider, fake_hermes)],
+                        FAKE_BROWSER_DELAY="300")
+    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), window + 5,
+                       "the supervisor did not stop hermes while the laptop was suspended")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    run = e2e.finish_now(proc, timeout=30)
+    assert run.returncode == 9, run.output
+    line = only_error(run.stderr)
+    assert "exit status" not in line and (lab.target_ip in line or lab.bastion_ip in line), line
     assert_nothing_left(lab)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,51 @@ def test_a_refused_head_start_raises_what_a_connect_would() -> None:
 
         with pytest.raises(ConnectionRefusedError):
             asyncio.run(scenario())
+
+
+def test_a_head_start_given_up_on_never_raises_later() -> None:
+    # A connect still under way when the caller's ConnectTimeout strikes: the wait is cancelled,
+    # and neither the cancelled wait, nor the thread finishing later, nor discard() may raise.
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = server.getsockname()[1]
+    gate = threading.Event()
+    real = socket.create_connection
+
+    def slow(*args: object, **kwargs: object) -> socket.socket:
+        gate.wait(10)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(preconnect.socket, "create_connection", slow)
+
+            async def scenario() -> None:
+                preconnect._pending = attempt = preconnect._Attempt("127.0.0.1", port)
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await preconnect.take("127.0.0.1", port)
+                gate.set()
+                while not attempt.result.done():
+                    await asyncio.sleep(0.01)
+                assert isinstance(attempt.result.exception(), OSError)  # settled, and quietly
+                preconnect.discard()
+
+            asyncio.run(scenario())
+        peer, _ = server.accept()
+        with peer:
+            assert peer.recv(100) == preconnect.BANNER and peer.recv(100) == b""  # connected, then closed
+    finally:
+        gate.set()
+        server.close()
+
+
+def test_a_host_name_no_resolver_takes_fails_at_once() -> None:
+    async def scenario() -> None:
+        preconnect._pending = preconnect._Attempt("a" * 64 + ".example", 22)
+        await preconnect.take("a" * 64 + ".example", 22)
+
+    began = time.monotonic()
+    with pytest.raises(OSError, match="63 characters"):
+        asyncio.run(scenario())
+    assert time.monotonic() - began < 2  # not the connect timeout
+    preconnect.discard()

@@ -110,3 +110,30 @@ def test_run_through_a_target_that_forbids_forwarding(clean_lab: Lab, cli: Path,
     run = laptop.run(run_args(clean_lab, cli, provider, "--style", "encoded"))
     assert run.returncode == 0, run.output
     assert "relaying the callback" in run.stderr and "Logged in." in run.stdout
+
+
+def test_as_user_on_a_terminal_gets_its_environment_and_the_terminal(lab: Lab, laptop: e2e.Laptop) -> None:
+    # --as-user hands the environment over a pipe (not sudo's command line); on a terminal the
+    # command must still get the terminal as its stdin afterwards, and read what is typed.
+    import select
+    import time
+
+    script = 'tty; echo "who:$(id -un) env:$TA_VALUE"; printf "Continue? "; read x; echo "got:$x"'
+    proc, tty = laptop.start_with_tty(["run", "root@target", "--as-user", lab.user, "--remote-env",
+                                       "TA_VALUE=through the channel", "--", "sh", "-c", script])
+    try:
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"Continue?" not in out and time.monotonic() < deadline:
+            assert proc.stdout is not None
+            if select.select([proc.stdout.fileno()], [], [], 0.2)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        assert b"Continue?" in out, out
+        os.write(tty, b"typed\r")
+        run = e2e.finish(proc)
+    finally:
+        os.close(tty)
+    text = out.decode(errors="replace") + run.stdout
+    assert run.returncode == 0, run.output
+    assert "/dev/pts/" in text and f"who:{lab.user} env:through the channel" in text, text
+    assert "got:typed" in text, text

@@ -3,13 +3,20 @@ forwards, no secrets in what tunnelauth prints, safe browser opening, no shell i
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
 import os
+import pwd
 import re
+import secrets
 import subprocess
 import textwrap
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -650,3 +657,115 @@ def test_invalid_values_exit_2_before_connecting(lab: Lab, laptop: e2e.Laptop) -
              if run.returncode != 2 or "Traceback" in run.stderr]
     assert not wrong, wrong
     assert connections(lab) == before
+
+
+# == 6. no secret in any process table (issue 12) ================================================
+
+SUPERVISOR = "import base64,sys,zlib"
+
+
+class ProcessTableWatch:
+    """Reads every process's command line (all namespaces: one pid namespace) over and over,
+    and the environment of the target's processes, while a login runs."""
+
+    def __init__(self, lab: Lab, needles: dict[str, bytes], typed: set[str], env_uid: int) -> None:
+        self.lab, self.needles, self.typed, self.env_uid = lab, needles, typed, env_uid
+        self.found: list[str] = []
+        self.saw_supervisor = self.saw_hermes = False
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._target_ns = os.stat(f"/run/netns/{lab.target_ns}").st_ino
+
+    def __enter__(self) -> ProcessTableWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _read(self, pid: str, what: str) -> bytes:
+        try:
+            with open(f"/proc/{pid}/{what}", "rb") as handle:
+                return handle.read()
+        except OSError:
+            return b""
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - a test's short-lived helper
+    def _decoded(self, arg: bytes) -> bytes:
+        """A base64 (or base64 zlib) argument's content: a value hidden that way is still there."""
+        if len(arg) < 16 or not re.fullmatch(rb"[A-Za-z0-9+/=_-]+", arg):
+            return b""
+        try:
+            data = base64.b64decode(arg + b"=" * (-len(arg) % 4), altchars=b"-_" if b"-" in arg or b"_" in arg else None)
+        except ValueError:
+            return b""
+        try:
+            return data + zlib.decompress(data)
+        except zlib.error:
+            return data
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.rounds += 1
+            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+                cmdline = self._read(pid, "cmdline")
+                cmdline += b"\0".join(self._decoded(arg) for arg in cmdline.split(b"\0"))
+                if SUPERVISOR.encode() in cmdline:
+                    self.saw_supervisor = True
+                if b"fake-hermes" in cmdline:
+                    self.saw_hermes = True
+                # tunnelauth's own command line holds what the user typed there (their choice);
+                # a child it forks shows the same until it execs.
+                own = b"\0-m\0tunnelauth\0xai\0" in cmdline
+                for name, needle in self.needles.items():
+                    if needle in cmdline and not (own and name in self.typed):
+                        self.found.append(f"{name} in the command line of pid {pid}: {cmdline[:120]!r}")
+                try:
+                    in_target = os.stat(f"/proc/{pid}/ns/net").st_ino == self._target_ns
+                    uid = os.stat(f"/proc/{pid}").st_uid
+                except OSError:
+                    continue
+                if in_target and uid != self.env_uid:
+                    environ = self._read(pid, "environ")
+                    for name, needle in self.needles.items():
+                        if needle in environ:
+                            self.found.append(f"{name} in the environment of pid {pid} (uid {uid})")
+            self._stop.wait(0.01)
+
+
+def secret_hermes(lab: Lab, fake_hermes: Path, seen: Path) -> Path:
+    """fake hermes, after writing down a hash of the secrets it was given and who it runs as."""
+    return e2e.write_script(lab, f"secret-hermes-{uuid.uuid4().hex[:6]}", textwrap.dedent(f"""\
+        #!/usr/bin/python3
+        import hashlib, os, sys
+        with open({str(seen)!r}, "w") as f:
+            for name in ("TA_TYPED", "TA_FROM_ENV"):
+                f.write(name + " " + hashlib.sha256(os.environ.get(name, "").encode()).hexdigest() + "\\n")
+        os.execv({str(fake_hermes)!r}, [{str(fake_hermes)!r}] + sys.argv[1:])
+        """))
+
+
+@pytest.mark.parametrize("login", ["user", "root-as-user"])
+def test_no_secret_in_any_process_table(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
+                                        fake_hermes: Path, markers: Path, login: str) -> None:
+    typed, from_env = secrets.token_hex(20), secrets.token_hex(20)
+    home = markers / f"hermes-home-{secrets.token_hex(12)}"
+    seen = markers / "seen"
+    hermes = secret_hermes(lab, fake_hermes, seen)
+    who = ["target"] if login == "user" else ["root@target", "--as-user", lab.user]
+    args = ["xai", *who, *fake(lab, provider, hermes), "--remote-env", f"TA_TYPED={typed}",
+            "--remote-env", "TA_FROM_ENV", "--hermes-home", str(home)]
+    needles = {"the typed --remote-env value": typed.encode(), "the --remote-env value from the environment":
+               from_env.encode(), "HERMES_HOME": home.name.encode()}
+    typed_by_the_user = {"the typed --remote-env value", "HERMES_HOME"}
+    with ProcessTableWatch(lab, needles, typed_by_the_user, pwd.getpwnam(lab.user).pw_uid) as watch:
+        run = e2e.finish(laptop.start(args, TA_FROM_ENV=from_env), timeout=60)
+    assert run.returncode == 0, run.output
+    assert watch.saw_supervisor and watch.saw_hermes and watch.rounds > 10, "the scan missed the login"
+    assert not watch.found, watch.found
+    # The login still got every value.
+    assert seen.read_text().split() == ["TA_TYPED", hashlib.sha256(typed.encode()).hexdigest(),
+                                        "TA_FROM_ENV", hashlib.sha256(from_env.encode()).hexdigest()]
+    e2e.tokens(home / "auth.json")

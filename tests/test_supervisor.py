@@ -33,10 +33,12 @@ class LocalProcess:
 
 async def start(*command: str) -> supervisor.SupervisorChannel:
     proc = await asyncio.create_subprocess_exec(
-        "sh", "-c", remote.command_line(remote.RemoteSpec(command=command)),
+        "sh", "-c", remote.command_line(),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    return supervisor.SupervisorChannel(LocalProcess(proc))
+    channel = supervisor.SupervisorChannel(LocalProcess(proc))
+    channel.configure(remote.RemoteSpec(command=command))
+    return channel
 
 
 async def frames(channel: supervisor.SupervisorChannel) -> list[supervisor.Frame]:

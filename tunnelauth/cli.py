@@ -169,6 +169,7 @@ def login(
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
         user = remote.check_user(as_user) if as_user else None
+        remote.check_sizes((hermes, *chosen.args), env)
         limit = _check_timeout(timeout)
         if chosen.loopback and chosen.port:
             # A busy callback port costs nothing remote: checked before anything connects.
@@ -227,6 +228,7 @@ def run(
         size = shutil.get_terminal_size()
         env = remote.parse_env(remote_env)
         user = remote.check_user(as_user) if as_user else None
+        remote.check_sizes(tuple(command), env)
         limit = _check_timeout(timeout) if timeout is not None else None
         route = _route(destination, jump, port, login_name, identity, config_file, option,
                        accept_new, transport_name, no_reuse)

@@ -144,10 +144,11 @@ async def run(request: Request, reporter: Reporter) -> LoginResult:
             loop.remove_signal_handler(signum)
 
 
-async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack) -> transport.Connection:
+async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
+                  connecting: Callable[[str], None] = lambda hop: None) -> transport.Connection:
     """The connection to the destination through every hop, closed by `stack`: the user's
     live OpenSSH master when there is one (and reuse is on), else a new one with the transport
-    asked for."""
+    asked for. `connecting` hears of each hop as it starts."""
     target = request.openssh
     if target is not None:
         from tunnelauth import openssh
@@ -161,17 +162,20 @@ async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack) -
                 return reused
         if request.transport == "openssh":
             through = f" through {target.via}" if target.via else ""
+            connecting(target.label)
             reporter.step(f"connecting to {target.label}{through} with OpenSSH (ssh)", "connecting",
                           hop=target.label)
             conn = await openssh.OpenSshConnection.open(target, reuse=False,
                                                         on_message=_ssh_said(reporter))
             stack.push_async_callback(conn.close)
             return conn
-    chain = await ssh.connect(
-        list(request.hops), stack,
-        on_hop=lambda hop: reporter.step(f"connecting to {hop}", "connecting", hop=str(hop)),
-        ask=reporter.ask, tell=reporter.warn,
-    )
+
+    def on_hop(hop: ssh.Hop) -> None:
+        connecting(str(hop))
+        reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
+
+    chain = await ssh.connect(list(request.hops), stack, on_hop=on_hop,
+                              ask=reporter.ask, tell=reporter.warn)
     conn = ssh.AsyncsshConnection(chain)
     stack.push_async_callback(conn.close)
     return conn
@@ -191,23 +195,35 @@ def _ssh_said(reporter: Reporter) -> Callable[[str], None]:
 
 
 async def login(request: Request, reporter: Reporter) -> LoginResult:
-    # The laptop's callback port was checked (cli) before anything connected.
+    # The laptop's callback port was checked (cli) before anything connected. --timeout bounds
+    # the whole run, connecting included; the cleanup (stack) runs after it, bounded by itself.
+    where: list[str] = []
+
+    def connecting(hop: str) -> None:
+        where.append(hop)
+
+    policy: _Policy | None = None
     async with AsyncExitStack() as stack:
-        conn = await connect(request, reporter, stack)
-        reporter.step("", "connected", destination=request.destination,
-                      hops=[str(h) for h in request.hops] or [request.destination])
-        policy: _Policy
-        if isinstance(request, LoginRequest):
-            policy = HermesLogin(request, reporter, conn)
-        else:
-            policy = RunCommand(request, reporter, conn)
-        stack.push_async_callback(policy.cleanup)
         try:
             async with timeout(request.timeout):
+                conn = await connect(request, reporter, stack, connecting)
+                reporter.step("", "connected", destination=request.destination,
+                              hops=[str(h) for h in request.hops] or [request.destination])
+                if isinstance(request, LoginRequest):
+                    policy = HermesLogin(request, reporter, conn)
+                else:
+                    policy = RunCommand(request, reporter, conn)
+                stack.push_async_callback(policy.cleanup)
                 return await policy.run()
         except TIMEOUTS:
-            if policy.finished:
+            if policy is not None and policy.finished:
                 raise
+            if policy is None:
+                hop = where[-1] if where else str(request.destination)
+                raise LoginTimeout(
+                    f"no login within {request.timeout:g} s: still connecting to {hop}",
+                    hint="check that hop, or rerun with a larger --timeout",
+                ) from None
             raise LoginTimeout(
                 f"no login within {request.timeout:g} s; the remote hermes was stopped",
                 hint="rerun with a larger --timeout",
@@ -242,11 +258,14 @@ def _in_thread(fn: Callable[..., T], *args: object) -> Awaitable[T]:
 
     def work() -> None:
         try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed over to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            result: T | None = fn(*args)
+            exc: BaseException | None = None
+        except BaseException as caught:  # noqa: BLE001 - handed over to the awaiting task
+            result, exc = None, caught
+        try:
+            loop.call_soon_threadsafe(_settle, future, result, exc)
+        except RuntimeError:
+            pass  # the login is over and its loop closed: nobody waits for this any more
 
     threading.Thread(target=work, daemon=True).start()
     return future
@@ -285,6 +304,8 @@ class _Policy:
         self.ports = ports  # which laptop ports the remote's output may make us listen on
         self.exit_status: int | None = None
         self.finished = False
+        self.tasks: set[asyncio.Task[None]] = set()  # helpers: heartbeat, prompts, browsers
+        self.stalled: float | None = None  # the supervisor's death window, if it ran out
 
     # -- what a policy decides ------------------------------------------------------------------
 
@@ -314,22 +335,34 @@ class _Policy:
             "started", destination=str(self.request.destination), command=" ".join(spec.command),
         )
         try:
-            self.channel = supervisor.SupervisorChannel(await self.conn.start(remote.command_line(spec)))
+            self.channel = supervisor.SupervisorChannel(await self.conn.start(remote.command_line()))
         except (TunnelauthError, OSError) as exc:
             raise self._lost(exc) from exc
+        self.channel.configure(spec)  # the configuration (environment included) goes first
         async with TaskGroup() as group:
             self.group = group
-            helpers = [group.create_task(self._heartbeat()),
-                       group.create_task(self.channel.read_stderr())]
+            self._spawn(self._heartbeat())
+            self._spawn(self.channel.read_stderr())
             self._input()
             try:
                 await self._read_stdout()
             finally:
                 self._input_done()
-            for task in helpers:
-                task.cancel()
+                # The outcome is known: every helper ends with it (a prompt or a browser
+                # still waiting in its thread is abandoned; those threads are daemons).
+                for task in list(self.tasks):
+                    task.cancel()
         self.finished = True
+        if self.stalled is not None:
+            raise outcome.stalled(str(self.request.destination), self.stalled)
         return await self._result()
+
+    def _dead_after(self) -> float:
+        """The supervisor's death window, from the destination's keepalive numbers."""
+        hop = self.request.hops[-1] if self.request.hops else None
+        if hop is None:
+            return remote.dead_after(ssh.KEEPALIVE_INTERVAL, ssh.KEEPALIVE_COUNT_MAX)
+        return remote.dead_after(hop.keepalive_interval, hop.keepalive_count_max)
 
     def _input_done(self) -> None:
         pass
@@ -396,6 +429,8 @@ class _Policy:
             self.exit_status = frame.status
         elif isinstance(frame, supervisor.TokenInfo):
             self._token_info(frame.info)
+        elif isinstance(frame, supervisor.Stalled):
+            self.stalled = frame.seconds
         elif isinstance(frame, supervisor.CannotBecomeUser):
             raise outcome.cannot_become(frame.info, str(self.request.destination))
         elif isinstance(frame, supervisor.CommandNotFound):
@@ -486,7 +521,9 @@ class _Policy:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         assert self.group is not None
-        self.group.create_task(coro)  # type: ignore[arg-type]
+        task = self.group.create_task(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 # -- the hermes login --------------------------------------------------------------------------
@@ -517,7 +554,7 @@ class HermesLogin(_Policy):
             await self._forward(provider.port)
         return remote.RemoteSpec(command=(self.request.hermes, *provider.args),
                                  env=self.request.remote_env, as_user=self.request.as_user,
-                                 token_check=True)
+                                 token_check=True, dead_after=self._dead_after())
 
     def _read_limit(self) -> float | None:
         return EXIT_GRACE if self.success else None
@@ -650,7 +687,7 @@ class RunCommand(_Policy):
     async def _prepare(self) -> remote.RemoteSpec:
         return remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
                                  as_user=self.request.as_user, pty=self.request.pty,
-                                 size=self.request.size)
+                                 size=self.request.size, dead_after=self._dead_after())
 
     async def _output(self, frame: supervisor.Output) -> None:
         self.reporter.passthrough(frame.stream, frame.data)
@@ -715,9 +752,12 @@ class RunCommand(_Policy):
             forward(data)
 
         def blocking() -> None:
-            while data := read():
-                loop.call_soon_threadsafe(forward, data)
-            loop.call_soon_threadsafe(forward, b"")
+            try:
+                while data := read():
+                    loop.call_soon_threadsafe(forward, data)
+                loop.call_soon_threadsafe(forward, b"")
+            except RuntimeError:
+                pass  # the run is over and its loop closed
 
         try:
             loop.add_reader(fd, readable)

@@ -130,3 +130,12 @@ def lost(destination: str, dropped: str | None, connection_lost: bool, reason: s
         f"the remote side of the login stopped unexpectedly on {destination}"
         + (f": {tail}" if tail else "")
     )
+
+
+def stalled(destination: str, seconds: float) -> ConnectionLost:
+    """The supervisor heard no heartbeat for `seconds` and stopped the command."""
+    return ConnectionLost(
+        f"nothing reached {destination} for more than {seconds:g} s (a stalled link, or this "
+        "machine suspended, past the SSH keepalive window); the remote command was stopped",
+        hint="check the network; raise ServerAliveInterval/ServerAliveCountMax on slow links",
+    )

@@ -50,6 +50,10 @@ class _Attempt:
     def __init__(self, host: str, port: int) -> None:
         self.address = (host, port)
         self.result: Future[socket.socket] = Future()
+        # Running from the start: a waiter that gives up (asyncio.wrap_future cancels what it
+        # wraps) cannot cancel it, so the thread can always settle it and it never raises
+        # CancelledError at whoever looks later.
+        self.result.set_running_or_notify_cancel()
         self._lock = threading.Lock()
         self._abandoned = False
         threading.Thread(target=self._connect, name="tunnelauth-preconnect", daemon=True).start()
@@ -57,14 +61,28 @@ class _Attempt:
     def _connect(self) -> None:
         try:
             sock = socket.create_connection(self.address, timeout=_GIVE_UP)
+        except OSError as exc:
+            self.result.set_exception(exc)
+            return
+        except UnicodeError:  # the idna codec: a label longer than 63 characters, or empty
+            self.result.set_exception(OSError(
+                "not a host name that can be looked up (a dot-separated part is empty or "
+                "longer than 63 characters)"))
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the real connect reports it
+            self.result.set_exception(OSError(f"{type(exc).__name__}: {exc}"))
+            return
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(BANNER)
         except OSError as exc:
+            sock.close()
             self.result.set_exception(exc)
             return
         with self._lock:
             if self._abandoned:
                 sock.close()
+                self.result.set_exception(OSError("the head-start connection was not needed"))
             else:
                 self.result.set_result(sock)
 
@@ -89,7 +107,8 @@ def start(destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: S
 
 async def take(host: str, port: int) -> socket.socket | None:
     """The head-start connection, if one was started for exactly host:port (any other is
-    closed); raises the OSError its connect raised, as a connect of our own would have."""
+    closed); raises the OSError or ValueError (UnicodeError) its connect raised, as a connect
+    of our own would have, so the caller's one translation names it."""
     import asyncio
 
     global _pending
@@ -101,13 +120,13 @@ async def take(host: str, port: int) -> socket.socket | None:
         return None
     try:
         return await asyncio.wrap_future(attempt.result)
-    except BaseException:  # timed out or cancelled: the thread may still connect later
+    except BaseException:  # failed, timed out or cancelled: a socket connected later is closed
         attempt.abandon()
         raise
 
 
 def discard() -> None:
-    """Close a head-start connection nobody took."""
+    """Close a head-start connection nobody took. Never raises."""
     global _pending
     if _pending is not None:
         _pending.abandon()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import re
 import shlex
 import zlib
@@ -18,8 +19,14 @@ from importlib import resources
 from tunnelauth.errors import RemoteSetupError, UsageError
 
 HEARTBEAT = 1.0  # seconds between heartbeats to the supervisor
-DEAD_AFTER = 4.0  # the supervisor kills the command after this long without one
+DEAD_MARGIN = 3.0  # the supervisor waits this much longer than tunnelauth's own keepalive does
 MAX_FRAME = 1 << 20
+# Linux's MAX_ARG_STRLEN: one argument or one KEY=VALUE of an exec, with its NUL. The command's
+# arguments and its environment reach it through execve on the target, so this is their limit.
+MAX_ARG = 128 * 1024
+# What tunnelauth adds to one exec in all: well under the usual 2 MiB ARG_MAX (a quarter of an
+# 8 MiB stack), which also holds the remote's own environment.
+MAX_ARGS_TOTAL = 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 # Runs under whatever login shell the user has, so it holds no single quote or backslash.
@@ -32,20 +39,64 @@ _BOOT = (
 )
 
 
-def parse_env(items: list[str]) -> dict[str, str]:
-    """--remote-env KEY=VALUE items, validated here so nothing odd reaches the remote."""
+def parse_env(items: list[str], local: Mapping[str, str] | None = None) -> dict[str, str]:
+    """--remote-env KEY=VALUE items, validated here so nothing odd reaches the remote.
+
+    A bare KEY takes its value from tunnelauth's own environment (`local`), so a secret need
+    not appear in tunnelauth's command line either."""
+    local = os.environ if local is None else local
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _ENV_NAME.fullmatch(key):
+        if not sep and _ENV_NAME.fullmatch(key) and key in local:
+            value = local[key]
+        elif not sep or not _ENV_NAME.fullmatch(key):
             raise UsageError(
-                f"--remote-env {item!r} is not KEY=VALUE with a valid variable name",
+                f"--remote-env {item!r} is not KEY=VALUE (or the name of a variable set here) "
+                f"with a valid variable name",
                 hint="names are letters, digits and _, not starting with a digit",
             )
         if "\0" in value:
             raise UsageError(f"--remote-env {key}: the value holds a NUL byte")
         env[key] = value
     return env
+
+
+def check_sizes(command: tuple[str, ...], env: Mapping[str, str]) -> None:
+    """Refuse, before connecting, what the target's execve would refuse (E2BIG)."""
+    total = 0
+    for key, value in env.items():
+        size = len(key.encode()) + 1 + len(value.encode()) + 1
+        if size > MAX_ARG:
+            raise UsageError(
+                f"--remote-env {key}: the value is {size - len(key) - 2} bytes; a remote "
+                f"environment entry can hold at most {MAX_ARG - len(key) - 2}",
+                hint="pass large data in a file on the target and its path in the variable",
+            )
+        total += size
+    for arg in command:
+        size = len(arg.encode()) + 1
+        if size > MAX_ARG:
+            raise UsageError(f"an argument of the remote command is {size - 1} bytes; at most "
+                             f"{MAX_ARG - 1} fit in one argument")
+        total += size
+    if total > MAX_ARGS_TOTAL:
+        raise UsageError(
+            f"the remote command and --remote-env values add up to {total} bytes; at most "
+            f"{MAX_ARGS_TOTAL} are passed on",
+            hint="pass large data in a file on the target and its path in a variable",
+        )
+
+
+def dead_after(keepalive_interval: float, keepalive_count_max: int) -> float:
+    """How long the supervisor waits without a heartbeat before it stops the command.
+
+    tunnelauth's own SSH keepalive gives up on a silent hop after interval x (count_max + 1)
+    seconds (the keepalive window plus the interval in which the first probe goes out); the
+    supervisor waits that long plus a margin, so any stall the connection survives, the login
+    survives too, and a connection tunnelauth gave up on leaves nothing running.
+    """
+    return keepalive_interval * (keepalive_count_max + 1) + HEARTBEAT + DEAD_MARGIN
 
 
 def check_user(user: str) -> str:
@@ -60,7 +111,7 @@ class RemoteSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     as_user: str | None = None
     token_check: bool = False
-    dead_after: float = DEAD_AFTER
+    dead_after: float = 30.0
     pty: bool = False
     size: tuple[int, int] | None = None  # columns, rows
 
@@ -88,8 +139,15 @@ def _python(source: bytes, *args: str, libs: tuple[str, ...] = ()) -> str:
     return shlex.join(["sh", "-c", _BOOT, "sh", _pack(source, libs), *args])
 
 
-def command_line(spec: RemoteSpec) -> str:
-    """What the remote login shell runs to start the supervisor with `spec`."""
+def command_line() -> str:
+    """What the remote login shell runs to start the supervisor: its code and nothing else.
+    The configuration follows as the first line on its stdin (config_line)."""
+    return _python(_agent_source(), libs=AGENT_LIBS)
+
+
+def config_line(spec: RemoteSpec) -> bytes:
+    """The first line tunnelauth sends the supervisor: what to run, with which environment.
+    It travels inside the channel, never in a command line a local user of the target can read."""
     config = {
         "command": list(spec.command),
         "env": dict(spec.env),
@@ -99,8 +157,7 @@ def command_line(spec: RemoteSpec) -> str:
         "pty": spec.pty,
         "size": list(spec.size) if spec.size else None,
     }
-    payload = base64.b64encode(json.dumps(config).encode()).decode()
-    return _python(_agent_source(), payload, libs=AGENT_LIBS)
+    return b"C" + base64.b64encode(json.dumps(config).encode()) + b"\n"
 
 
 # A TCP pump: stdin -> 127.0.0.1:port -> stdout. Used when sshd forbids forwarding; exec is

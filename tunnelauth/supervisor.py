@@ -3,7 +3,8 @@
 The one place on the laptop that knows the protocol's letters (agent.py's header is the
 supervisor's side of the same protocol):
 
-    lines in, one per write:  h                heartbeat (without one for DEAD_AFTER s: kill)
+    lines in, one per write:  C<base64 JSON>   the configuration, first (config_line)
+                              h                heartbeat (without one for dead_after s: kill)
                               i<base64>        bytes for the command's stdin
                               c                close the command's stdin
                               w<port>          report when 127.0.0.1/::1:<port> LISTENs
@@ -15,6 +16,7 @@ supervisor's side of the same protocol):
                               f     token file (JSON)                  -> TokenInfo
                               n     command not found (JSON)           -> CommandNotFound
                               S     cannot become --as-user (JSON)     -> CannotBecomeUser
+                              H     no heartbeat for N s: it stopped   -> Stalled
 """
 
 from __future__ import annotations
@@ -72,7 +74,14 @@ class CannotBecomeUser:
     info: dict[str, object]
 
 
-Frame = Output | Listening | Exited | TokenInfo | CommandNotFound | CannotBecomeUser
+@dataclass(frozen=True)
+class Stalled:
+    """No heartbeat reached the supervisor for `seconds`: it stopped the command."""
+
+    seconds: float
+
+
+Frame = Output | Listening | Exited | TokenInfo | CommandNotFound | CannotBecomeUser | Stalled
 
 _STREAMS = {"o": "stdout", "e": "stderr"}
 
@@ -92,6 +101,8 @@ def decode(kind: str, payload: bytes) -> Frame | None:
         return CommandNotFound(json.loads(payload))
     if kind == "S":
         return CannotBecomeUser(json.loads(payload))
+    if kind == "H":
+        return Stalled(float(payload))
     return None
 
 
@@ -122,6 +133,10 @@ class SupervisorChannel:
         self.stderr_tail: list[str] = []  # the supervisor's own stderr (a missing python3, say)
 
     # -- lines in -------------------------------------------------------------------------
+
+    def configure(self, spec: remote.RemoteSpec) -> bool:
+        """The configuration, the first line: inside the channel, never in a command line."""
+        return self._send(remote.config_line(spec))
 
     def heartbeat(self) -> bool:
         return self._send(HEARTBEAT_LINE)
