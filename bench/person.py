@@ -6,6 +6,8 @@ The hermes on the target is whatever the spec names: the fake 0.18.0 or the real
 
 client "tunnelauth": the tunnelauth command, with $BROWSER = a wrapper that records when it
 starts and then runs tests/fakes/browser.py.
+clients "tunnelauth-openssh" (--ssh openssh) and "tunnelauth-reused" (a live ControlMaster
+for the target, started beforehand and not timed): the same, over the user's own ssh.
 client "openssh": the seed page's manual flow, as a person with two terminals ready would do
 it: `ssh -N -L P:127.0.0.1:P -J JUMP TARGET` and `ssh -J JUMP TARGET '<hermes> auth add ...'`
 started together, and the same browser wrapper started the moment the authorize URL appears in
@@ -149,7 +151,10 @@ def browser_record(log: str) -> dict[str, Any] | None:
 
 
 def run_tunnelauth(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    argv = [*spec["tunnelauth"], "xai", spec["target"], "-J", spec["jump"], "-F", spec["config"],
+    # "tunnelauth-openssh": --ssh openssh; "tunnelauth-reused": the config gives the target a
+    # ControlPath whose master (started by the benchmark, not timed) is alive: it is reused.
+    transport = ["--ssh", "openssh"] if spec["client"] == "tunnelauth-openssh" else []
+    argv = [*spec["tunnelauth"], "xai", spec["target"], "-J", spec["jump"], "-F", spec["config"], *transport,
             "--hermes", spec["hermes"], *(["--allow-host", spec["allow_host"]] if spec.get("allow_host") else []),
             "--timeout", str(spec["timeout"]),
             *(a for k, v in spec["remote_env"].items() for a in ("--remote-env", f"{k}={v}"))]
@@ -241,7 +246,7 @@ def main() -> int:
     for path in (spec["open_log"], spec["browser_log"]):
         if os.path.exists(path):
             os.unlink(path)
-    result = (run_tunnelauth if spec["client"] == "tunnelauth" else run_openssh)(spec, env)
+    result = (run_openssh if spec["client"] == "openssh" else run_tunnelauth)(spec, env)
     record = browser_record(spec["browser_log"])
     result["browser"] = record
     if not record or record.get("status") != 200 or not str(record.get("final", "")).startswith("127.0.0.1:"):

@@ -198,7 +198,21 @@ class Bench:
         with self.known_hosts.open("a") as handle:
             handle.write(f"[127.0.0.1]:{port} {bastion_key}\n")
 
-    def config(self, name: str, relay_port: int | None, aliases: list[str] = ()) -> Path:  # type: ignore[assignment]
+    def master(self, config: Path) -> subprocess.Popen[bytes]:
+        """The person's own ControlMaster for the target (as `config` sets it up), up."""
+        argv = ["ssh", "-F", str(config), "-J", "bastion", "-M", "-N", "target"]
+        proc = self.lab.spawn("laptop", argv, env=self.lab.laptop_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        check = ["ssh", "-F", str(config), "-J", "bastion", "-O", "check", "target"]
+        deadline = time.monotonic() + 30
+        while self.lab.run("laptop", check, env=self.lab.laptop_env(), check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's ControlMaster did not come up")
+            time.sleep(0.05)
+        return proc
+
+    def config(self, name: str, relay_port: int | None, aliases: list[str] = (),  # type: ignore[assignment]
+               control: bool = False) -> Path:
         common = (f"  User {self.lab.user}\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
                   f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n")
         where = (f"  HostName 127.0.0.1\n  Port {relay_port}\n" if relay_port
@@ -206,6 +220,8 @@ class Bench:
         text = f"Host bastion\n{where}{common}\n"
         for alias in ["target", *aliases]:
             text += f"Host {alias}\n  HostName {self.lab.target_ip}\n  ProxyJump bastion\n{common}\n"
+        if control:  # the person's own master for the target (tunnelauth-reused)
+            text += f"Host target\n  ControlMaster no\n  ControlPath {self.dir}/cm-{name}-%C\n"
         path = self.dir / f"ssh-config-{name}"
         path.write_text(text)
         return path
@@ -284,29 +300,40 @@ def turns_before(connections: list[dict[str, Any]], wall: float | None) -> int |
     return max(counts)
 
 
+# Every client of the login benchmark: what it is, and how many TCP connections its login opens.
+CLIENTS = {"tunnelauth": 1, "openssh": 2, "tunnelauth-openssh": 1, "tunnelauth-reused": 0}
+TRANSPORT_CLIENTS = ("tunnelauth-openssh", "tunnelauth-reused")  # the fake series only
+
+
 def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") -> dict[str, Any]:
-    """The login series with the fake hermes 0.18.0, or (series="real") the real one."""
+    """The login series with the fake hermes 0.18.0, or (series="real") the real one. The fake
+    series also times tunnelauth over the user's own ssh (--ssh openssh) and over a live
+    ControlMaster it reuses."""
     if series == "real" and not bench.real_hermes.exists():
         why = f"real hermes-agent {LOGIN_HERMES} is not installed at {bench.real_hermes} (sudo ./tests/setup)"
         log.append(f"login ({SERIES[series]}): not available: {why}")
         print(log[-1], flush=True)
         return {"available": False, "why": why, "hermes": SERIES[series]}
     runs: list[dict[str, Any]] = []
+    clients = ("tunnelauth", "openssh", *(TRANSPORT_CLIENTS if series == "fake" else ()))
     for rtt in mode.rtts:
         relay = Relay(bench.lab, rtt, bench.dir / f"relay-{rtt}.log")
         bench.trust_relay(relay.port)
         config = bench.config(f"rtt{rtt}", relay.port)
+        reuse_config = bench.config(f"rtt{rtt}-reuse", relay.port, control=True)
+        master = bench.master(reuse_config) if "tunnelauth-reused" in clients else None
         try:
             if rtt == mode.rtts[0] and not mode.quick:
                 for client in ("tunnelauth", "openssh"):  # warm caches; not counted
                     bench.wait_clean()
                     bench.person(client, config, series=series)
             for rep in range(mode.reps):
-                for client in ("tunnelauth", "openssh") if rep % 2 == 0 else ("openssh", "tunnelauth"):
+                for client in clients if rep % 2 == 0 else clients[::-1]:
                     bench.wait_clean()
                     before = relay.count()
-                    result = bench.person(client, config, series=series)
-                    conns = relay.since(before, 1 if client == "tunnelauth" else 2)
+                    result = bench.person(client, reuse_config if client == "tunnelauth-reused" else config,
+                                          series=series)
+                    conns = relay.since(before, CLIENTS[client])
                     result.update(client=client, hermes=SERIES[series], rtt_ms=rtt, rep=rep,
                                   connections=len(conns))
                     if conns and "t0" in result:  # local start-up: until the first TCP connection
@@ -317,15 +344,18 @@ def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") 
                         result["flights"] = [[[round(c["start"] - result["t0"] + t, 3), d, n]
                                               for t, d, n in flights(c["events"], rtt / 1000)] for c in conns]
                     runs.append(result)
-                    log.append(f"login rtt={rtt:>3} {client:<10} {SERIES[series]} rep={rep} ok={result.get('ok')} "
+                    log.append(f"login rtt={rtt:>3} {client:<18} {SERIES[series]} rep={rep} ok={result.get('ok')} "
                                f"open={_fmt(result.get('open'))} success={_fmt(result.get('success'))}")
                     print(log[-1], flush=True)
         finally:
+            if master is not None:
+                master.terminate()
+                master.wait(timeout=10)
             relay.stop()
     summary: dict[str, Any] = {}
     for rtt in mode.rtts:
         row: dict[str, Any] = {}
-        for client in ("tunnelauth", "openssh"):
+        for client in clients:
             mine = [r for r in runs if r["rtt_ms"] == rtt and r["client"] == client and r.get("ok")]
             row[client] = {
                 "n": len(mine),
@@ -340,6 +370,8 @@ def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") 
             }
         row["open_ratio"] = ratio(row["tunnelauth"]["open"], row["openssh"]["open"])
         row["success_ratio"] = ratio(row["tunnelauth"]["success"], row["openssh"]["success"])
+        for client in clients[2:]:
+            row[f"{client}_open_ratio"] = ratio(row[client]["open"], row["openssh"]["open"])
         row["open_target"] = TARGETS["open_ratio"].get(rtt)
         summary[str(rtt)] = row
     # Round trips on the critical path, from how the time grows with the RTT.
@@ -656,6 +688,10 @@ def table(results: dict[str, Any]) -> str:
         rows.append((f"time to authorize URL opened, {rtt} ms RTT", _ms(ta["open"]), _ms(os_["open"]),
                      _x(row["open_ratio"]), f"≤ {target:.1f}×" if target else "",
                      _met(row["open_ratio"] <= target if row["open_ratio"] and target else None)))
+        for client, what in (("tunnelauth-openssh", "--ssh openssh"), ("tunnelauth-reused", "reused master")):
+            if client in row:
+                rows.append((f"… with {what}, {rtt} ms RTT", _ms(row[client]["open"]), _ms(os_["open"]),
+                             _x(row.get(f"{client}_open_ratio")), "", ""))
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
         rows.append((f"time to success, {rtt} ms RTT", _ms(ta["success"]), _ms(os_["success"]),

@@ -82,8 +82,11 @@ def fake_hermes(lab: Lab) -> Path:
 
 
 @pytest.fixture
-def laptop(clean_lab: Lab) -> e2e.Laptop:
-    return e2e.Laptop(clean_lab)
+def laptop(clean_lab: Lab, request: pytest.FixtureRequest) -> Iterator[e2e.Laptop]:
+    """tunnelauth on the laptop; `@e2e.BOTH_TRANSPORTS` runs a test once per transport."""
+    the_laptop = e2e.Laptop(clean_lab, transport=getattr(request, "param", "asyncssh"))
+    yield the_laptop
+    the_laptop.assert_no_ssh_left()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -20,12 +20,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.lab.netlab import Lab
@@ -103,12 +105,38 @@ def _as_from_a_shell() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-class Laptop:
-    """tunnelauth as the person on the laptop runs it, with the lab's HOME and $BROWSER."""
+TRANSPORTS = ("asyncssh", "openssh")
+# A test that runs once with each transport (the `laptop` fixture's parameter).
+BOTH_TRANSPORTS = pytest.mark.parametrize("laptop", TRANSPORTS, indirect=True)
 
-    def __init__(self, lab: Lab, home: Path | None = None) -> None:
+
+def ssh_wrapper(lab: Lab) -> Path:
+    """`ssh` as the lab's laptop user runs it (TUNNELAUTH_SSH_BINARY). OpenSSH finds ~/.ssh
+    through the passwd entry's home, not $HOME, and the lab changes only $HOME: the wrapper
+    names the files ~/.ssh would hold (config, known_hosts, the default key)."""
+    return write_script(lab, "laptop-ssh", (
+        '#!/bin/sh\n'
+        '# ~/.ssh as $HOME has it; -F is passed on to ProxyJump\'s own ssh, so the jump hosts see it too\n'
+        'c="$HOME/.ssh/config.openssh"\n'
+        'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
+        '  IdentityFile %s/.ssh/id_ed25519\\n" "$HOME" "$HOME" "$HOME" > "$c"\n'
+        'exec /usr/bin/ssh -F "$c" "$@"\n'))
+
+
+def ssh_dirs() -> set[str]:
+    """The OpenSSH transport's private directories (of every run on this machine)."""
+    return {str(p) for p in Path(tempfile.gettempdir()).glob("tunnelauth-ssh-*")}
+
+
+class Laptop:
+    """tunnelauth as the person on the laptop runs it, with the lab's HOME and $BROWSER, and
+    the transport asked for (asyncssh, or the laptop's own OpenSSH)."""
+
+    def __init__(self, lab: Lab, home: Path | None = None, transport: str = "asyncssh") -> None:
         self.lab = lab
         self.home = home or lab.laptop_home
+        self.transport = transport
+        self._ssh_dirs = ssh_dirs()
         self.browser = install_script(lab, FAKES / "browser.py", "browser")
         self.browser_log = lab.root / f"browser-{secrets.token_hex(4)}.log"  # one per Laptop: per test
         self.key = str(lab.laptop_home / ".ssh" / "id_ed25519")
@@ -117,6 +145,8 @@ class Laptop:
         env = self.lab.laptop_env(BROWSER=str(self.browser), FAKE_BROWSER_LOG=str(self.browser_log),
                                   PYTHONFAULTHANDLER="1", **extra)
         env["HOME"] = str(self.home)
+        env.setdefault("TUNNELAUTH_SSH", self.transport)
+        env.setdefault("TUNNELAUTH_SSH_BINARY", str(ssh_wrapper(self.lab)))  # both: masters are reused
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
         return env
@@ -142,6 +172,27 @@ class Laptop:
                               text=True)
         os.close(slave)
         return proc, master
+
+    def ssh_processes(self) -> list[psutil.Process]:
+        """`ssh` processes in the laptop's namespace: a master or a session left behind."""
+        ns_ino = os.stat(f"/run/netns/{self.lab.laptop_ns}").st_ino
+        found = []
+        for p in psutil.process_iter(["name"]):
+            try:
+                if p.info["name"] == "ssh" and os.stat(f"/proc/{p.pid}/ns/net").st_ino == ns_ino:
+                    found.append(p)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    def assert_no_ssh_left(self, within: float = 5) -> None:
+        """No ssh process in the laptop's namespace and no private directory of this test's
+        logins is left (the OpenSSH transport's master, sessions and control socket)."""
+        if self.transport != "openssh":
+            return
+        wait_until(lambda: not self.ssh_processes(), within, "an ssh process left on the laptop")
+        wait_until(lambda: not (ssh_dirs() - self._ssh_dirs), within,
+                   "the OpenSSH transport's private directory left behind")
 
     def browser_runs(self) -> list[dict[str, object]]:
         if not self.browser_log.exists():

@@ -275,6 +275,20 @@ def test_keyboard_interactive_after_the_key_through_the_terminal(row: Row) -> No
     assert OTP not in ta.out
 
 
+def test_keyboard_interactive_bastion_with_the_openssh_transport(row: Row) -> None:
+    """--ssh openssh: the second factor is ssh's own prompt, on the same terminal."""
+    row.lab.start_sshd("bastion", extra=[
+        _authorized(row), "KbdInteractiveAuthentication yes",
+        "AuthenticationMethods publickey,keyboard-interactive"], pam=_pam(row, OTP))
+    cfg = row.config("")
+    before = row.lab.root.joinpath("bastion", "sshd.log").read_text().count("Accepted keyboard-interactive")
+    ssh, ta = row.both(cfg, ta_opts=["--ssh", "openssh"], answers=[("Password: ", OTP)])
+    same(ssh, ta, ok=True)
+    assert OTP not in ta.out
+    after = row.lab.root.joinpath("bastion", "sshd.log").read_text().count("Accepted keyboard-interactive")
+    assert after == before + 2  # ssh's, then tunnelauth's own master's
+
+
 def test_keyboard_interactive_without_a_terminal_fails_at_once_naming_hop_and_method(row: Row) -> None:
     row.lab.start_sshd("bastion", extra=[
         _authorized(row), "KbdInteractiveAuthentication yes",

@@ -105,6 +105,7 @@ def only_error(stderr: str) -> str:
 LOGINS = ["user", "root"]
 
 
+@e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("login", LOGINS)
 def test_nothing_left_after_success(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                     fake_hermes: Path, login: str) -> None:
@@ -122,6 +123,7 @@ def test_nothing_left_after_a_denied_login(lab: Lab, laptop: e2e.Laptop, provide
     assert_nothing_left(lab)
 
 
+@e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("login", LOGINS)
 def test_nothing_left_after_timeout(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                     fake_hermes: Path, login: str) -> None:
@@ -131,6 +133,7 @@ def test_nothing_left_after_timeout(lab: Lab, laptop: e2e.Laptop, provider: e2e.
     assert_nothing_left(lab)
 
 
+@e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("login", [*LOGINS, "as-user"])

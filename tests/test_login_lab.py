@@ -45,6 +45,7 @@ def assert_nothing_left(lab: Lab, needle: str, laptop_port: int) -> None:
     assert laptop_port not in lab.listening_ports("laptop")
 
 
+@e2e.BOTH_TRANSPORTS
 def test_xai_loopback_through_jump_host(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                         fake_hermes: Path) -> None:
     run = laptop.run([
@@ -72,6 +73,7 @@ def test_xai_through_ssh_config_alias_with_proxyjump(lab: Lab, laptop: e2e.Lapto
     assert_nothing_left(lab, "fake-hermes", 56121)
 
 
+@e2e.BOTH_TRANSPORTS
 def test_xai_bumped_port_is_followed(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                      fake_hermes: Path) -> None:
     e2e.hold_port(lab, "target", 56121)
@@ -95,6 +97,7 @@ def test_xai_as_root_on_the_target(lab: Lab, laptop: e2e.Laptop, provider: e2e.P
     assert_nothing_left(lab, "fake-hermes", 56121)
 
 
+@e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("user", ["lab-user", "root"])
 def test_spotify_with_the_real_hermes(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                       user: str) -> None:

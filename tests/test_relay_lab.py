@@ -18,10 +18,13 @@ def no_forwarding(clean_lab: Lab) -> Lab:
     return clean_lab
 
 
-def test_xai_loopback_completes_through_the_relay(no_forwarding: Lab, provider: e2e.Provider) -> None:
+@pytest.mark.parametrize("transport", e2e.TRANSPORTS)
+def test_xai_loopback_completes_through_the_relay(no_forwarding: Lab, provider: e2e.Provider,
+                                                   transport: str) -> None:
     lab = no_forwarding
     hermes = e2e.install_script(lab, e2e.FAKES / "fake_hermes.py", "fake-hermes")
-    run = e2e.Laptop(lab).run([
+    laptop = e2e.Laptop(lab, transport=transport)
+    run = laptop.run([
         "xai", "target", "--hermes", str(hermes), "--remote-env", "FAKE_HERMES_VERSION=0.18.0",
         "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}", "--allow-host", lab.provider_ip,
     ])
@@ -31,6 +34,7 @@ def test_xai_loopback_completes_through_the_relay(no_forwarding: Lab, provider: 
     assert e2e.gone_within(lab, "fake-hermes", 5)
     assert e2e.gone_within(lab, "import base64,sys,zlib", 5)  # no supervisor, no relay left
     assert 56121 not in lab.listening_ports("laptop")
+    laptop.assert_no_ssh_left()
 
 
 def test_spotify_real_hermes_completes_through_the_relay(no_forwarding: Lab, provider: e2e.Provider) -> None:

@@ -29,6 +29,7 @@ def callbacks(laptop: e2e.Laptop) -> list[str]:
     return [str(run["final"]) for run in laptop.browser_runs()]
 
 
+@e2e.BOTH_TRANSPORTS
 def test_fixed_port_printed_plainly(lab: Lab, laptop: e2e.Laptop, cli: Path, provider: e2e.Provider) -> None:
     run = laptop.run(run_args(lab, cli, provider, "--port", "1455", "--style", "plain"))
     assert run.returncode == 0, run.output
@@ -46,6 +47,7 @@ def test_random_port_only_inside_an_encoded_redirect_uri(lab: Lab, laptop: e2e.L
     assert f"port {port}: seen" in run.stderr  # -v says why each port was forwarded
 
 
+@e2e.BOTH_TRANSPORTS
 def test_localhost_redirect_to_a_cli_listening_on_ipv6_only(lab: Lab, laptop: e2e.Laptop, cli: Path,
                                                            provider: e2e.Provider) -> None:
     run = laptop.run(run_args(lab, cli, provider, "--listen", "::1", "--redirect-host", "localhost",
@@ -62,6 +64,7 @@ def test_two_ports_in_one_session(lab: Lab, laptop: e2e.Laptop, cli: Path, provi
     assert not {8000, 18000} & lab.listening_ports("laptop")
 
 
+@e2e.BOTH_TRANSPORTS
 def test_exit_status_of_the_command_is_tunnelauths(lab: Lab, laptop: e2e.Laptop, cli: Path,
                                                    provider: e2e.Provider) -> None:
     run = laptop.run(run_args(lab, cli, provider, "--style", "encoded", "--exit", "42"))

@@ -13,7 +13,8 @@ import typer
 from tunnelauth import __version__
 from tunnelauth.errors import EXIT_CODES, TunnelauthError, UsageError
 
-if TYPE_CHECKING:  # the login path imports these when it runs; --help stays fast without them
+if TYPE_CHECKING:
+    from tunnelauth import openssh  # the login path imports these when it runs; --help stays fast without them
     from tunnelauth import flow, output, ssh
 
 app = typer.Typer(
@@ -57,12 +58,32 @@ AS_USER = typer.Option(None, "--as-user", metavar="USER", help="Run the remote c
 NO_OPEN = typer.Option(False, "--no-open", help="Print URLs instead of opening the browser.")
 ALLOW_HOST = typer.Option([], "--allow-host", metavar="HOST", help="Open authorize URLs on this host without a warning (labs).")
 VERBOSE = typer.Option(0, "-v", "--verbose", count=True, show_default=False, help="Show every remote line and every decision.")
+TRANSPORT = typer.Option(None, "--ssh", metavar="asyncssh|openssh", show_default=False, help="Connect with asyncssh (the default) or this machine's own ssh command; also $TUNNELAUTH_SSH.")
+NO_REUSE = typer.Option(False, "--no-reuse", help="Never use a live OpenSSH master connection (ControlMaster) to the destination.")
+
+
+def _route(destination: str, jump: str | None, port: int | None, login_name: str | None,
+           identity: list[str], config_file: Path | None, option: list[str], accept_new: bool,
+           transport_name: str | None, no_reuse: bool) -> dict[str, object]:
+    """The request's connection fields: the hops (asyncssh), the ssh command line (OpenSSH, and
+    for reusing a live master), the transport and whether a live master may be reused."""
+    from tunnelauth import transport
+
+    chosen = transport.choose(transport_name)
+    hops, target = _hops(destination, jump, port, login_name, identity, config_file, option,
+                         accept_new, head_start=chosen == "asyncssh", plan=chosen == "asyncssh",
+                         command_line=chosen == "openssh" or not no_reuse)
+    if chosen == "openssh" and target is not None:
+        target.require()
+    return {"hops": hops, "openssh": target, "transport": chosen, "reuse": not no_reuse}
 
 
 def _hops(destination: str, jump: str | None, port: int | None, login_name: str | None,
           identity: list[str], config_file: Path | None, option: list[str], accept_new: bool,
-          head_start: bool = True) -> tuple[ssh.Hop, ...]:
-    """The hops to connect, from the ssh-style options every connecting command takes.
+          head_start: bool = True, plan: bool = True,
+          command_line: bool = False) -> tuple[tuple[ssh.Hop, ...], openssh.Target | None]:
+    """The hops to connect, from the ssh-style options every connecting command takes, and
+    (command_line) the same destination as an `ssh` command line.
 
     Once the input is valid, the first hop's connection starts (preconnect.py) before
     asyncssh is imported: it runs while the import does.
@@ -85,11 +106,18 @@ def _hops(destination: str, jump: str | None, port: int | None, login_name: str 
             raise UsageError(f"-i {path}: no such key file")
     jumps = dest.parse_jumps(jump) if jump is not None else None
     endpoint = dest.parse_endpoint(destination)
+    target = None
+    if command_line:
+        from tunnelauth import openssh
+
+        target = openssh.target(endpoint, jumps, settings)
+    if not plan:
+        return (), target
     if head_start:
         preconnect.start(endpoint, jumps, settings)
     from tunnelauth import ssh
 
-    return tuple(ssh.plan(endpoint, jumps, settings))
+    return tuple(ssh.plan(endpoint, jumps, settings)), target
 
 
 def _check_timeout(timeout: float) -> float:
@@ -118,6 +146,8 @@ def login(
     allow_host: List[str] = ALLOW_HOST,
     timeout: float = typer.Option(300, "--timeout", metavar="SECONDS", help="Give up (and stop the remote hermes) after this many seconds."),
     verbose: int = VERBOSE,
+    transport_name: Optional[str] = TRANSPORT,
+    no_reuse: bool = NO_REUSE,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
 ) -> None:
@@ -144,12 +174,13 @@ def login(
         if chosen.loopback and chosen.port:
             # A busy callback port costs nothing remote: checked before anything connects.
             localport.ensure_free(chosen.port)
-        hops = _hops(destination, jump, port, login_name, identity, config_file, option, accept_new)
+        route = _route(destination, jump, port, login_name, identity, config_file, option,
+                       accept_new, transport_name, no_reuse)
         from tunnelauth import flow
 
         return flow.LoginRequest(
             provider=chosen,
-            hops=hops,
+            **route,  # type: ignore[arg-type]
             hermes=hermes,
             remote_env=env,
             as_user=user,
@@ -179,6 +210,8 @@ def run(
     allow_host: List[str] = ALLOW_HOST,
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the command after this many seconds (default: no limit)."),
     verbose: int = VERBOSE,
+    transport_name: Optional[str] = TRANSPORT,
+    no_reuse: bool = NO_REUSE,
 ) -> None:
     """Run a remote CLI, forwarding its callbacks.
 
@@ -197,11 +230,12 @@ def run(
         user = remote.check_user(as_user) if as_user else None
         remote.check_sizes(tuple(command), env)
         limit = _check_timeout(timeout) if timeout is not None else None
-        hops = _hops(destination, jump, port, login_name, identity, config_file, option, accept_new)
+        route = _route(destination, jump, port, login_name, identity, config_file, option,
+                       accept_new, transport_name, no_reuse)
         from tunnelauth import flow
 
         return flow.RunRequest(
-            hops=hops,
+            **route,  # type: ignore[arg-type]
             remote_env=env,
             as_user=user,
             open_browser=not no_open,
@@ -319,6 +353,7 @@ def doctor(
     json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
     concurrency: int = typer.Option(16, "--concurrency", metavar="N", help="Destinations checked at the same time."),
+    transport_name: Optional[str] = typer.Option("asyncssh", "--ssh", metavar="asyncssh|openssh|both", help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication."),
 ) -> None:
     """Check that logins would work (for CI).
 
@@ -339,11 +374,14 @@ def doctor(
         if not hermes.strip() or "\0" in hermes:
             raise UsageError("--hermes must name a command")
         remote.check_sizes((hermes, "--version"), env)  # what the probe's `hermes --version` gets
+        if transport_name not in ("asyncssh", "openssh", "both"):
+            raise UsageError(f"--ssh {transport_name!r} is not one of: asyncssh, openssh, both")
+        routes = [(d, *_hops(d, jump, port, login_name, identity, config_file, option, accept_new,
+                             head_start=False, command_line=True)) for d in destinations]
         request = checkup.DoctorRequest(
-            destinations=tuple(
-                (d, _hops(d, jump, port, login_name, identity, config_file, option, accept_new, head_start=False))
-                for d in destinations
-            ),
+            destinations=tuple((d, hops) for d, hops, _ in routes),
+            targets={d: target for d, _, target in routes if target is not None},
+            transports=("asyncssh", "openssh") if transport_name == "both" else (transport_name,),
             providers=(providers.lookup(provider),) if provider else providers.PROVIDERS,
             provider_given=provider is not None,
             hermes=hermes,

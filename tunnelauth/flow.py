@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tunnelauth import browser, localport, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
@@ -34,6 +34,9 @@ from tunnelauth.errors import (
 from tunnelauth.forward import Forwards
 from tunnelauth.outcome import LoginResult
 from tunnelauth.providers import Provider
+
+if TYPE_CHECKING:  # imported when used: the default transport never loads it
+    from tunnelauth import openssh
 
 DEFAULT_TIMEOUT = 300.0
 EXIT_GRACE = 15.0  # how long hermes may take to exit after printing success
@@ -71,7 +74,10 @@ class Reporter(Protocol):
 class _Common:
     """What every job needs: where, as whom, with which environment, and the laptop's side."""
 
-    hops: tuple[ssh.Hop, ...]
+    hops: tuple[ssh.Hop, ...]  # for asyncssh; empty with transport="openssh"
+    openssh: openssh.Target | None = None  # the same destination as an `ssh` command line
+    transport: str = "asyncssh"
+    reuse: bool = True  # use a live OpenSSH master for the destination, if there is one
     remote_env: Mapping[str, str] = field(default_factory=dict)
     as_user: str | None = None
     open_browser: bool = True
@@ -79,8 +85,11 @@ class _Common:
     allow_hosts: tuple[str, ...] = ()
 
     @property
-    def destination(self) -> ssh.Hop:
-        return self.hops[-1]
+    def destination(self) -> str:
+        if self.hops:
+            return str(self.hops[-1])
+        assert self.openssh is not None
+        return self.openssh.label
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,8 +146,29 @@ async def run(request: Request, reporter: Reporter) -> LoginResult:
 
 async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
                   connecting: Callable[[str], None] = lambda hop: None) -> transport.Connection:
-    """The connection to the destination through every hop, closed by `stack`; `connecting`
-    hears of each hop as it starts."""
+    """The connection to the destination through every hop, closed by `stack`: the user's
+    live OpenSSH master when there is one (and reuse is on), else a new one with the transport
+    asked for. `connecting` hears of each hop as it starts."""
+    target = request.openssh
+    if target is not None:
+        from tunnelauth import openssh
+
+        if request.reuse:
+            reused = await openssh.OpenSshConnection.reuse(target)
+            if reused is not None:
+                reporter.step(f"reusing your OpenSSH master connection to {target.label} "
+                              f"({reused.control}): no new login", "reused", destination=target.label)
+                stack.push_async_callback(reused.close)
+                return reused
+        if request.transport == "openssh":
+            through = f" through {target.via}" if target.via else ""
+            connecting(target.label)
+            reporter.step(f"connecting to {target.label}{through} with OpenSSH (ssh)", "connecting",
+                          hop=target.label)
+            conn = await openssh.OpenSshConnection.open(target, reuse=False,
+                                                        on_message=_ssh_said(reporter))
+            stack.push_async_callback(conn.close)
+            return conn
 
     def on_hop(hop: ssh.Hop) -> None:
         connecting(str(hop))
@@ -149,6 +179,19 @@ async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
     conn = ssh.AsyncsshConnection(chain)
     stack.push_async_callback(conn.close)
     return conn
+
+
+def _ssh_said(reporter: Reporter) -> Callable[[str], None]:
+    """What the master `ssh` prints: its warnings for everyone (a key it recorded, say), the
+    rest at -v."""
+
+    def said(line: str) -> None:
+        if line.startswith("Warning:"):
+            reporter.step(f"ssh: {line}")
+        else:
+            reporter.detail(f"ssh: {line}")
+
+    return said
 
 
 async def login(request: Request, reporter: Reporter) -> LoginResult:
@@ -164,8 +207,8 @@ async def login(request: Request, reporter: Reporter) -> LoginResult:
         try:
             async with timeout(request.timeout):
                 conn = await connect(request, reporter, stack, connecting)
-                reporter.step("", "connected", destination=str(request.destination),
-                              hops=[str(h) for h in request.hops])
+                reporter.step("", "connected", destination=request.destination,
+                              hops=[str(h) for h in request.hops] or [request.destination])
                 if isinstance(request, LoginRequest):
                     policy = HermesLogin(request, reporter, conn)
                 else:

@@ -43,17 +43,19 @@ from tunnelauth.transport import (
     Writer,
 )
 
+BINARY_VAR = "TUNNELAUTH_SSH_BINARY"  # another `ssh` than the PATH's (a wrapper, say)
 READY_POLL = 0.02  # how often to look for the master's control socket while it authenticates
 CLOSE_GRACE = 3.0
 RUN_TIMEOUT = 10.0
 PROBE_TIMEOUT = 5.0
-# Runs the master and stops it when tunnelauth's end of stdin closes, which the kernel does
-# for us even when tunnelauth is killed with SIGKILL: no master outlives its login.
-# (An asynchronous list's stdin is /dev/null in sh, hence the copy of it in fd 3.)
+# Runs the master ($2...) and stops it when tunnelauth's end of stdin closes, which the kernel
+# does for us even when tunnelauth is killed with SIGKILL; then removes the private directory
+# ($1). No master, and no control socket, outlives its login. (An asynchronous list's stdin is
+# /dev/null in sh, hence the copy of it in fd 3; Ctrl-C is tunnelauth's to handle.)
 _WATCHDOG = (
-    'exec 3<&0; "$@" </dev/null 3<&- & p=$!; '
+    'trap "" INT; d=$1; shift; exec 3<&0; "$@" </dev/null 3<&- & p=$!; '
     '{ cat <&3 >/dev/null; kill -TERM "$p"; } >/dev/null 2>&1 & '
-    'exec 3<&-; wait "$p"'
+    'exec 3<&-; wait "$p"; s=$?; rm -rf -- "$d"; exit "$s"'
 )
 _CONFIRMED = "mux_client_request_stdio_fwd: master session id:"
 _CONNECTION = re.compile(r"^\S+ \d+ (?P<host>\S+) (?P<port>\d+)$")
@@ -68,17 +70,22 @@ class Target:
     args: tuple[str, ...]
     label: str
     ssh: str = "ssh"
+    via: str | None = None  # -J, for messages (a ProxyJump in the config is ssh's own business)
 
     def argv(self, *extra: str) -> list[str]:
         return [self.ssh, *extra, *self.args, "--", self.destination]
 
+    def require(self) -> Target:
+        if not self.ssh:
+            raise UsageError(f"--ssh openssh needs the `{os.environ.get(BINARY_VAR, 'ssh')}` "
+                             "command, and it is not on the PATH",
+                             hint="install OpenSSH's client, or use the default --ssh asyncssh")
+        return self
+
 
 def target(endpoint: Endpoint, jumps: Sequence[Endpoint] | None, settings: SshSettings) -> Target:
     """The ssh command line for the same destination, hops and options tunnelauth was given."""
-    ssh = shutil.which(os.environ.get("TUNNELAUTH_SSH_BINARY", "ssh"))
-    if ssh is None:
-        raise UsageError("--ssh openssh needs the `ssh` command, and it is not on the PATH",
-                         hint="install OpenSSH's client, or use the default --ssh asyncssh")
+    ssh = shutil.which(os.environ.get(BINARY_VAR, "ssh")) or ""  # "": none (see require())
     args: list[str] = []
     if settings.config_file is not None:
         args += ["-F", str(settings.config_file)]
@@ -96,7 +103,8 @@ def target(endpoint: Endpoint, jumps: Sequence[Endpoint] | None, settings: SshSe
     if settings.accept_new:
         args += ["-o", "StrictHostKeyChecking=accept-new"]
     destination = f"{endpoint.user}@{endpoint.host}" if endpoint.user else endpoint.host
-    return Target(destination=destination, args=tuple(args), label=str(endpoint), ssh=ssh)
+    via = ",".join(str(hop) for hop in jumps) if jumps else None
+    return Target(destination=destination, args=tuple(args), label=str(endpoint), ssh=ssh, via=via)
 
 
 async def _exec(argv: Sequence[str], **kwargs: object) -> asyncio.subprocess.Process:
@@ -127,6 +135,14 @@ async def control_path(target: Target) -> str | None:
         if key == "controlpath" and value and value != "none":
             return value
     return None
+
+
+async def batch_login(target: Target, limit: float = 30.0) -> TunnelauthError | None:
+    """Whether ssh logs in to the destination without asking anyone (`doctor`): None, or why not."""
+    status, _, err = await _output(target.argv("-o", "BatchMode=yes", "-T") + ["true"], limit)
+    if status == 0:
+        return None
+    return classify(err.splitlines(), target.label, status)
 
 
 def _escape(path: str) -> str:
@@ -212,18 +228,28 @@ class OpenSshConnection:
     # -- opening and closing ----------------------------------------------------------------
 
     @classmethod
+    async def reuse(cls, target: Target) -> OpenSshConnection | None:
+        """The user's own master for the destination (its ControlPath, alive), or None."""
+        if not target.ssh:
+            return None
+        path = await control_path(target)
+        if path and _is_socket(path) and await _alive(target, path):
+            return cls(target, path, master=None, directory=None, on_message=lambda text: None)
+        return None
+
+    @classmethod
     async def open(cls, target: Target, *, reuse: bool = True,
                    on_message: Callable[[str], None] = lambda text: None) -> OpenSshConnection:
         if reuse:
-            path = await control_path(target)
-            if path and await _alive(target, path):
-                return cls(target, path, master=None, directory=None, on_message=on_message)
+            reused = await cls.reuse(target)
+            if reused is not None:
+                return reused
         directory = tempfile.mkdtemp(prefix="tunnelauth-ssh-")
         os.chmod(directory, 0o700)
         control = os.path.join(directory, "master")
         try:
             master = await _exec(
-                ["sh", "-c", _WATCHDOG, "sh",
+                ["sh", "-c", _WATCHDOG, "sh", directory,
                  *target.argv("-M", "-N", "-S", _escape(control), "-o", "ControlPersist=no",
                               "-o", "RequestTTY=no", "-o", "RemoteCommand=none")],
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

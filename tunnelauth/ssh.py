@@ -778,9 +778,26 @@ def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
     if policy.partial:
         return AuthFailed(f"{hop} accepted the key but refused the second factor "
                           f"(it still wants: {offered})")
+    lacks = _asyncssh_lacks(hop, policy)
     return AuthFailed(f"{hop} refused authentication as {hop.user!r} (it accepts: {offered})",
-                      hint="check the key (-i, IdentityFile, the agent) and the user "
+                      hint=f"tunnelauth's asyncssh cannot do {lacks} here, your own ssh can: "
+                           "rerun with --ssh openssh" if lacks else
+                           "check the key (-i, IdentityFile, the agent) and the user "
                            "(-l or user@host)")
+
+
+def _asyncssh_lacks(hop: Hop, policy: _HostKeyPolicy) -> str | None:
+    """A way to authenticate this hop offers or the config asks for that asyncssh cannot use
+    on this machine (its optional gssapi / python-pkcs11 packages are missing)."""
+    from asyncssh import gss, pkcs11
+
+    get = getattr(hop.config, "get", None) or (lambda name: None)
+    offered = policy._methods()  # noqa: SLF001
+    if not gss.gss_available and (get("GSSAPIAuthentication") or any(m.startswith("gssapi") for m in offered)):
+        return "GSSAPI (Kerberos) authentication"
+    if not pkcs11.pkcs11_available and get("PKCS11Provider"):
+        return "a PKCS#11 token (PKCS11Provider)"
+    return None
 
 
 @dataclass

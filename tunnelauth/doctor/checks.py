@@ -12,11 +12,11 @@ from typing import Any
 
 from tunnelauth._asyncssh import asyncssh
 
-from tunnelauth import ssh
+from tunnelauth import openssh, ssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands, tunnel, verdicts, versions
 from tunnelauth.doctor.model import Check, DestinationReport, Outcome, Status
-from tunnelauth.errors import LocalPortBusy, RemoteSetupError, TunnelauthError
+from tunnelauth.errors import AuthFailed, LocalPortBusy, RemoteSetupError, TunnelauthError
 from tunnelauth.localport import ensure_free
 from tunnelauth.providers import PROVIDERS, Flow, Provider
 
@@ -40,6 +40,8 @@ class DoctorRequest:
     as_user: str | None = None
     strict: bool = False
     concurrency: int = DEFAULT_CONCURRENCY
+    transports: tuple[str, ...] = ("asyncssh",)  # --ssh: asyncssh, openssh, or both
+    targets: Mapping[str, openssh.Target] = field(default_factory=dict)  # per destination, for ssh
 
     @property
     def loopback(self) -> tuple[Provider, ...]:
@@ -81,12 +83,23 @@ class Destination:
         self._prefetch: asyncio.Future[None] | None = None
         self._answers: dict[str, object] | None = None  # the probe's, for every mode at once
         self._probe_error: BaseException | None = None
+        self._auth_failed = False  # a hop refused asyncssh's authentication
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> DestinationReport:
         later = self._later_names()
-        if not await self._connect():
+        wanted = self.request.transports
+        if "asyncssh" not in wanted:
+            await self._timed("ssh (openssh)", self._openssh_login(), None)
+            self._skip(later, "the target's checks run over asyncssh (--ssh asyncssh or both)")
+            return self.report()
+        connected = await self._connect()
+        if "openssh" in wanted or self._auth_failed:
+            # Asked for, or the way to tell whether this destination needs --ssh openssh.
+            by_ssh = await self._timed("ssh (openssh)", self._openssh_login(), None)
+            self.checks.append(self._transport(connected, by_ssh.status is Status.PASS))
+        if not connected:
             self._skip(later, f"no connection to {self.name}")
             return self.report()
         # The probe and the forwarding check need nothing of each other: the probe's python3
@@ -138,9 +151,33 @@ class Destination:
         return True
 
     async def _hop(self, chain: tuple[ssh.Hop, ...]) -> Outcome:
-        self.conn, shared = await self.pool.get(chain)
+        try:
+            self.conn, shared = await self.pool.get(chain)
+        except AuthFailed:
+            self._auth_failed = True
+            raise
         how = " (connection shared with other destinations)" if shared else ""
         return Outcome(Status.PASS, f"authenticated as {chain[-1].user}{how}")
+
+    async def _openssh_login(self) -> Outcome:
+        """Can this machine's own ssh log in, without asking anyone (BatchMode)?"""
+        target = self.request.targets.get(self.name)
+        if target is None or not target.ssh:
+            return Outcome(Status.SKIP, "no ssh command on this machine")
+        error = await openssh.batch_login(target)
+        if error is None:
+            return Outcome(Status.PASS, "this machine's ssh logs in (BatchMode, no prompt)")
+        return Outcome(Status.FAIL, error.message)
+
+    def _transport(self, by_asyncssh: bool, by_ssh: bool) -> Check:
+        """Which transport a login to this destination needs."""
+        if by_asyncssh:
+            return Check("transport", Status.PASS, "asyncssh (the default) works"
+                         + ("; --ssh openssh works too" if by_ssh else ""), 0.0)
+        if by_ssh:
+            return Check("transport", Status.WARN, "asyncssh cannot log in here but this machine's "
+                         "ssh can: log in with --ssh openssh", 0.0)
+        return Check("transport", Status.FAIL, "neither asyncssh nor this machine's ssh can log in", 0.0)
 
     @property
     def _conn(self) -> asyncssh.SSHClientConnection:
