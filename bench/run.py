@@ -48,10 +48,11 @@ for path in (str(ROOT), str(BENCH)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import person  # bench/person.py, beside this file
+# After the sys.path lines above: run as a script, bench/ and the repository are not on it.
+import person  # noqa: E402 - bench/person.py, beside this file
 
-from tests import e2e
-from tests.lab.netlab import Lab, LabUnavailable, _terminate, _tree
+from tests import e2e  # noqa: E402
+from tests.lab.netlab import Lab, LabUnavailable, _terminate, _tree  # noqa: E402
 
 PY = sys.executable
 _SCRIPT = Path(PY).parent / "tunnelauth"
@@ -763,7 +764,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("peak RSS of one login (median / max)", f"{mb:.1f} / {rss['max'] / 1024:.1f} MB",
                      _mb_ssh(login), "", f"< {TARGETS['login_mb']:.0f} MB", _met(mb < TARGETS["login_mb"])))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in rows]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
     return "\n".join(lines)
 

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,9 +284,6 @@ def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
 
 
 # -- helpers for the reliability and security tests ----------------------------------------------
-
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:

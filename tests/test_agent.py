@@ -148,8 +148,8 @@ def test_a_port_named_in_the_output_is_reported_unasked_before_that_output(shown
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     text = shown.format(port=port)
-    script = ("import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); "
-              "print(sys.argv[1], flush=True); time.sleep(0.5)" % port)
+    script = (f"import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',{port:d})); s.listen(); "
+              "print(sys.argv[1], flush=True); time.sleep(0.5)")
     proc = start(RemoteSpec(command=("python3", "-c", script, text)))
     assert proc.stdin
     proc.stdin.write(b"h\n")
@@ -165,8 +165,8 @@ def test_a_port_not_listening_yet_is_reported_when_it_listens() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    script = ("import socket,time; print('http://127.0.0.1:%d/callback', flush=True); time.sleep(0.3); "
-              "s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); time.sleep(0.5)" % (port, port))
+    script = (f"import socket,time; print('http://127.0.0.1:{port:d}/callback', flush=True); time.sleep(0.3); "
+              f"s=socket.socket(); s.bind(('127.0.0.1',{port:d})); s.listen(); time.sleep(0.5)")
     proc = start(RemoteSpec(command=("python3", "-c", script)))
     assert proc.stdin
     proc.stdin.write(b"h\n")

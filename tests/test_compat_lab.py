@@ -14,8 +14,8 @@ import fcntl
 import os
 import pty
 import re
-import select
 import secrets
+import select
 import shutil
 import signal
 import subprocess

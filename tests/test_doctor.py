@@ -31,7 +31,7 @@ XAI, SPOTIFY = lookup("xai"), lookup("spotify")
 
 # -- versions -> flows ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line,version", [
+@pytest.mark.parametrize(("line", "version"), [
     ("Hermes Agent v0.19.0 (2026.7.20)", (0, 19, 0)),
     ("Hermes Agent v0.18.1 (2026.7.7)", (0, 18, 1)),
     ("hermes agent 0.20", (0, 20, 0)),
@@ -43,7 +43,7 @@ def test_version_is_read_from_the_first_line(line: str, version: tuple[int, int,
     assert versions.parse_version(line) == version
 
 
-@pytest.mark.parametrize("name,version,flow", [
+@pytest.mark.parametrize(("name", "version", "flow"), [
     ("xai", (0, 13, 0), None),
     ("xai", (0, 14, 0), Flow.LOOPBACK),
     ("xai", (0, 18, 0), Flow.LOOPBACK),
@@ -151,7 +151,7 @@ def test_token_dir_700_with_auth_json_600_passes() -> None:
     assert out.status is Status.PASS and out.data == "alice" and "auth.json mode 600" in out.detail
 
 
-@pytest.mark.parametrize("change,words", [
+@pytest.mark.parametrize(("change", "words"), [
     ({"dir_mode": 0o755}, ["mode 755", "chmod 700"]),
     ({"file_mode": 0o644}, ["auth.json has mode 644"]),
     ({"dir_owned": False}, ["not owned by alice"]),
@@ -162,7 +162,7 @@ def test_loose_permissions_warn(change: dict[str, object], words: list[str]) -> 
     assert all(word in out.detail for word in words)
 
 
-@pytest.mark.parametrize("info,words", [
+@pytest.mark.parametrize(("info", "words"), [
     ({**GOOD, "writable": False}, ["not writable for alice"]),
     ({**GOOD, "file_rw": False}, ["auth.json is not readable and writable"]),
     ({**GOOD, "is_dir": False}, ["not a directory"]),
@@ -256,10 +256,10 @@ def start_listener(token: str, life: float = 10, avoid: tuple[int, ...] = (),
 def test_listener_serves_its_token_once_and_exits() -> None:
     proc, port = start_listener("tok-123")
     assert commands.LISTENER_TAG in " ".join(_cmdline(proc.pid))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=5) as response:
         assert response.read() == b"tok-123"
     assert proc.wait(timeout=5) == 0
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
@@ -489,7 +489,7 @@ def test_listener_and_probe_run_on_old_remote_pythons(version: str, tmp_path: Pa
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
         assert response.read() == b"old"
     assert proc.wait(timeout=5) == 0
     info = probe("tokens", {"as_user": None, "hermes_home": str(tmp_path / "h")}, env)

@@ -134,7 +134,7 @@ def test_nothing_left_after_timeout(lab: Lab, laptop: e2e.Laptop, provider: e2e.
 
 
 @e2e.BOTH_TRANSPORTS
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("login", [*LOGINS, "as-user"])
 def test_nothing_left_after_a_signal(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
@@ -185,7 +185,7 @@ def echoing(fd: int) -> bool:
     return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_at_a_secret_prompt_gives_the_terminal_back(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                                            fake_hermes: Path, sig: int, code: int) -> None:
     proc, master, slave = start_on_a_terminal(lab, laptop, ["anthropic", "target",
@@ -224,7 +224,7 @@ STUBBORN = textwrap.dedent(f"""\
     """)
 
 
-@pytest.mark.parametrize("login,sig,code", [("user", signal.SIGINT, 130), ("as-user", signal.SIGKILL, -9)],
+@pytest.mark.parametrize(("login", "sig", "code"), [("user", signal.SIGINT, 130), ("as-user", signal.SIGKILL, -9)],
                          ids=["user-SIGINT", "as-user-SIGKILL"])
 def test_hermes_ignoring_signals_is_still_stopped(lab: Lab, laptop: e2e.Laptop, login: str, sig: int,
                                                   code: int) -> None:
@@ -239,7 +239,7 @@ def test_hermes_ignoring_signals_is_still_stopped(lab: Lab, laptop: e2e.Laptop, 
     assert_nothing_left(lab)
 
 
-@pytest.mark.parametrize("login,keepalive,deadline", [
+@pytest.mark.parametrize(("login", "keepalive", "deadline"), [
     ("user", [], LINK_DEADLINE),
     # Shorter keepalives from -o, so the root run is quicker and proves they are honoured.
     ("root", ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"], 12.0),

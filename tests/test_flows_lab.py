@@ -44,7 +44,7 @@ def auth_json(lab: Lab) -> Path:
 # -- device code ---------------------------------------------------------------------------------
 
 @e2e.BOTH_TRANSPORTS
-@pytest.mark.parametrize("version,flow", [("0.18.0", "loopback"), ("0.19.0", "device")])
+@pytest.mark.parametrize(("version", "flow"), [("0.18.0", "loopback"), ("0.19.0", "device")])
 def test_xai_works_on_both_flows_without_a_flag(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
                                                 fake_hermes: Path, version: str, flow: str) -> None:
     run = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes, version)])
@@ -59,7 +59,7 @@ def test_xai_works_on_both_flows_without_a_flag(lab: Lab, laptop: e2e.Laptop, pr
 
 
 @e2e.BOTH_TRANSPORTS
-@pytest.mark.parametrize("name,hermes_id", [("codex", "openai-codex"), ("minimax", "minimax-oauth"),
+@pytest.mark.parametrize(("name", "hermes_id"), [("codex", "openai-codex"), ("minimax", "minimax-oauth"),
                                             ("nous", "nous")])
 def test_device_code_providers(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path,
                                name: str, hermes_id: str) -> None:

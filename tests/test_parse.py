@@ -105,7 +105,7 @@ def test_unknown_provider_is_a_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    "name,provider",
+    ("name", "provider"),
     [
         ("hermes-0.18.0-xai-oauth-success.txt", "xai"),
         ("hermes-0.18.0-xai-oauth-bumped.txt", "xai"),
@@ -151,7 +151,7 @@ def test_anthropic_paste_prompt_is_seen_without_a_newline() -> None:
 
 
 @pytest.mark.parametrize(
-    "prompt,secret",
+    ("prompt", "secret"),
     [
         (b"Spotify Client ID: ", False),
         (b"Import these credentials? [Y/n]: ", False),
@@ -306,7 +306,7 @@ def test_nous_import_prompt() -> None:
     assert got == [Prompt("Import these credentials? [Y/n]:", secret=False)]
 
 
-@pytest.mark.parametrize("stderr_line,message", [
+@pytest.mark.parametrize(("stderr_line", "message"), [
     ("hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback.",
      "xAI authorization timed out waiting for the local callback."),
     ("hermes_cli.auth.AuthError: xAI authorization failed: access_denied", "xAI authorization failed: access_denied"),

@@ -113,7 +113,7 @@ def test_remote_bytes_through_the_parser_reach_the_terminal_inert(chunks: list[b
     assert unsafe(err.getvalue() + out.getvalue()) == []
 
 
-@pytest.mark.parametrize("raw,shown", [
+@pytest.mark.parametrize(("raw", "shown"), [
     ("\x1b\x1b[[31m", "\\x1b31m"),  # one pass of stripping would leave a working ESC [31m
     ("\x1b]52;c;aGVsbG8=\x07ok", "ok"),  # OSC 52: the clipboard write is gone
     ("a\x1bcb", "a\\x1bcb"),  # ESC c, the reset: shown, not done
@@ -152,10 +152,10 @@ def test_the_providers_url_is_opened_once_and_shown() -> None:
     assert policy.decide("https://accounts.x.ai/device?user_code=ABCD", "verification").open  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("url,host", [
+@pytest.mark.parametrize(("url", "host"), [
     ("https://auth.x.ai.evil.test/oauth2/auth?client_id=x", "auth.x.ai.evil.test"),
     ("https://evil.test/x?u=https://auth.x.ai/", "evil.test"),
-    ("https://аuth.x.ai/oauth2/auth", "аuth.x.ai"),  # Cyrillic a
+    ("https://аuth.x.ai/oauth2/auth", "аuth.x.ai"),  # noqa: RUF001 - a Cyrillic a, on purpose
 ])
 def test_a_url_off_the_providers_hosts_is_shown_not_opened(url: str, host: str) -> None:
     decision = browser.Policy(XAI).decide(url, "authorize")
@@ -180,7 +180,7 @@ def test_a_url_that_needed_cleaning_is_never_opened(url: str) -> None:
     assert run is not None and not run.open
 
 
-@pytest.mark.parametrize("url,why", [
+@pytest.mark.parametrize(("url", "why"), [
     ("javascript:alert(1)//?client_id=x", "javascript"),
     ("https://user:pw@auth.x.ai/oauth2/auth", "credentials"),
     ("https:///nohost", "without a host"),
@@ -239,7 +239,7 @@ def test_a_refused_busy_port_frees_its_place() -> None:
 
 # -- redaction at -v --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line,secret", [
+@pytest.mark.parametrize(("line", "secret"), [
     ("GET /callback?code=SECRET1&state=SECRET2 HTTP/1.1", "SECRET"),
     ("redirect%3Fcode%3DSECRET1%252F%26state%3DSECRET2%26x%3D1", "SECRET"),
     ("body=%7B%22access_token%22%3A%22SECRET1%22%2C%22x%22%3A1%7D", "SECRET"),

@@ -404,7 +404,7 @@ def test_non_http_urls_are_never_opened(lab: Lab, laptop: e2e.Laptop, provider: 
         control,
     ])
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the control URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the control URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     opened = [r["url"] for r in laptop.browser_runs()]
@@ -418,7 +418,7 @@ def test_url_with_shell_metacharacters_reaches_the_browser_unharmed(lab: Lab, la
            f"&scope=$(touch${{IFS}}{marker})|touch${{IFS}}{marker}&state=a;b")
     hermes = hostile_hermes(lab, [url])
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     assert [r["url"] for r in laptop.browser_runs()] == [url.split("?")[0]]
@@ -463,7 +463,7 @@ def test_allowed_host_opens_without_warning(lab: Lab, laptop: e2e.Laptop, provid
     host = provider.url.split("//", 1)[1]
     hermes = hostile_hermes(lab, [loopback_url(host), WAITING], listen=XAI_PORT)
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     # (The fake browser's 400 from the mock may add a "browser ... reported a failure" warning; that is not it.)
@@ -504,7 +504,7 @@ def touched(where: Path) -> list[str]:
     return sorted(p.name for p in where.iterdir() if p.name.startswith("marker"))
 
 
-@pytest.mark.parametrize("template,login", [
+@pytest.mark.parametrize(("template", "login"), [
     ("/bin/true; touch {m}", "user"),
     ("/bin/true && touch {m}", "user"),
     ("$(touch {m})", "user"),

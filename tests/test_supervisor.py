@@ -8,6 +8,8 @@ import base64
 import socket
 import sys
 
+import pytest
+
 from tunnelauth import remote, supervisor
 from tunnelauth._compat import timeout
 from tunnelauth.errors import RemoteSetupError
@@ -140,12 +142,8 @@ def test_frames_split_anywhere_after_a_chatty_shell_are_decoded() -> None:
 
 
 def test_a_malformed_frame_is_an_error() -> None:
-    try:
+    with pytest.raises(RemoteSetupError, match="malformed frame"):
         decoded(remote.HELLO + b"oXYZ:abc" + b"." * 20, 64)
-    except RemoteSetupError as exc:
-        assert "malformed frame" in str(exc)
-    else:
-        raise AssertionError("a malformed frame was accepted")
 
 
 def test_lines_are_the_protocols() -> None:

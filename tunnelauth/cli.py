@@ -6,7 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -14,8 +14,12 @@ from tunnelauth import __version__
 from tunnelauth.errors import EXIT_CODES, TunnelauthError, UsageError
 
 if TYPE_CHECKING:
-    from tunnelauth import openssh  # the login path imports these when it runs; --help stays fast without them
-    from tunnelauth import flow, output, ssh
+    from tunnelauth import (
+        flow,
+        openssh,  # the login path imports these when it runs; --help stays fast without them
+        output,
+        ssh,
+    )
 
 app = typer.Typer(
     add_completion=False,
@@ -130,23 +134,23 @@ def _check_timeout(timeout: float) -> float:
 def login(
     provider: str = typer.Argument(..., metavar="PROVIDER", help="xai, spotify, anthropic, codex, minimax or nous (see `providers`)."),
     destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
     hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command (found on the login PATH and in the usual install places)."),
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
-    client_id: Optional[str] = typer.Option(None, "--client-id", metavar="ID", help="Answer for hermes's `Spotify Client ID:` prompt."),
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
+    hermes_home: str | None = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
+    client_id: str | None = typer.Option(None, "--client-id", metavar="ID", help="Answer for hermes's `Spotify Client ID:` prompt."),
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
-    allow_host: List[str] = ALLOW_HOST,
+    allow_host: list[str] = ALLOW_HOST,
     timeout: float = typer.Option(300, "--timeout", metavar="SECONDS", help="Give up (and stop the remote hermes) after this many seconds."),
     verbose: int = VERBOSE,
-    transport_name: Optional[str] = TRANSPORT,
+    transport_name: str | None = TRANSPORT,
     no_reuse: bool = NO_REUSE,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
@@ -196,21 +200,21 @@ def login(
 @app.command()
 def run(
     destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
-    command: List[str] = typer.Argument(..., metavar="COMMAND...", help="The command to run remotely, after `--`."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
+    command: list[str] = typer.Argument(..., metavar="COMMAND...", help="The command to run remotely, after `--`."),
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
-    allow_host: List[str] = ALLOW_HOST,
-    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the command after this many seconds (default: no limit)."),
+    allow_host: list[str] = ALLOW_HOST,
+    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the command after this many seconds (default: no limit)."),
     verbose: int = VERBOSE,
-    transport_name: Optional[str] = TRANSPORT,
+    transport_name: str | None = TRANSPORT,
     no_reuse: bool = NO_REUSE,
 ) -> None:
     """Run a remote CLI, forwarding its callbacks.
@@ -325,7 +329,7 @@ def list_providers() -> None:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 @app.command("exit-codes")
@@ -337,23 +341,23 @@ def exit_codes() -> None:
 
 @app.command("doctor")
 def doctor(
-    destinations: List[str] = typer.Argument(..., metavar="DESTINATION...", help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
-    provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER", help="Check for this provider only (default: every provider)."),
+    destinations: list[str] = typer.Argument(..., metavar="DESTINATION...", help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
+    provider: str | None = typer.Option(None, "--provider", metavar="PROVIDER", help="Check for this provider only (default: every provider)."),
     hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command, looked up as a login does."),
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
+    hermes_home: str | None = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
     accept_new: bool = ACCEPT_NEW,
     json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
     concurrency: int = typer.Option(16, "--concurrency", metavar="N", help="Destinations checked at the same time."),
-    transport_name: Optional[str] = typer.Option("asyncssh", "--ssh", metavar="asyncssh|openssh|both", help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication."),
+    transport_name: str | None = typer.Option("asyncssh", "--ssh", metavar="asyncssh|openssh|both", help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication."),
 ) -> None:
     """Check that logins would work (for CI).
 

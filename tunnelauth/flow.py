@@ -14,16 +14,16 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tunnelauth import browser, localport, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
 from tunnelauth.errors import (
-    ConnectionLost,
     ChannelRefused,
+    ConnectionLost,
     Interrupted,
     LocalPortBusy,
     LoginFailed,
@@ -165,10 +165,10 @@ async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
             connecting(target.label)
             reporter.step(f"connecting to {target.label}{through} with OpenSSH (ssh)", "connecting",
                           hop=target.label)
-            conn = await openssh.OpenSshConnection.open(target, reuse=False,
-                                                        on_message=_ssh_said(reporter))
-            stack.push_async_callback(conn.close)
-            return conn
+            opened = await openssh.OpenSshConnection.open(target, reuse=False,
+                                                          on_message=_ssh_said(reporter))
+            stack.push_async_callback(opened.close)
+            return opened
 
     def on_hop(hop: ssh.Hop) -> None:
         connecting(str(hop))
@@ -232,7 +232,7 @@ async def login(request: Request, reporter: Reporter) -> LoginResult:
             raise _first(group) from None
 
 
-def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that matters in a task group's bundle: ours first, then anything else."""
     flat: list[BaseException] = []
 
@@ -385,7 +385,7 @@ class _Policy:
 
     async def _heartbeat(self) -> None:
         assert self.channel is not None
-        while self.channel.heartbeat():
+        while self.channel.heartbeat():  # noqa: ASYNC110 - a periodic beat, not a wait
             await asyncio.sleep(remote.HEARTBEAT)
 
     def _read_limit(self) -> float | None:
@@ -519,9 +519,9 @@ class _Policy:
         assert self.channel is not None
         return self.channel
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self.group is not None
-        task = self.group.create_task(coro)  # type: ignore[arg-type]
+        task = self.group.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -572,7 +572,7 @@ class HermesLogin(_Policy):
                 quoted = event.text.strip()
                 if len(quoted) > MAX_QUOTED:
                     quoted = quoted[:MAX_QUOTED] + "…"
-                self.hermes_errors = (self.hermes_errors + [quoted])[-5:]
+                self.hermes_errors = [*self.hermes_errors, quoted][-5:]
         elif isinstance(event, parse.CallbackPort):
             await self._callback_port(event)
         elif isinstance(event, parse.AuthorizeUrl):
@@ -591,10 +591,9 @@ class HermesLogin(_Policy):
             await self.forwards.close_all()
         elif isinstance(event, parse.TokenFile):
             self.token_path = event.path
-        elif isinstance(event, parse.Failure):
+        elif isinstance(event, parse.Failure) and event.message not in self.failures:
             # The last two distinct messages: the specific cause and hermes's summary of it.
-            if event.message not in self.failures:
-                self.failures = (self.failures + [event.message])[-2:]
+            self.failures = [*self.failures, event.message][-2:]
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
         if self.device or self.success:

@@ -40,7 +40,7 @@ def supported(conn: asyncssh.SSHClientConnection) -> bool:
 
 if _ClientPublicKeyAuth is not None:
 
-    class _SignedFirst(_ClientPublicKeyAuth):  # type: ignore[misc,valid-type]
+    class _SignedFirst(_ClientPublicKeyAuth):
         """Public-key auth that sends its first key signed, without `none` or a probe."""
 
         async def _start(self) -> None:
@@ -141,7 +141,8 @@ def unlock_on_sign(key: Any, path: str, prompts: Any) -> None:
             key._key = await _unlock(enc, path, prompts)
             key._enc_key = None
             setattr(key, LOCKED, False)
-        return key._key.sign(data, key.sig_algorithm)
+        signature: bytes = key._key.sign(data, key.sig_algorithm)
+        return signature
 
     key.sign_async = sign_async
 
@@ -175,7 +176,7 @@ async def unlock_file(path: str, prompts: Any) -> Any:
     """An encrypted key file without its public half: asks for the passphrase (as unlock_on_sign
     does); None when it could not be unlocked."""
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle:  # noqa: ASYNC230 - a key file of a few KB, read once
             data = handle.read()
     except OSError:
         return None
@@ -222,7 +223,8 @@ def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> No
                 async def touch_then_sign(data: bytes) -> bytes:
                     tell(f"Confirm user presence for key {keypair.get_algorithm()} "
                          f"{keypair.get_fingerprint('sha256')}")
-                    return await sign(data)
+                    signature: bytes = await sign(data)
+                    return signature
 
                 keypair.sign_async = touch_then_sign
                 keypair._tunnelauth_touch = True

@@ -23,7 +23,6 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.destination import Endpoint, SshSettings
@@ -139,7 +138,7 @@ async def control_path(target: Target) -> str | None:
 
 async def batch_login(target: Target, limit: float = 30.0) -> TunnelauthError | None:
     """Whether ssh logs in to the destination without asking anyone (`doctor`): None, or why not."""
-    status, _, err = await _output(target.argv("-o", "BatchMode=yes", "-T") + ["true"], limit)
+    status, _, err = await _output([*target.argv("-o", "BatchMode=yes", "-T"), "true"], limit)
     if status == 0:
         return None
     return classify(err.splitlines(), target.label, status)
@@ -272,7 +271,7 @@ class OpenSshConnection:
         while line := await self._master.stderr.readline():
             text = line.decode(errors="replace").rstrip("\r\n")
             if text.strip():
-                self._stderr = (self._stderr + [text])[-20:]
+                self._stderr = [*self._stderr, text][-20:]
                 self._on_message(text)
 
     async def _ready(self) -> None:
@@ -367,7 +366,7 @@ class OpenSshConnection:
             if match:
                 host, port = match["host"], match["port"]
                 address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                status, out, _ = await _output(self._mux("-W", address), PROBE_TIMEOUT)
+                _status, out, _ = await _output(self._mux("-W", address), PROBE_TIMEOUT)
                 self._forwarding = out.startswith("SSH-")
         return self._forwarding
 

@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tunnelauth.parse import redact
 from tunnelauth.text import inert, inert_tree
@@ -36,7 +36,7 @@ class ConsoleReporter:
         self.out = out or sys.stdout
         self.color = _tty(self.err)
         self.newline = "\n"
-        self._terminal: tuple[int, list[object]] | None = None
+        self._terminal: tuple[int, list[Any]] | None = None
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text

@@ -257,9 +257,9 @@ class Parser:
         if state.expect and stripped:
             expect, state.expect = state.expect, None
             if expect == "url" and _URL.fullmatch(stripped):
-                return events + [VerificationUrl(stripped)]
+                return [*events, VerificationUrl(stripped)]
             if expect == "code" and _USER_CODE.match(stripped):
-                return events + [UserCode(stripped)]
+                return [*events, UserCode(stripped)]
         if _OPEN_NEXT.match(text):
             state.expect = "url"
         elif _CODE_NEXT.match(text):
@@ -289,9 +289,9 @@ class Parser:
                 events.append(CallbackPort(port, listening=False, source="hint", host=m["host"]))
             return events
         if m := _REDIRECT_LINE.match(text.strip()):
-            found = loopback_port(m["url"])
-            if found:
-                events.append(CallbackPort(found[1], listening=False, source="redirect_uri", host=found[0]))
+            loopback = loopback_port(m["url"])
+            if loopback:
+                events.append(CallbackPort(loopback[1], listening=False, source="redirect_uri", host=loopback[0]))
             return events
         if m := _DEVICE_OPEN.match(text):
             return [VerificationUrl(m["url"])]

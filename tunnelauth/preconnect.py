@@ -187,8 +187,8 @@ def _parse(path: Path, blocks: list[tuple[list[str], dict[str, str]]], depth: in
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return False
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         match = re.match(r"(\w+)\s*(?:=\s*|\s+)(.*)", line)
@@ -229,10 +229,10 @@ def _included(value: str) -> list[Path | None]:
         patterns = shlex.split(value)
     except ValueError:
         return [None]
-    for pattern in patterns:
-        if "%" in pattern or (pattern.startswith("~") and not pattern.startswith("~/")):
+    for written in patterns:
+        if "%" in written or (written.startswith("~") and not written.startswith("~/")):
             return [None]
-        pattern = os.path.expanduser(pattern)
+        pattern = os.path.expanduser(written)
         if not os.path.isabs(pattern):
             pattern = str(Path("~/.ssh").expanduser() / pattern)  # asyncssh's base, every file
         found.extend(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))

@@ -123,7 +123,7 @@ def _agent_source() -> bytes:
     return resources.files("tunnelauth").joinpath("agent.py").read_bytes()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pack(source: bytes, libs: tuple[str, ...] = ()) -> str:
     """base64(zlib(the sources of `libs` from remote_lib, then `source`)); compressed once per
     run, not once per target of a doctor fleet."""

@@ -13,14 +13,20 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tunnelauth import _internals, handshake, preconnect
 from tunnelauth._asyncssh import asyncssh
-from asyncssh.config import SSHClientConfig, SSHConfig  # noqa: I001 - after _asyncssh
+
+# isort: split
+# After _asyncssh, which imports asyncssh without its slow library lookup.
+from asyncssh.config import SSHClientConfig, SSHConfig
+
+from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.destination import (
     DEFAULT_PORT,
     PER_HOP,
@@ -31,7 +37,6 @@ from tunnelauth.destination import (
     parse_jumps,
     parse_port,
 )
-from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.errors import (
     AuthFailed,
     ConnectFailed,
@@ -77,7 +82,7 @@ class Hop:
     # The whole evaluated ssh_config of this hop (asyncssh's object), handed to asyncssh so it
     # configures keys, certificates, agent, algorithms... as ssh would. Hops compare by what it
     # says (`evaluated`), so destinations behind one bastion share its connection.
-    config: object = field(default=None, repr=False, compare=False)
+    config: SSHClientConfig | None = field(default=None, repr=False, compare=False)
     evaluated: str = field(default="", repr=False)
 
     def __str__(self) -> str:
@@ -111,7 +116,7 @@ class _Config(SSHClientConfig):
     })
     if _internals.usable("config_handlers"):
         _handlers["match"] = ("Match", _match_expanding)
-    _percent_expand = frozenset(getattr(SSHClientConfig, "_percent_expand", ())) | {
+    _percent_expand = set(getattr(SSHClientConfig, "_percent_expand", ())) | {
         "UserKnownHostsFile", "GlobalKnownHostsFile"}
 
 
@@ -151,7 +156,7 @@ def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str
                 override = Path(tmp) / "options"
                 override.write_text("".join(f"{key} {value}\n" for key, value in opts))
                 paths = [override, *paths]
-            config = _internals.load_config(_Config, paths, False, *args)
+            config: _Config = _internals.load_config(_Config, paths, False, *args)
             if config.has_match_final():
                 config = _internals.load_config(_Config, paths, True, *args)
     except (OSError, asyncssh.Error, ValueError) as exc:
@@ -191,16 +196,15 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
     user = endpoint.user or (settings.login if final else None)
     port = endpoint.port or (settings.port if final else None)
     config = _load_config(endpoint, settings, user, port, opts)
-    cfg = config._options  # noqa: SLF001 - asyncssh keeps the resolved values here
+    cfg = config._options  # asyncssh keeps the resolved values here
     host = str(cfg.get("Hostname") or endpoint.host)
     user = check_login(str(cfg.get("User") or getpass.getuser()), "user")
     port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
-    identities = [*settings.identities, *(str(p) for p in (cfg.get("IdentityFile") or []))]  # type: ignore[union-attr]
+    identities = [*settings.identities, *_strings(cfg.get("IdentityFile"))]
     identities = [str(Path(p).expanduser()) for p in identities]
     user_default = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
-    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or user_default)]  # type: ignore[union-attr]
-    global_files = [str(p) for p in (cfg.get("GlobalKnownHostsFile")  # type: ignore[union-attr]
-                                     or GLOBAL_KNOWN_HOSTS)]
+    known_files = _strings(cfg.get("UserKnownHostsFile") or user_default)
+    global_files = _strings(cfg.get("GlobalKnownHostsFile") or GLOBAL_KNOWN_HOSTS)
     if any(f.lower() == "none" for f in known_files):
         raise UsageError(f"UserKnownHostsFile none for {endpoint} would skip host-key checks",
                          hint="tunnelauth always checks; name a file, or use --accept-new")
@@ -389,11 +393,11 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         if self.keys_offered and "publickey" not in self._methods():
             self.partial = True
 
-    async def public_key_auth_requested(self) -> object:
+    async def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
         # Encrypted keys without their .pub: asked for only once every other key failed.
         while self.locked:
             path = self.locked.pop(0)
-            key = await handshake.unlock_file(path, self.prompts)
+            key: asyncssh.SSHKey | None = await handshake.unlock_file(path, self.prompts)
             if key is not None:
                 return key
         return None
@@ -406,7 +410,7 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         return ""
 
     async def kbdint_challenge_received(self, name: str, instructions: str, lang: str,
-                                        prompts: list[tuple[str, bool]]) -> list[str] | None:
+                                        prompts: Sequence[tuple[str, bool]]) -> list[str] | None:
         self._kbdint_rounds += 1
         if self._kbdint_rounds > 32:  # a server that never stops asking
             return None
@@ -638,15 +642,16 @@ def _client_keys(hop: Hop, prompts: _Prompts) -> tuple[list[object], list[str]]:
     when there are none. An encrypted one asks for its passphrase only when the server would
     take it (handshake.unlock_on_sign); one without its public half beside it comes last, after
     the others failed, as ssh asks for it (the second list: _HostKeyPolicy.public_key_auth_requested)."""
-    certs = [str(Path(str(c)).expanduser())
-             for c in (_options(hop).get("CertificateFile") or [])]  # type: ignore[union-attr]
+    certs = [str(Path(c).expanduser()) for c in _strings(_options(hop).get("CertificateFile"))]
     keys: list[object] = []
     locked: list[str] = []
     for path in hop.identities or _default_identities():
         if not os.path.exists(path):
             continue
         try:
-            loaded = asyncssh.load_keypairs([path], _never, certs)
+            # A callable passphrase is documented (asyncssh calls it with the path); the
+            # annotation names only str and bytes.
+            loaded = asyncssh.load_keypairs([path], _never, certs)  # type: ignore[arg-type]
         except _Encrypted:
             locked.append(path)
             continue
@@ -698,6 +703,11 @@ def _agent_path(hop: Hop) -> str | None:
     if agent.startswith("$"):
         return os.environ.get(agent[1:]) or None
     return str(Path(agent).expanduser())
+
+
+def _strings(value: object) -> list[str]:
+    """A list-valued ssh_config option as asyncssh keeps it (a list, None when unset), as str."""
+    return [str(item) for item in cast("Iterable[object]", value or ())]
 
 
 def _options(hop: Hop) -> dict[str, object]:
@@ -757,7 +767,7 @@ def _during_kex(policy: _HostKeyPolicy) -> bool:
 
 
 def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
-    offered = ", ".join(policy._methods()) or "none"  # noqa: SLF001
+    offered = ", ".join(policy._methods()) or "none"
     wanted = list(dict.fromkeys(policy.wanted))
     if wanted and not policy.prompts.available():
         what = " or ".join(wanted)
@@ -792,7 +802,7 @@ def _asyncssh_lacks(hop: Hop, policy: _HostKeyPolicy) -> str | None:
     from asyncssh import gss, pkcs11
 
     get = getattr(hop.config, "get", None) or (lambda name: None)
-    offered = policy._methods()  # noqa: SLF001
+    offered = policy._methods()
     if not gss.gss_available and (get("GSSAPIAuthentication") or any(m.startswith("gssapi") for m in offered)):
         return "GSSAPI (Kerberos) authentication"
     if not pkcs11.pkcs11_available and get("PKCS11Provider"):
@@ -813,7 +823,7 @@ class Chain:
 
     def dropped(self) -> Hop | None:
         """The first hop whose connection is gone: where a chain broke."""
-        for hop, conn in zip(self.hops, self.conns):
+        for hop, conn in zip(self.hops, self.conns, strict=False):
             if conn.is_closed():
                 return hop
         return None

@@ -58,13 +58,13 @@ import stat
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
-import urllib.error
-import urllib.request
 
 # ---------------------------------------------------------------------------
 # Version selection
@@ -253,7 +253,7 @@ def http_request(method: str, path_or_url: str, *, form: dict | None = None, jso
         if isinstance(reason, OSError):
             raise reason
         raise OSError(str(reason))
-    except socket.timeout:
+    except TimeoutError:
         raise OSError("timed out")
 
 
@@ -337,9 +337,7 @@ def can_open_graphical_browser() -> bool:
     except Exception:
         return False
     candidate = getattr(controller, "name", "") or getattr(controller, "basename", "") or ""
-    if candidate and _names_console_browser(candidate):
-        return False
-    return True
+    return not (candidate and _names_console_browser(candidate))
 
 
 def browser_gate() -> bool:
@@ -669,12 +667,12 @@ def make_xai_callback_handler(expected_path: str):
                 self.send_header("Access-Control-Allow-Private-Network", "true")
                 self.send_header("Vary", "Origin")
 
-        def do_OPTIONS(self) -> None:  # noqa: N802
+        def do_OPTIONS(self) -> None:
             self.send_response(204)
             self._maybe_write_cors_headers()
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parsed = urlparse(self.path)
             if parsed.path != expected_path:
                 self.send_response(404)
@@ -720,7 +718,7 @@ def make_xai_callback_handler(expected_path: str):
                 body = "<html><body><h1>xAI authorization received.</h1>You can close this tab.</body></html>"
             self.wfile.write(body.encode("utf-8"))
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             return
 
     return _XAICallbackHandler, result
@@ -1794,7 +1792,7 @@ def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> d
     result = {"code": None, "state": None, "error": None, "error_description": None}
 
     class _SpotifyCallbackHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             p = urlparse(self.path)
             if p.path != expected_path:
                 self.send_response(404)
@@ -1815,7 +1813,7 @@ def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> d
                 body = "<html><body><h1>Spotify authorization received.</h1>You can close this tab.</body></html>"
             self.wfile.write(body.encode("utf-8"))
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             return
 
     class _ReuseHTTPServer(HTTPServer):

@@ -41,8 +41,8 @@ def out(line, stream=sys.stdout):
 
 
 def authorize(host, extra="", port=None):
-    redirect = "&redirect_uri=http%3A%2F%2F127.0.0.1%3A{}%2Fcallback".format(port) if port else ""
-    return "http://{}/oauth2/auth?response_type=code&client_id=lab{}&state=s1{}".format(host, redirect, extra)
+    redirect = f"&redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcallback" if port else ""
+    return f"http://{host}/oauth2/auth?response_type=code&client_id=lab{redirect}&state=s1{extra}"
 
 
 def main():
@@ -67,7 +67,7 @@ def main():
         out(authorize(host, "&x=" + ESC + "\x9b"))
     elif mode == "flood":
         for n in range(300):
-            out(authorize(host, "&n={}".format(n)))
+            out(authorize(host, f"&n={n}"))
         if os.environ.get("HOSTILE_MARK"):
             out("Waiting for callback on http://127.0.0.1:{}/callback".format(os.environ["HOSTILE_MARK"]))
     elif mode == "privileged":
@@ -76,13 +76,13 @@ def main():
         out("Waiting for callback on http://127.0.0.1:22/callback")
     elif mode == "ports":
         for port in range(20000, 21500):
-            out("listening on http://127.0.0.1:{}/".format(port))
+            out(f"listening on http://127.0.0.1:{port}/")
         out("ALL PRINTED")
     elif mode == "mention":
         out("INFO server on http://localhost:{}/api".format(os.environ.get("HOSTILE_PORT", "8080")))
         return int(os.environ.get("HOSTILE_EXIT", "0"))
     else:
-        out("hostile_hermes: unknown mode {!r}".format(mode), sys.stderr)
+        out(f"hostile_hermes: unknown mode {mode!r}", sys.stderr)
         return 2
     time.sleep(WAIT)
     return 0

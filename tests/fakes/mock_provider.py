@@ -234,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
     scheme = "http"
 
     # -- plumbing -----------------------------------------------------------
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         return
 
     def log_request(self, code="-", size="-"):
@@ -244,7 +244,7 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.flush()
 
     def base_url(self) -> str:
-        host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
+        host = self.headers.get("Host") or "{}:{:d}".format(*self.server.server_address[:2])
         return f"{self.scheme}://{host}"
 
     def send_body(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
@@ -292,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         return {k: v[0] for k, v in parsed.items()}
 
     # -- dispatch -----------------------------------------------------------
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         path = parts.path
@@ -312,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"ok": True})
         self.send_html(404, "Not found", "<h1>Not found</h1>")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         path = urlsplit(self.path).path
         params = self.read_params()
         if path in TOKEN_PATHS:
@@ -372,7 +372,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_html(400, "Bad authorization request",
                                   "<h1>Bad authorization request</h1><p>" + html.escape("; ".join(problems)) + "</p>")
 
-        mock_error = q.get("mock_error") or q.get("deny") and "access_denied"
+        mock_error = q.get("mock_error") or (q.get("deny") and "access_denied")
         if mock_error:
             with STATE.lock:
                 STATE.event("authorize_denied", path=path, client_id=client_id, redirect_uri=redirect_uri, error=mock_error)

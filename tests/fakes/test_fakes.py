@@ -368,12 +368,12 @@ def _https_get(port: int, path: str, ca: Path | None) -> tuple[int, bytes]:
     import ssl
 
     ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="auth.x.ai") as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: auth.x.ai\r\nConnection: close\r\n\r\n".encode())
-            resp = http.client.HTTPResponse(tls)
-            resp.begin()
-            return resp.status, resp.read()
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+          ctx.wrap_socket(raw, server_hostname="auth.x.ai") as tls):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: auth.x.ai\r\nConnection: close\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(tls)
+        resp.begin()
+        return resp.status, resp.read()
 
 
 def test_mock_serves_https_as_the_labs_auth_x_ai(procs, tmp_path):

@@ -9,9 +9,8 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnelauth._asyncssh import asyncssh
-
 from tunnelauth import openssh, ssh
+from tunnelauth._asyncssh import asyncssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands, tunnel, verdicts, versions
 from tunnelauth.doctor.model import Check, DestinationReport, Outcome, Status
@@ -275,7 +274,7 @@ class Destination:
             return Outcome(Status.FAIL, f"cannot run hermes as {req.as_user} on {self.name} through "
                                         f"`sudo -n`: {info['sudo']}")
         if info.get("missing"):
-            looked = ", ".join(map(str, info["missing"]))  # type: ignore[call-overload]
+            looked = ", ".join(map(str, info["missing"]))
             self.no_version = "hermes was not found"
             return Outcome(Status.FAIL, f"{req.hermes} was not found on {self.name}; looked in {looked} "
                                         "(install hermes-agent there, or pass --hermes /path/to/hermes)")

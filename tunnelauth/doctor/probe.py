@@ -33,7 +33,7 @@ VERSION_SCRIPT = (
     "trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' HUP INT TERM; "
     'HOME=$d HERMES_HOME=$d "$@"'
 )
-CHILDREN = []  # process groups to stop when tunnelauth goes away
+CHILDREN = []  # type: list[subprocess.Popen[bytes]]  # process groups to stop when tunnelauth goes away
 
 
 def watch_stdin():
@@ -113,7 +113,7 @@ def hermes(config, agent):
     if known:
         return {"path": path, "rc": 0, "first_line": "Hermes Agent v%s (from its package metadata)" % known}
     env = [f"{k}={v}" for k, v in sorted(config.get("env", {}).items())]
-    argv = ["env"] + env + ["sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
+    argv = ["env", *env, "sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
     rc, out, err = run((sudo(user) if user else []) + argv, 60)
     return {"path": path, "rc": rc, "first_line": (out.strip().splitlines() or [""])[0],
             "error": last_line(err, "")}
@@ -160,10 +160,10 @@ def metadata_version(path):
 def sockets(config, agent):
     """{port: addresses} of every LISTENing TCP socket; None without readable tables.
     read_tcp_tables and tcp_listeners: remote_lib/listeners.py, sent in front of this file."""
-    text = read_tcp_tables()  # noqa: F821
+    text = read_tcp_tables()  # type: ignore[name-defined]  # noqa: F821
     if not text.strip():
         return None
-    return {str(port): sorted(found) for port, found in tcp_listeners(text).items()}  # noqa: F821
+    return {str(port): sorted(found) for port, found in tcp_listeners(text).items()}  # type: ignore[name-defined]  # noqa: F821
 
 
 def tokens(config, agent):
@@ -227,13 +227,13 @@ def process_table():
                 rows.append((str(uid), pid, args))
         return rows
     # -ww: without a terminal ps cuts lines at 80 columns, often before "gateway".
-    rc, out, err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
+    _rc, out, _err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
     return [tuple(row.split(None, 2)) for row in out.splitlines() if len(row.split(None, 2)) == 3]
 
 
 def gateway(config, agent):
     mine = {str(os.getpid()), str(os.getppid())}
-    found = {"processes": [], "units": []}
+    found = {"processes": [], "units": []}  # type: dict[str, list[dict[str, object]]]
     for uid, pid, args in process_table():
         if pid not in mine and "hermes" in args and "gateway" in args:
             found["processes"].append({"user": user_name(uid), "pid": int(pid), "args": args})

@@ -8,9 +8,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from tunnelauth._asyncssh import asyncssh
-
 from tunnelauth import ssh
+from tunnelauth._asyncssh import asyncssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands
 from tunnelauth.doctor.model import Outcome, Status
