@@ -22,7 +22,6 @@ STATUSES = {"pass", "fail", "warn", "skip"}
 UNUSED = "198.18.2.99"  # on the bastion-target link, but nobody has it
 
 
-
 @pytest.fixture
 def laptop(clean_lab: Lab) -> Iterator[e2e.Laptop]:
     """The laptop, and afterwards the proof that the doctor left nothing on any host: no
@@ -32,7 +31,9 @@ def laptop(clean_lab: Lab) -> Iterator[e2e.Laptop]:
     hermes_home = clean_lab.user_home / ".hermes"
     existed = hermes_home.exists()
     yield e2e.Laptop(clean_lab)
-    assert e2e.gone_within(clean_lab, "tunnelauth-doctor", 5), "a doctor process is left on the target"
+    assert e2e.gone_within(clean_lab, "tunnelauth-doctor", 5), (
+        "a doctor process is left on the target"
+    )
     for host, ports in before.items():
         assert clean_lab.listening_ports(host) <= ports, f"a port is left open on {host}"
     assert throwaway_homes(clean_lab) <= temp_before, "a throwaway hermes home was left"
@@ -54,7 +55,10 @@ def release(*procs: subprocess.Popen[str]) -> None:
 
 def real_hermes() -> Path:
     path = e2e.REAL_HERMES["0.19.0"]
-    e2e.need(path.exists(), f"real hermes-agent 0.19.0 is not installed at {path}; run sudo ./tests/setup")
+    e2e.need(
+        path.exists(),
+        f"real hermes-agent 0.19.0 is not installed at {path}; run sudo ./tests/setup",
+    )
     return path
 
 
@@ -62,7 +66,9 @@ def fake(hermes: Path, version: str) -> list[str]:
     return ["--hermes", str(hermes), "--remote-env", f"FAKE_HERMES_VERSION={version}"]
 
 
-def doctor_json(laptop: e2e.Laptop, args: list[str], timeout: float = 90) -> tuple[e2e.Run, dict[str, object]]:
+def doctor_json(
+    laptop: e2e.Laptop, args: list[str], timeout: float = 90
+) -> tuple[e2e.Run, dict[str, object]]:
     run = laptop.run(["doctor", "--json", *args], timeout=timeout)
     assert run.stdout.strip(), run.output
     doc = json.loads(run.stdout)
@@ -72,7 +78,9 @@ def doctor_json(laptop: e2e.Laptop, args: list[str], timeout: float = 90) -> tup
 
 def validate(doc: object) -> None:
     """The documented shape, exactly: no key missing, none extra, the right types."""
-    assert isinstance(doc, dict) and set(doc) == {"destinations", "ok"} and isinstance(doc["ok"], bool)
+    assert (
+        isinstance(doc, dict) and set(doc) == {"destinations", "ok"} and isinstance(doc["ok"], bool)
+    )
     assert isinstance(doc["destinations"], list) and doc["destinations"]
     for dest in doc["destinations"]:
         assert set(dest) == {"destination", "ok", "checks"}
@@ -82,7 +90,9 @@ def validate(doc: object) -> None:
             assert set(check) == {"name", "status", "detail", "seconds"}
             assert isinstance(check["name"], str) and check["name"]
             assert check["status"] in STATUSES
-            assert isinstance(check["detail"], str) and check["detail"] and "\n" not in check["detail"]
+            assert (
+                isinstance(check["detail"], str) and check["detail"] and "\n" not in check["detail"]
+            )
             assert isinstance(check["seconds"], (int, float)) and check["seconds"] >= 0
     assert doc["ok"] == all(dest["ok"] for dest in doc["destinations"])  # type: ignore[union-attr]
 
@@ -100,32 +110,51 @@ def named(found: dict[str, dict[str, object]], prefix: str) -> dict[str, object]
 
 # -- a healthy target ------------------------------------------------------------------------------
 
+
 def test_real_hermes_through_the_bastion_passes_every_check(laptop: e2e.Laptop) -> None:
     run = laptop.run(["doctor", "target", "--hermes", str(real_hermes())])
     assert run.returncode == 0, run.output
     out = run.stdout
-    for name in ("ssh bastion", "ssh target", "forwarding", "hermes", "flow xai", "flow spotify",
-                 "port 56121 (xai)", "port 43827 (spotify)", "token dir", "gateway"):
+    for name in (
+        "ssh bastion",
+        "ssh target",
+        "forwarding",
+        "hermes",
+        "flow xai",
+        "flow spotify",
+        "port 56121 (xai)",
+        "port 43827 (spotify)",
+        "token dir",
+        "gateway",
+    ):
         row = next((line for line in out.splitlines() if f" {name}" in line), "")
         assert "PASS" in row, f"{name}: {row or 'missing'}\n{out}"
     assert "FAIL" not in out and "WARN" not in out and "SKIP" not in out
     assert "Hermes Agent v0.19.0" in out
-    assert "device code with hermes 0.19.0" in next(line for line in out.splitlines() if "flow xai" in line)
-    assert "loopback with hermes 0.19.0" in next(line for line in out.splitlines() if "flow spotify" in line)
+    assert "device code with hermes 0.19.0" in next(
+        line for line in out.splitlines() if "flow xai" in line
+    )
+    assert "loopback with hermes 0.19.0" in next(
+        line for line in out.splitlines() if "flow spotify" in line
+    )
     assert "1 of 1 destination ok" in out
     assert run.stderr == ""
 
 
 def test_real_hermes_0_13_has_no_xai_login(laptop: e2e.Laptop) -> None:
     old = e2e.REAL_HERMES["0.13.0"]
-    e2e.need(old.exists(), f"real hermes-agent 0.13.0 is not installed at {old}; run sudo ./tests/setup")
+    e2e.need(
+        old.exists(), f"real hermes-agent 0.13.0 is not installed at {old}; run sudo ./tests/setup"
+    )
     run, doc = doctor_json(laptop, ["target", "--hermes", str(old)])
     assert run.returncode == 0, run.output  # without --provider, a missing provider only warns
     found = checks(doc)
     assert "v0.13.0" in str(found["hermes"]["detail"])
     assert found["flow spotify"]["status"] == "pass"
     assert found["flow spotify"]["detail"] == "loopback with hermes 0.13.0"
-    assert found["flow xai"]["status"] == "warn" and "needs 0.14.0" in str(found["flow xai"]["detail"])
+    assert found["flow xai"]["status"] == "warn" and "needs 0.14.0" in str(
+        found["flow xai"]["detail"]
+    )
     only_xai, doc = doctor_json(laptop, ["target", "--provider", "xai", "--hermes", str(old)])
     assert only_xai.returncode == 1 and checks(doc)["flow xai"]["status"] == "fail", only_xai.output
 
@@ -139,11 +168,17 @@ def test_fake_hermes_0_18_0_means_loopback_for_xai(laptop: e2e.Laptop, fake_herm
     assert found["flow spotify"]["detail"] == "loopback with hermes 0.18.0"
     assert all(check["status"] == "pass" for check in found.values()), found
     forwarding = str(found["forwarding"]["detail"])
-    assert "answered through the tunnel" in forwarding and ":56121" not in forwarding and ":43827" not in forwarding
+    assert (
+        "answered through the tunnel" in forwarding
+        and ":56121" not in forwarding
+        and ":43827" not in forwarding
+    )
 
 
 def test_provider_option_limits_the_checks(laptop: e2e.Laptop, fake_hermes: Path) -> None:
-    run, doc = doctor_json(laptop, ["target", "--provider", "spotify", *fake(fake_hermes, "0.19.0")])
+    run, doc = doctor_json(
+        laptop, ["target", "--provider", "spotify", *fake(fake_hermes, "0.19.0")]
+    )
     assert run.returncode == 0, run.output
     names = set(checks(doc))
     assert "flow spotify" in names and "port 43827 (spotify)" in names
@@ -152,7 +187,10 @@ def test_provider_option_limits_the_checks(laptop: e2e.Laptop, fake_hermes: Path
 
 # -- what fails ----------------------------------------------------------------------------------
 
-def test_target_that_forbids_forwarding_fails_clearly(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+
+def test_target_that_forbids_forwarding_fails_clearly(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     lab.start_sshd("target", extra=["AllowTcpForwarding no"])
     run, doc = doctor_json(laptop, ["target", *fake(fake_hermes, "0.19.0")])
     assert run.returncode == 1 and doc["ok"] is False, run.output
@@ -166,7 +204,9 @@ def test_target_that_forbids_forwarding_fails_clearly(lab: Lab, laptop: e2e.Lapt
     assert "0 of 1 destination ok" in human.stdout
 
 
-def test_spotify_port_held_on_the_target_fails_naming_it(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_spotify_port_held_on_the_target_fails_naming_it(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     holders = [e2e.hold_port(lab, "target", 43827), e2e.hold_port(lab, "target", 56121)]
     run, doc = doctor_json(laptop, ["target", *fake(fake_hermes, "0.18.0")])
     release(*holders)
@@ -180,8 +220,9 @@ def test_spotify_port_held_on_the_target_fails_naming_it(lab: Lab, laptop: e2e.L
     assert found["forwarding"]["status"] == "pass"
 
 
-def test_xai_port_held_on_the_target_is_fine_with_device_code(lab: Lab, laptop: e2e.Laptop,
-                                                              fake_hermes: Path) -> None:
+def test_xai_port_held_on_the_target_is_fine_with_device_code(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     holder = e2e.hold_port(lab, "target", 56121)
     run, doc = doctor_json(laptop, ["target", "--provider", "xai", *fake(fake_hermes, "0.19.0")])
     release(holder)
@@ -189,10 +230,13 @@ def test_xai_port_held_on_the_target_is_fine_with_device_code(lab: Lab, laptop: 
     assert "device code" in str(checks(doc)["port 56121 (xai)"]["detail"])
 
 
-def test_callback_port_held_on_the_laptop_fails_naming_the_holder(lab: Lab, laptop: e2e.Laptop,
-                                                                  fake_hermes: Path) -> None:
+def test_callback_port_held_on_the_laptop_fails_naming_the_holder(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     holder = e2e.hold_port(lab, "laptop", 43827)
-    run, doc = doctor_json(laptop, ["target", "--provider", "spotify", *fake(fake_hermes, "0.19.0")])
+    run, doc = doctor_json(
+        laptop, ["target", "--provider", "spotify", *fake(fake_hermes, "0.19.0")]
+    )
     release(holder)
     assert run.returncode == 1, run.output
     detail = str(checks(doc)["port 43827 (spotify)"]["detail"])
@@ -206,12 +250,18 @@ def test_hermes_missing_fails_naming_where_it_looked(laptop: e2e.Laptop) -> None
     detail = str(found["hermes"]["detail"])
     assert found["hermes"]["status"] == "fail"
     assert "hermes was not found on target" in detail and "$PATH" in detail
-    assert ".local/bin/hermes" in detail and "/opt/hermes/bin/hermes" in detail and "--hermes" in detail
+    assert (
+        ".local/bin/hermes" in detail
+        and "/opt/hermes/bin/hermes" in detail
+        and "--hermes" in detail
+    )
     assert found["flow xai"]["status"] == "skip" and "not found" in str(found["flow xai"]["detail"])
     assert found["forwarding"]["status"] == "pass"  # the rest still ran
 
 
-def test_stopped_sshd_names_the_hop_and_skips_the_rest(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_stopped_sshd_names_the_hop_and_skips_the_rest(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     lab.stop_sshd("target")
     run, doc = doctor_json(laptop, ["target", *fake(fake_hermes, "0.19.0")])
     assert run.returncode == 1, run.output
@@ -228,7 +278,10 @@ def test_stopped_sshd_names_the_hop_and_skips_the_rest(lab: Lab, laptop: e2e.Lap
 
 # -- warnings, --strict --------------------------------------------------------------------------
 
-def test_strict_turns_a_loose_token_dir_into_a_failure(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+
+def test_strict_turns_a_loose_token_dir_into_a_failure(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     home = lab.user_home / ".hermes"
     home.mkdir()
     try:
@@ -245,8 +298,12 @@ def test_strict_turns_a_loose_token_dir_into_a_failure(lab: Lab, laptop: e2e.Lap
         shutil.rmtree(home)
 
 
-def test_gateway_of_another_user_is_a_warning(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
-    gateway = lab.spawn("target", ["/usr/bin/python3", "-c", "import time; time.sleep(60)", "hermes", "gateway"])
+def test_gateway_of_another_user_is_a_warning(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
+    gateway = lab.spawn(
+        "target", ["/usr/bin/python3", "-c", "import time; time.sleep(60)", "hermes", "gateway"]
+    )
     deadline = time.monotonic() + 5
     while not lab.target_processes("hermes gateway") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -261,8 +318,12 @@ def test_gateway_of_another_user_is_a_warning(lab: Lab, laptop: e2e.Laptop, fake
     release(gateway)
 
 
-def test_as_user_checks_that_users_token_dir(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
-    run, doc = doctor_json(laptop, ["root@target", "--as-user", lab.user, *fake(fake_hermes, "0.18.0")])
+def test_as_user_checks_that_users_token_dir(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
+    run, doc = doctor_json(
+        laptop, ["root@target", "--as-user", lab.user, *fake(fake_hermes, "0.18.0")]
+    )
     assert run.returncode == 0, run.output
     found = checks(doc)
     assert found["token dir"]["status"] == "pass"
@@ -276,15 +337,20 @@ def test_as_user_without_sudo_rights_fails(laptop: e2e.Laptop, fake_hermes: Path
     assert run.returncode == 1, run.output
     found = checks(doc)
     assert found["hermes"]["status"] == "fail" and "sudo" in str(found["hermes"]["detail"])
-    assert found["token dir"]["status"] == "fail" and "sudo -n -u root" in str(found["token dir"]["detail"])
+    assert found["token dir"]["status"] == "fail" and "sudo -n -u root" in str(
+        found["token dir"]["detail"]
+    )
 
 
 # -- fleets --------------------------------------------------------------------------------------
 
+
 def fleet_config(lab: Lab) -> Path:
     ssh_dir = lab.laptop_home / ".ssh"
-    common = (f"  User {lab.user}\n  IdentityFile {ssh_dir / 'id_ed25519'}\n  IdentitiesOnly yes\n"
-              f"  UserKnownHostsFile {ssh_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n")
+    common = (
+        f"  User {lab.user}\n  IdentityFile {ssh_dir / 'id_ed25519'}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {ssh_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+    )
     path = lab.root / "doctor-fleet-config"
     path.write_text(
         f"Host bastion\n  HostName {lab.bastion_ip}\n{common}\n"
@@ -294,7 +360,9 @@ def fleet_config(lab: Lab) -> Path:
     return path
 
 
-def test_fleet_runs_concurrently_over_one_bastion_login(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_fleet_runs_concurrently_over_one_bastion_login(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     config = fleet_config(lab)
     args = ["-F", str(config), *fake(fake_hermes, "0.19.0")]
     single, _ = doctor_json(laptop, ["t1", *args])
@@ -303,7 +371,9 @@ def test_fleet_runs_concurrently_over_one_bastion_login(lab: Lab, laptop: e2e.La
     logins_before = log.read_text().count("Accepted publickey")
     run, doc = doctor_json(laptop, ["t1", "broken", "t2", "t3", "t4", *args])
     # sshd writes its log line a moment after the login
-    e2e.wait_until(lambda: log.read_text().count("Accepted publickey") > logins_before, 5, "sshd's login line")
+    e2e.wait_until(
+        lambda: log.read_text().count("Accepted publickey") > logins_before, 5, "sshd's login line"
+    )
     assert log.read_text().count("Accepted publickey") - logins_before == 1
     assert run.returncode == 1 and doc["ok"] is False, run.output
     dests = doc["destinations"]
@@ -320,22 +390,30 @@ def test_fleet_runs_concurrently_over_one_bastion_login(lab: Lab, laptop: e2e.La
     assert run.elapsed < 2 * single.elapsed + 3, (run.elapsed, single.elapsed)
 
 
-def test_concurrency_one_still_shares_the_bastion(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_concurrency_one_still_shares_the_bastion(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     config = fleet_config(lab)
     log = lab.root / "bastion" / "sshd.log"
     before = log.read_text().count("Accepted publickey")
-    run, doc = doctor_json(laptop, ["t1", "t2", "--concurrency", "1", "-F", str(config),
-                                    *fake(fake_hermes, "0.19.0")])
+    run, doc = doctor_json(
+        laptop, ["t1", "t2", "--concurrency", "1", "-F", str(config), *fake(fake_hermes, "0.19.0")]
+    )
     assert run.returncode == 0 and doc["ok"] is True, run.output
-    e2e.wait_until(lambda: log.read_text().count("Accepted publickey") > before, 5, "sshd's login line")
+    e2e.wait_until(
+        lambda: log.read_text().count("Accepted publickey") > before, 5, "sshd's login line"
+    )
     assert log.read_text().count("Accepted publickey") - before == 1
 
 
 def test_bad_arguments_contact_nothing(lab: Lab, laptop: e2e.Laptop) -> None:
     log = lab.root / "bastion" / "sshd.log"
     before = log.read_text()
-    for args in (["doctor", "target", "--provider", "nope"], ["doctor", "target", "--concurrency", "0"],
-                 ["doctor", "target", "-o", "Bogus=1"]):
+    for args in (
+        ["doctor", "target", "--provider", "nope"],
+        ["doctor", "target", "--concurrency", "0"],
+        ["doctor", "target", "-o", "Bogus=1"],
+    ):
         run = laptop.run(args)
         assert run.returncode == 2, run.output
         assert run.stdout == "" and "tunnelauth: error:" in run.stderr

@@ -24,13 +24,27 @@ import time
 ESC = "\x1b"
 # Each one a terminal would act on; several nest so that one stripping pass leaves a live one.
 NASTY = (
-    ESC + "]52;c;aGFja2VkCg==" + "\x07"  # OSC 52: write the clipboard
-    + ESC + "]0;pwned" + ESC + "\\"  # window title
-    + ESC + "c"  # full reset
-    + ESC + ESC + "[[2J"  # nested clear screen
-    + ESC + "[1;1H" + ESC + "[K"  # cursor home, erase line
-    + "\x9b31m" + "\x9d52;c;eA==\x9c"  # 8-bit CSI and OSC
-    + "\u202egnp.exe" + "\u2066" + "\x07\x08\x7f"
+    ESC
+    + "]52;c;aGFja2VkCg=="
+    + "\x07"  # OSC 52: write the clipboard
+    + ESC
+    + "]0;pwned"
+    + ESC
+    + "\\"  # window title
+    + ESC
+    + "c"  # full reset
+    + ESC
+    + ESC
+    + "[[2J"  # nested clear screen
+    + ESC
+    + "[1;1H"
+    + ESC
+    + "[K"  # cursor home, erase line
+    + "\x9b31m"
+    + "\x9d52;c;eA==\x9c"  # 8-bit CSI and OSC
+    + "\u202egnp.exe"
+    + "\u2066"
+    + "\x07\x08\x7f"
 )
 WAIT = 60
 
@@ -46,8 +60,11 @@ def authorize(host, extra="", port=None):
 
 
 def main():
-    mode = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.argv[1] != "auth" \
+    mode = (
+        sys.argv[1]
+        if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.argv[1] != "auth"
         else os.environ.get("HOSTILE_MODE", "")
+    )
     host = os.environ.get("HOSTILE_HOST", "198.18.0.1")
     if mode in ("label", "error"):
         out("starting " + NASTY + " login")
@@ -61,7 +78,14 @@ def main():
     if mode == "spoof":
         # A terminal would go back to column 1, erase the line and show only the auth.x.ai URL.
         out("Open this URL to authorize Hermes with xAI:")
-        out(authorize(host) + ESC + "[1G" + ESC + "[2K" + "https://auth.x.ai/oauth2/auth?client_id=hermes")
+        out(
+            authorize(host)
+            + ESC
+            + "[1G"
+            + ESC
+            + "[2K"
+            + "https://auth.x.ai/oauth2/auth?client_id=hermes"
+        )
     elif mode == "escaped":
         out("Open this URL to authorize Hermes with xAI:")
         out(authorize(host, "&x=" + ESC + "\x9b"))
@@ -69,7 +93,11 @@ def main():
         for n in range(300):
             out(authorize(host, f"&n={n}"))
         if os.environ.get("HOSTILE_MARK"):
-            out("Waiting for callback on http://127.0.0.1:{}/callback".format(os.environ["HOSTILE_MARK"]))
+            out(
+                "Waiting for callback on http://127.0.0.1:{}/callback".format(
+                    os.environ["HOSTILE_MARK"]
+                )
+            )
     elif mode == "privileged":
         out("Open this URL to authorize Hermes with xAI:")
         out(authorize(host, port=22))

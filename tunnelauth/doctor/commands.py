@@ -76,7 +76,9 @@ def probe_command(modes: Iterable[str], config: Mapping[str, object]) -> str:
     """One probe run answering each of `modes` (probe.py: hermes, tokens, gateway, sockets)."""
     # "boot": how the probe starts itself again as another user (sh -c BOOT... code tag args).
     boot = [remote._BOOT, "sh"]
-    payload = base64.b64encode(json.dumps({**config, "modes": list(modes), "boot": boot}).encode()).decode()
+    payload = base64.b64encode(
+        json.dumps({**config, "modes": list(modes), "boot": boot}).encode()
+    ).decode()
     probe = resources.files("tunnelauth.doctor").joinpath("probe.py").read_bytes()
     agent = remote._pack(remote._agent_source(), remote.AGENT_LIBS)
     return remote._python(probe, PROBE_TAG, agent, payload, libs=PROBE_LIBS)
@@ -91,7 +93,7 @@ def probe_answer(stdout: str) -> dict[str, object] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             try:
-                answer = json.loads(line[len(MARK):])
+                answer = json.loads(line[len(MARK) :])
             except ValueError:
                 return None
             return answer if isinstance(answer, dict) else None

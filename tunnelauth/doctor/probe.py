@@ -63,8 +63,13 @@ def load_agent():
 def run(argv, timeout):
     """(returncode, stdout, stderr); the command's whole process group dies on timeout."""
     try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True)
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as exc:
         return 127, "", exc.strerror or str(exc)
     CHILDREN.append(child)
@@ -111,12 +116,20 @@ def hermes(config, agent):
         return {"missing": looked}
     known = metadata_version(path)
     if known:
-        return {"path": path, "rc": 0, "first_line": "Hermes Agent v%s (from its package metadata)" % known}
+        return {
+            "path": path,
+            "rc": 0,
+            "first_line": "Hermes Agent v%s (from its package metadata)" % known,
+        }
     env = [f"{k}={v}" for k, v in sorted(config.get("env", {}).items())]
     argv = ["env", *env, "sh", "-c", VERSION_SCRIPT, "sh", path, "--version"]
     rc, out, err = run((sudo(user) if user else []) + argv, 60)
-    return {"path": path, "rc": rc, "first_line": (out.strip().splitlines() or [""])[0],
-            "error": last_line(err, "")}
+    return {
+        "path": path,
+        "rc": rc,
+        "first_line": (out.strip().splitlines() or [""])[0],
+        "error": last_line(err, ""),
+    }
 
 
 def metadata_version(path):
@@ -141,8 +154,11 @@ def metadata_version(path):
     for python in pythons:
         packages = os.path.join(lib, python, "site-packages")
         try:
-            found = [d for d in os.listdir(packages)
-                     if d.lower().startswith("hermes_agent-") and d.endswith(".dist-info")]
+            found = [
+                d
+                for d in os.listdir(packages)
+                if d.lower().startswith("hermes_agent-") and d.endswith(".dist-info")
+            ]
         except OSError:
             continue
         if len(found) != 1:
@@ -174,10 +190,12 @@ def tokens(config, agent):
         again = dict(config, as_user=None, watch=False, modes=["tokens"])  # its stdin is /dev/null
         payload = base64.b64encode(json.dumps(again).encode()).decode()
         # Through sh and that user's PATH: this python3 may live where they cannot read (pyenv).
-        rc, out, err = run(sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4] + [payload], 30)
+        rc, out, err = run(
+            sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4] + [payload], 30
+        )
         for line in out.splitlines():
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])["tokens"]
+                return json.loads(line[len(MARK) :])["tokens"]
         return {"user": user, "sudo": last_line(err, f"sudo failed (exit {rc})")}
     where = config.get("hermes_home") or os.path.join(me.pw_dir, ".hermes")
     info = {"user": me.pw_name, "dir": where, "exists": os.path.lexists(where)}
@@ -189,14 +207,21 @@ def tokens(config, agent):
             info.update(parent=parent, creatable=os.access(parent, os.W_OK | os.X_OK))
             return info
         st = os.stat(where)
-        info.update(is_dir=stat.S_ISDIR(st.st_mode), dir_mode=stat.S_IMODE(st.st_mode),
-                    dir_owned=st.st_uid == os.geteuid(), writable=os.access(where, os.W_OK | os.X_OK))
+        info.update(
+            is_dir=stat.S_ISDIR(st.st_mode),
+            dir_mode=stat.S_IMODE(st.st_mode),
+            dir_owned=st.st_uid == os.geteuid(),
+            writable=os.access(where, os.W_OK | os.X_OK),
+        )
         token_file = os.path.join(where, "auth.json")
         info["file_exists"] = os.path.exists(token_file)
         if info["file_exists"]:
             st = os.stat(token_file)
-            info.update(file_mode=stat.S_IMODE(st.st_mode), file_owned=st.st_uid == os.geteuid(),
-                        file_rw=os.access(token_file, os.R_OK | os.W_OK))
+            info.update(
+                file_mode=stat.S_IMODE(st.st_mode),
+                file_owned=st.st_uid == os.geteuid(),
+                file_rw=os.access(token_file, os.R_OK | os.W_OK),
+            )
     except OSError as exc:
         info["error"] = exc.strerror or str(exc)
     return info
@@ -239,14 +264,34 @@ def gateway(config, agent):
             found["processes"].append({"user": user_name(uid), "pid": int(pid), "args": args})
     # Only where systemd runs (sd_booted's test): elsewhere systemctl has nothing to list.
     if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
-        rc, out, _ = run(["systemctl", "list-units", "--all", "--type=service", "--no-legend",
-                          "--plain", "--no-pager", "hermes*"], 10)
-        units = [next((c for c in row.split() if c.endswith(".service")), "") for row in out.splitlines()]
+        rc, out, _ = run(
+            [
+                "systemctl",
+                "list-units",
+                "--all",
+                "--type=service",
+                "--no-legend",
+                "--plain",
+                "--no-pager",
+                "hermes*",
+            ],
+            10,
+        )
+        units = [
+            next((c for c in row.split() if c.endswith(".service")), "") for row in out.splitlines()
+        ]
         for unit in [u for u in units if u] if rc == 0 else []:
-            rc, shown, _ = run(["systemctl", "show", "-p", "User", "-p", "ActiveState", "--", unit], 10)
+            rc, shown, _ = run(
+                ["systemctl", "show", "-p", "User", "-p", "ActiveState", "--", unit], 10
+            )
             props = dict(line.partition("=")[::2] for line in shown.splitlines())
-            found["units"].append({"unit": unit, "user": props.get("User") or "root",
-                                   "state": props.get("ActiveState") or "unknown"})
+            found["units"].append(
+                {
+                    "unit": unit,
+                    "user": props.get("User") or "root",
+                    "state": props.get("ActiveState") or "unknown",
+                }
+            )
     return found
 
 
