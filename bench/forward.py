@@ -74,7 +74,9 @@ async def hold(config: str, target: str, port: int) -> None:
     errors: list[str] = []
     async with AsyncExitStack() as stack:
         chain = await ssh.connect(hops, stack)
-        forward = Forward(ssh.AsyncsshConnection(chain), port, lambda p, exc: errors.append(f"{p}: {exc.message}"))
+        forward = Forward(
+            ssh.AsyncsshConnection(chain), port, lambda p, exc: errors.append(f"{p}: {exc.message}")
+        )
         await forward.start()
         print("ready", flush=True)
         loop = asyncio.get_running_loop()

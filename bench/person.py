@@ -50,7 +50,9 @@ def listening(port: int) -> bool:
     want = f":{port:04X}"
     with open("/proc/net/tcp") as handle:
         next(handle)
-        return any(cols[1].endswith(want) and cols[3] == "0A" for cols in (row.split() for row in handle))
+        return any(
+            cols[1].endswith(want) and cols[3] == "0A" for cols in (row.split() for row in handle)
+        )
 
 
 class Lines:
@@ -76,7 +78,10 @@ class Lines:
                 *complete, self.partial[name] = (self.partial[name] + data).split(b"\n")
             else:  # EOF: an unterminated last line still counts
                 self.sel.unregister(key.fileobj)
-                complete, self.partial[name] = [self.partial[name]] if self.partial[name] else [], b""
+                complete, self.partial[name] = (
+                    [self.partial[name]] if self.partial[name] else [],
+                    b"",
+                )
             for raw in complete:
                 new.append((now, name, raw.decode(errors="replace").rstrip("\r")))
         self.lines += new
@@ -110,7 +115,9 @@ def start(argv: list[str], report: str, env: dict[str, str], **kw: Any) -> subpr
     if os.path.exists(report):
         os.unlink(report)
     # Own process group: stopping it reaches the command under `time`, and nothing else.
-    return subprocess.Popen(timed(argv, report), stdin=subprocess.DEVNULL, env=env, start_new_session=True, **kw)
+    return subprocess.Popen(
+        timed(argv, report), stdin=subprocess.DEVNULL, env=env, start_new_session=True, **kw
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 10) -> None:
@@ -154,10 +161,22 @@ def run_tunnelauth(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     # "tunnelauth-openssh": --ssh openssh; "tunnelauth-reused": the config gives the target a
     # ControlPath whose master (started by the benchmark, not timed) is alive: it is reused.
     transport = ["--ssh", "openssh"] if spec["client"] == "tunnelauth-openssh" else []
-    argv = [*spec["tunnelauth"], "xai", spec["target"], "-J", spec["jump"], "-F", spec["config"], *transport,
-            "--hermes", spec["hermes"], *(["--allow-host", spec["allow_host"]] if spec.get("allow_host") else []),
-            "--timeout", str(spec["timeout"]),
-            *(a for k, v in spec["remote_env"].items() for a in ("--remote-env", f"{k}={v}"))]
+    argv = [
+        *spec["tunnelauth"],
+        "xai",
+        spec["target"],
+        "-J",
+        spec["jump"],
+        "-F",
+        spec["config"],
+        *transport,
+        "--hermes",
+        spec["hermes"],
+        *(["--allow-host", spec["allow_host"]] if spec.get("allow_host") else []),
+        "--timeout",
+        str(spec["timeout"]),
+        *(a for k, v in spec["remote_env"].items() for a in ("--remote-env", f"{k}={v}")),
+    ]
     report = spec["usage_dir"] + "/tunnelauth"
     t0 = time.time()
     proc = start(argv, report, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -189,15 +208,35 @@ def run_tunnelauth(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
 
 def run_openssh(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     port, cfg, jump, target = spec["port"], spec["config"], spec["jump"], spec["target"]
-    remote = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in spec["remote_env"].items()),
-                       shlex.quote(spec["hermes"]), "auth", "add", "xai-oauth", "--no-browser"])
+    remote = " ".join(
+        [
+            *(f"{k}={shlex.quote(v)}" for k, v in spec["remote_env"].items()),
+            shlex.quote(spec["hermes"]),
+            "auth",
+            "add",
+            "xai-oauth",
+            "--no-browser",
+        ]
+    )
     # The browser too: under tunnelauth it is tunnelauth's child, so counted in its CPU time.
-    reports = {name: spec["usage_dir"] + "/" + name for name in ("ssh_tunnel", "ssh_login", "browser")}
+    reports = {
+        name: spec["usage_dir"] + "/" + name for name in ("ssh_tunnel", "ssh_login", "browser")
+    }
     t0 = time.time()
-    tunnel = start(["ssh", "-F", cfg, "-N", "-L", f"{port}:127.0.0.1:{port}", "-J", jump, target],
-                   reports["ssh_tunnel"], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    login = start(["ssh", "-F", cfg, "-J", jump, target, f"PYTHONUNBUFFERED=1 {remote}"],
-                  reports["ssh_login"], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tunnel = start(
+        ["ssh", "-F", cfg, "-N", "-L", f"{port}:127.0.0.1:{port}", "-J", jump, target],
+        reports["ssh_tunnel"],
+        env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    login = start(
+        ["ssh", "-F", cfg, "-J", jump, target, f"PYTHONUNBUFFERED=1 {remote}"],
+        reports["ssh_login"],
+        env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     lines = Lines()
     lines.add("out", login.stdout)  # type: ignore[arg-type]
     lines.add("err", login.stderr)  # type: ignore[arg-type]
@@ -240,7 +279,11 @@ def main() -> int:
     spec = json.loads(sys.argv[1])
     env = dict(os.environ)
     env.update(spec["env"])
-    env.update(BENCH_OPEN_LOG=spec["open_log"], FAKE_BROWSER_LOG=spec["browser_log"], BROWSER=spec["browser"])
+    env.update(
+        BENCH_OPEN_LOG=spec["open_log"],
+        FAKE_BROWSER_LOG=spec["browser_log"],
+        BROWSER=spec["browser"],
+    )
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_AUTH_SOCK", "SSH_AGENT_PID"):
         env.pop(name, None)
     for path in (spec["open_log"], spec["browser_log"]):
@@ -249,7 +292,11 @@ def main() -> int:
     result = (run_openssh if spec["client"] == "openssh" else run_tunnelauth)(spec, env)
     record = browser_record(spec["browser_log"])
     result["browser"] = record
-    if not record or record.get("status") != 200 or not str(record.get("final", "")).startswith("127.0.0.1:"):
+    if (
+        not record
+        or record.get("status") != 200
+        or not str(record.get("final", "")).startswith("127.0.0.1:")
+    ):
         result["ok"] = False
     print(json.dumps(result))
     return 0

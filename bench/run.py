@@ -48,10 +48,11 @@ for path in (str(ROOT), str(BENCH)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import person  # bench/person.py, beside this file
+# After the sys.path lines above: run as a script, bench/ and the repository are not on it.
+import person  # noqa: E402 - bench/person.py, beside this file
 
-from tests import e2e
-from tests.lab.netlab import Lab, LabUnavailable, _terminate, _tree
+from tests import e2e  # noqa: E402
+from tests.lab.netlab import Lab, LabUnavailable, _terminate, _tree  # noqa: E402
 
 PY = sys.executable
 _SCRIPT = Path(PY).parent / "tunnelauth"
@@ -60,7 +61,9 @@ XAI_PORT = 56121
 HTTPD_PORT = 56190  # the callback benchmark's server on the target; ssh -L listens on +1
 FORBIDDEN = ("rich", "httpx", "tunnelauth.doctor")  # a login must not import these
 REAL_HERMES = e2e.REAL_HERMES["0.19.0"]  # hermes-agent from PyPI, installed by tests/setup
-LOGIN_HERMES = "0.18.0"  # the last release with the loopback flow; the login series runs it for real too
+LOGIN_HERMES = (
+    "0.18.0"  # the last release with the loopback flow; the login series runs it for real too
+)
 SERIES = {"fake": f"fake hermes {LOGIN_HERMES}", "real": f"real hermes {LOGIN_HERMES}"}
 
 TARGETS: dict[str, Any] = {
@@ -101,8 +104,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # -- measuring a process ---------------------------------------------------------------------------
 
 
-def measure(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120,
-            netns: str | None = None) -> dict[str, Any]:
+def measure(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    netns: str | None = None,
+) -> dict[str, Any]:
     """Run argv (in netns, if given): wall time (s), peak RSS (KB) and CPU seconds (GNU time), output."""
     report = Path(f"/tmp/tunnelauth-bench-{os.getpid()}.time")
     cmd = person.timed(argv, str(report))
@@ -110,8 +117,14 @@ def measure(argv: list[str], env: dict[str, str] | None = None, timeout: float =
         cmd = ["ip", "netns", "exec", netns, *cmd]
     busy = machine_busy_s()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -120,10 +133,20 @@ def measure(argv: list[str], env: dict[str, str] | None = None, timeout: float =
         raise
     wall = time.perf_counter() - start
     machine_cpu = machine_busy_s() - busy
-    used: dict[str, float | None] = {"maxrss_kb": None, "cpu_s": None, **(person.usage(str(report)) or {})}
+    used: dict[str, float | None] = {
+        "maxrss_kb": None,
+        "cpu_s": None,
+        **(person.usage(str(report)) or {}),
+    }
     report.unlink(missing_ok=True)
-    return {"wall": wall, **used, "machine_cpu_s": machine_cpu, "rc": proc.returncode,
-            "stdout": out.decode(errors="replace"), "stderr": err.decode(errors="replace")}
+    return {
+        "wall": wall,
+        **used,
+        "machine_cpu_s": machine_cpu,
+        "rc": proc.returncode,
+        "stdout": out.decode(errors="replace"),
+        "stderr": err.decode(errors="replace"),
+    }
 
 
 def machine_busy_s() -> float:
@@ -144,9 +167,21 @@ class Relay:
         self.rtt_ms = rtt_ms
         self.log = log
         log.write_text("")
-        self.proc = lab.spawn("laptop", [PY, str(BENCH / "relay.py"), "--upstream", f"{lab.bastion_ip}:22",
-                                         "--rtt-ms", str(rtt_ms), "--log", str(log)],
-                              stdout=subprocess.PIPE, text=True)
+        self.proc = lab.spawn(
+            "laptop",
+            [
+                PY,
+                str(BENCH / "relay.py"),
+                "--upstream",
+                f"{lab.bastion_ip}:22",
+                "--rtt-ms",
+                str(rtt_ms),
+                "--log",
+                str(log),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
         if line[:1] != ["listening"]:
@@ -182,8 +217,10 @@ class Bench:
         self.httpd = e2e.install_script(lab, BENCH / "httpd.py", "bench-httpd")
         # $BROWSER for both clients: note the moment it starts (bash's clock, no fork), then browse.
         self.browser = lab.root / "bin" / "bench-browser"
-        self.browser.write_text('#!/bin/bash\nprintf \'%s\\n\' "$EPOCHREALTIME" >> "$BENCH_OPEN_LOG"\n'
-                                f'unset PYTHONPROFILEIMPORTTIME\nexec {browser} "$@"\n')
+        self.browser.write_text(
+            '#!/bin/bash\nprintf \'%s\\n\' "$EPOCHREALTIME" >> "$BENCH_OPEN_LOG"\n'
+            f'unset PYTHONPROFILEIMPORTTIME\nexec {browser} "$@"\n'
+        )
         self.browser.chmod(0o755)
         ssh_dir = lab.laptop_home / ".ssh"
         self.key = ssh_dir / "id_ed25519"
@@ -193,16 +230,24 @@ class Bench:
 
     def trust_relay(self, port: int) -> None:
         """The relay's address carries the bastion's key, for both clients' host-key checks."""
-        bastion_key = next(line.split(None, 1)[1] for line in self._lab_known.splitlines()
-                           if line.startswith(self.lab.bastion_ip + " "))
+        bastion_key = next(
+            line.split(None, 1)[1]
+            for line in self._lab_known.splitlines()
+            if line.startswith(self.lab.bastion_ip + " ")
+        )
         with self.known_hosts.open("a") as handle:
             handle.write(f"[127.0.0.1]:{port} {bastion_key}\n")
 
     def master(self, config: Path) -> subprocess.Popen[bytes]:
         """The person's own ControlMaster for the target (as `config` sets it up), up."""
         argv = ["ssh", "-F", str(config), "-J", "bastion", "-M", "-N", "target"]
-        proc = self.lab.spawn("laptop", argv, env=self.lab.laptop_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+        proc = self.lab.spawn(
+            "laptop",
+            argv,
+            env=self.lab.laptop_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         check = ["ssh", "-F", str(config), "-J", "bastion", "-O", "check", "target"]
         deadline = time.monotonic() + 30
         while self.lab.run("laptop", check, env=self.lab.laptop_env(), check=False).returncode != 0:
@@ -211,15 +256,27 @@ class Bench:
             time.sleep(0.05)
         return proc
 
-    def config(self, name: str, relay_port: int | None, aliases: list[str] = (),  # type: ignore[assignment]
-               control: bool = False) -> Path:
-        common = (f"  User {self.lab.user}\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
-                  f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n")
-        where = (f"  HostName 127.0.0.1\n  Port {relay_port}\n" if relay_port
-                 else f"  HostName {self.lab.bastion_ip}\n")
+    def config(
+        self,
+        name: str,
+        relay_port: int | None,
+        aliases: list[str] = (),  # type: ignore[assignment]
+        control: bool = False,
+    ) -> Path:
+        common = (
+            f"  User {self.lab.user}\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+        )
+        where = (
+            f"  HostName 127.0.0.1\n  Port {relay_port}\n"
+            if relay_port
+            else f"  HostName {self.lab.bastion_ip}\n"
+        )
         text = f"Host bastion\n{where}{common}\n"
         for alias in ["target", *aliases]:
-            text += f"Host {alias}\n  HostName {self.lab.target_ip}\n  ProxyJump bastion\n{common}\n"
+            text += (
+                f"Host {alias}\n  HostName {self.lab.target_ip}\n  ProxyJump bastion\n{common}\n"
+            )
         if control:  # the person's own master for the target (tunnelauth-reused)
             text += f"Host target\n  ControlMaster no\n  ControlPath {self.dir}/cm-{name}-%C\n"
         path = self.dir / f"ssh-config-{name}"
@@ -230,10 +287,12 @@ class Bench:
         """Nothing of the previous login left: no hermes, no listener, no token file."""
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            busy = (self.lab.target_processes("fake-hermes")
-                    or self.lab.target_processes(f"hermes-{LOGIN_HERMES}/")
-                    or XAI_PORT in self.lab.listening_ports("target")
-                    or XAI_PORT in self.lab.listening_ports("laptop"))
+            busy = (
+                self.lab.target_processes("fake-hermes")
+                or self.lab.target_processes(f"hermes-{LOGIN_HERMES}/")
+                or XAI_PORT in self.lab.listening_ports("target")
+                or XAI_PORT in self.lab.listening_ports("laptop")
+            )
             if not busy:
                 break
             time.sleep(0.05)
@@ -241,8 +300,13 @@ class Bench:
             raise RuntimeError("the previous login left hermes or its port behind")
         shutil.rmtree(self.lab.user_home / ".hermes", ignore_errors=True)
 
-    def person(self, client: str, config: Path, extra_env: dict[str, str] | None = None,
-               series: str = "fake") -> dict[str, Any]:
+    def person(
+        self,
+        client: str,
+        config: Path,
+        extra_env: dict[str, str] | None = None,
+        series: str = "fake",
+    ) -> dict[str, Any]:
         env = dict(extra_env or {})
         if series == "real":
             # Unmodified hermes-agent: its https://auth.x.ai is the lab's, trusted through the lab CA
@@ -254,22 +318,42 @@ class Bench:
             env["SSL_CERT_FILE"] = ca
         else:
             hermes, allow_host = self.hermes, self.lab.provider_ip
-            remote_env = {"FAKE_HERMES_VERSION": LOGIN_HERMES, "FAKE_HERMES_PROVIDER": self.provider.url}
+            remote_env = {
+                "FAKE_HERMES_VERSION": LOGIN_HERMES,
+                "FAKE_HERMES_PROVIDER": self.provider.url,
+            }
         spec = {
-            "client": client, "config": str(config), "target": "target", "jump": "bastion",
-            "hermes": str(hermes), "port": XAI_PORT, "tunnelauth": TUNNELAUTH, "timeout": 60,
-            "allow_host": allow_host, "browser": str(self.browser),
-            "open_log": str(self.dir / "open.log"), "browser_log": str(self.dir / "browser.log"),
-            "remote_env": remote_env, "env": env, "keep_stderr": "PYTHONPROFILEIMPORTTIME" in env,
+            "client": client,
+            "config": str(config),
+            "target": "target",
+            "jump": "bastion",
+            "hermes": str(hermes),
+            "port": XAI_PORT,
+            "tunnelauth": TUNNELAUTH,
+            "timeout": 60,
+            "allow_host": allow_host,
+            "browser": str(self.browser),
+            "open_log": str(self.dir / "open.log"),
+            "browser_log": str(self.dir / "browser.log"),
+            "remote_env": remote_env,
+            "env": env,
+            "keep_stderr": "PYTHONPROFILEIMPORTTIME" in env,
             "usage_dir": str(self.dir),
         }
         try:
-            done = self.lab.run("laptop", [PY, str(BENCH / "person.py"), json.dumps(spec)],
-                                env=self.lab.laptop_env(), timeout=120)
+            done = self.lab.run(
+                "laptop",
+                [PY, str(BENCH / "person.py"), json.dumps(spec)],
+                env=self.lab.laptop_env(),
+                timeout=120,
+            )
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": "person.py did not finish within 120 s"}
         if done.returncode != 0 or not done.stdout.strip():
-            return {"ok": False, "error": f"person.py failed ({done.returncode}): {done.stderr[-2000:]}"}
+            return {
+                "ok": False,
+                "error": f"person.py failed ({done.returncode}): {done.stderr[-2000:]}",
+            }
         return json.loads(done.stdout)
 
 
@@ -296,7 +380,13 @@ def turns_before(connections: list[dict[str, Any]], wall: float | None) -> int |
     counts = []
     for conn in connections:
         rtt = conn["rtt_ms"] / 1000
-        counts.append(sum(1 for t, d, _ in flights(conn["events"], rtt) if d == "c" and conn["start"] + t < wall))
+        counts.append(
+            sum(
+                1
+                for t, d, _ in flights(conn["events"], rtt)
+                if d == "c" and conn["start"] + t < wall
+            )
+        )
     return max(counts)
 
 
@@ -331,21 +421,36 @@ def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") 
                 for client in clients if rep % 2 == 0 else clients[::-1]:
                     bench.wait_clean()
                     before = relay.count()
-                    result = bench.person(client, reuse_config if client == "tunnelauth-reused" else config,
-                                          series=series)
+                    result = bench.person(
+                        client,
+                        reuse_config if client == "tunnelauth-reused" else config,
+                        series=series,
+                    )
                     conns = relay.since(before, CLIENTS[client])
-                    result.update(client=client, hermes=SERIES[series], rtt_ms=rtt, rep=rep,
-                                  connections=len(conns))
+                    result.update(
+                        client=client,
+                        hermes=SERIES[series],
+                        rtt_ms=rtt,
+                        rep=rep,
+                        connections=len(conns),
+                    )
                     if conns and "t0" in result:  # local start-up: until the first TCP connection
                         result["first_connect"] = min(c["start"] for c in conns) - result["t0"]
                     if rtt > 0 and result.get("open") is not None:
                         result["turns_to_open"] = turns_before(conns, result["t0"] + result["open"])
                         # Per connection, seconds since the person started (t0), as the relay saw them.
-                        result["flights"] = [[[round(c["start"] - result["t0"] + t, 3), d, n]
-                                              for t, d, n in flights(c["events"], rtt / 1000)] for c in conns]
+                        result["flights"] = [
+                            [
+                                [round(c["start"] - result["t0"] + t, 3), d, n]
+                                for t, d, n in flights(c["events"], rtt / 1000)
+                            ]
+                            for c in conns
+                        ]
                     runs.append(result)
-                    log.append(f"login rtt={rtt:>3} {client:<18} {SERIES[series]} rep={rep} ok={result.get('ok')} "
-                               f"open={_fmt(result.get('open'))} success={_fmt(result.get('success'))}")
+                    log.append(
+                        f"login rtt={rtt:>3} {client:<18} {SERIES[series]} rep={rep} ok={result.get('ok')} "
+                        f"open={_fmt(result.get('open'))} success={_fmt(result.get('success'))}"
+                    )
                     print(log[-1], flush=True)
         finally:
             if master is not None:
@@ -364,8 +469,12 @@ def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") 
                 "done": median([r["done"] for r in mine]),
                 "turns_to_open": median([r.get("turns_to_open") for r in mine]),
                 "first_connect": median([r.get("first_connect") for r in mine]),
-                "maxrss_kb": median([max(v["maxrss_kb"] for k, v in r["usage"].items() if v and k != "browser")
-                                     for r in mine]),
+                "maxrss_kb": median(
+                    [
+                        max(v["maxrss_kb"] for k, v in r["usage"].items() if v and k != "browser")
+                        for r in mine
+                    ]
+                ),
                 "cpu_s": median([sum(v["cpu_s"] for v in r["usage"].values() if v) for r in mine]),
             }
         row["open_ratio"] = ratio(row["tunnelauth"]["open"], row["openssh"]["open"])
@@ -380,20 +489,37 @@ def bench_login(bench: Bench, mode: Mode, log: list[str], series: str = "fake") 
         lo, hi = min(mode.rtts), max(mode.rtts)
         for client in ("tunnelauth", "openssh"):
             a, b = summary[str(lo)][client], summary[str(hi)][client]
-            slope[client] = {key: (b[key] - a[key]) / ((hi - lo) / 1000) if a[key] and b[key] else None
-                             for key in ("open", "success")}
-    ta_rss = [r["usage"]["tunnelauth"]["maxrss_kb"] for r in runs if r.get("ok") and r["client"] == "tunnelauth"]
-    return {"available": True, "hermes": SERIES[series], "runs": runs, "summary": summary,
-            "round_trips_from_slope": slope,
-            "login_maxrss_kb": {"median": median(ta_rss), "max": max(ta_rss) if ta_rss else None},
-            "broken": [f"{r['client']} ({SERIES[series]}) rtt={r['rtt_ms']} rep={r['rep']}: "
-                       f"{r.get('error') or r.get('output')}" for r in runs if not r.get("ok")]}
+            slope[client] = {
+                key: (b[key] - a[key]) / ((hi - lo) / 1000) if a[key] and b[key] else None
+                for key in ("open", "success")
+            }
+    ta_rss = [
+        r["usage"]["tunnelauth"]["maxrss_kb"]
+        for r in runs
+        if r.get("ok") and r["client"] == "tunnelauth"
+    ]
+    return {
+        "available": True,
+        "hermes": SERIES[series],
+        "runs": runs,
+        "summary": summary,
+        "round_trips_from_slope": slope,
+        "login_maxrss_kb": {"median": median(ta_rss), "max": max(ta_rss) if ta_rss else None},
+        "broken": [
+            f"{r['client']} ({SERIES[series]}) rtt={r['rtt_ms']} rep={r['rep']}: "
+            f"{r.get('error') or r.get('output')}"
+            for r in runs
+            if not r.get("ok")
+        ],
+    }
 
 
 def bench_imports(bench: Bench) -> dict[str, Any] | None:
     """One more login, not timed, under PYTHONPROFILEIMPORTTIME: what a real login imports."""
     bench.wait_clean()
-    traced = bench.person("tunnelauth", bench.config("imports", None), {"PYTHONPROFILEIMPORTTIME": "1"})
+    traced = bench.person(
+        "tunnelauth", bench.config("imports", None), {"PYTHONPROFILEIMPORTTIME": "1"}
+    )
     rows = parse_importtime("\n".join(traced.get("stderr", [])))
     return import_report(rows) if traced.get("ok") and rows else None
 
@@ -425,20 +551,44 @@ def import_report(rows: list[tuple[str, int, int]]) -> dict[str, Any]:
     return {
         "modules": len(modules),
         "total_ms": total / 1000,
-        "by_package_ms": {k: round(v / 1000, 1) for k, v in sorted(tops.items(), key=lambda kv: -kv[1])[:15]},
+        "by_package_ms": {
+            k: round(v / 1000, 1) for k, v in sorted(tops.items(), key=lambda kv: -kv[1])[:15]
+        },
         # Shares, not ms: a traced import is slower than a real one, but in proportion.
-        "share": {k: v / total for k, v in sorted(_families(tops).items(), key=lambda kv: -kv[1])[:8]},
-        "forbidden": sorted(f for f in FORBIDDEN if f in modules or any(m.startswith(f + ".") for m in modules)),
-        "has": {p: any(m == p or m.startswith(p + ".") for m in modules)
-                for p in ("asyncssh", "typer", "pydantic", "rich", "httpx", "psutil", "webbrowser",
-                          "shellingham", "tunnelauth.doctor", "asyncio")},
+        "share": {
+            k: v / total for k, v in sorted(_families(tops).items(), key=lambda kv: -kv[1])[:8]
+        },
+        "forbidden": sorted(
+            f for f in FORBIDDEN if f in modules or any(m.startswith(f + ".") for m in modules)
+        ),
+        "has": {
+            p: any(m == p or m.startswith(p + ".") for m in modules)
+            for p in (
+                "asyncssh",
+                "typer",
+                "pydantic",
+                "rich",
+                "httpx",
+                "psutil",
+                "webbrowser",
+                "shellingham",
+                "tunnelauth.doctor",
+                "asyncio",
+            )
+        },
     }
 
 
 def _families(tops: dict[str, int]) -> dict[str, int]:
     """Top-level packages, with a library's helpers counted under it (pydantic_core -> pydantic)."""
-    family = {"pydantic_core": "pydantic", "annotated_types": "pydantic", "typing_inspection": "pydantic",
-              "_cffi_backend": "cryptography", "shellingham": "typer", "annotated_doc": "typer"}
+    family = {
+        "pydantic_core": "pydantic",
+        "annotated_types": "pydantic",
+        "typing_inspection": "pydantic",
+        "_cffi_backend": "cryptography",
+        "shellingham": "typer",
+        "annotated_doc": "typer",
+    }
     out: dict[str, int] = {}
     for name, us in tops.items():
         key = family.get(name, name if not name.startswith("_") else "stdlib")
@@ -453,7 +603,11 @@ def bench_startup(mode: Mode, log: list[str]) -> dict[str, Any]:
         "tunnelauth --help": [*TUNNELAUTH, "--help"],
         "tunnelauth providers": [*TUNNELAUTH, "providers"],
         # What a login imports before it connects, without the network.
-        "import login path": [PY, "-c", "import tunnelauth.cli, tunnelauth.flow, tunnelauth.output"],
+        "import login path": [
+            PY,
+            "-c",
+            "import tunnelauth.cli, tunnelauth.flow, tunnelauth.output",
+        ],
     }
     if importlib.util.find_spec("typer._adapters"):
         # typer >= 0.29 coerces every command's parameters through pydantic.
@@ -463,12 +617,16 @@ def bench_startup(mode: Mode, log: list[str]) -> dict[str, Any]:
         measure(argv, env)  # warm the page cache and .pyc files
         samples = [measure(argv, env) for _ in range(mode.startup_reps)]
         broken = [s for s in samples if s["rc"] != 0]
-        out[name] = {"wall_ms": median([s["wall"] * 1000 for s in samples]),
-                     "cpu_ms": median([s["cpu_s"] * 1000 for s in samples]),
-                     "maxrss_mb": median([s["maxrss_kb"] / 1024 for s in samples]),
-                     "broken": [s["stderr"][-500:] for s in broken]}
-        log.append(f"startup {name:<22} {out[name]['wall_ms']:.0f} ms (CPU {out[name]['cpu_ms']:.0f} ms) "
-                   f"{out[name]['maxrss_mb']:.1f} MB")
+        out[name] = {
+            "wall_ms": median([s["wall"] * 1000 for s in samples]),
+            "cpu_ms": median([s["cpu_s"] * 1000 for s in samples]),
+            "maxrss_mb": median([s["maxrss_kb"] / 1024 for s in samples]),
+            "broken": [s["stderr"][-500:] for s in broken],
+        }
+        log.append(
+            f"startup {name:<22} {out[name]['wall_ms']:.0f} ms (CPU {out[name]['cpu_ms']:.0f} ms) "
+            f"{out[name]['maxrss_mb']:.1f} MB"
+        )
         print(log[-1], flush=True)
     imports = {}
     for module in ("tunnelauth.cli", "tunnelauth.flow"):
@@ -483,8 +641,13 @@ def bench_startup(mode: Mode, log: list[str]) -> dict[str, Any]:
 
 def bench_callback(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
     lab = bench.lab
-    server = lab.spawn("target", ["/usr/bin/python3", str(bench.httpd), str(HTTPD_PORT)], user=lab.user,
-                       stdout=subprocess.PIPE, text=True)
+    server = lab.spawn(
+        "target",
+        ["/usr/bin/python3", str(bench.httpd), str(HTTPD_PORT)],
+        user=lab.user,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert server.stdout is not None
     if not server.stdout.readline().startswith("listening"):
         raise RuntimeError("the callback benchmark's HTTP server did not start")
@@ -496,22 +659,51 @@ def bench_callback(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
                 bench.trust_relay(relay.port)
             config = bench.config(f"cb{rtt}", relay.port if relay else None)
             env = lab.laptop_env()
-            holder = lab.spawn("laptop", [PY, str(BENCH / "forward.py"), "hold", str(config), "target", str(HTTPD_PORT)],
-                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-            tunnel = lab.spawn("laptop", ["ssh", "-F", str(config), "-N", "-L",
-                                          f"{HTTPD_PORT + 1}:127.0.0.1:{HTTPD_PORT}", "target"], env=env)
+            holder = lab.spawn(
+                "laptop",
+                [PY, str(BENCH / "forward.py"), "hold", str(config), "target", str(HTTPD_PORT)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            tunnel = lab.spawn(
+                "laptop",
+                [
+                    "ssh",
+                    "-F",
+                    str(config),
+                    "-N",
+                    "-L",
+                    f"{HTTPD_PORT + 1}:127.0.0.1:{HTTPD_PORT}",
+                    "target",
+                ],
+                env=env,
+            )
             try:
                 assert holder.stdout is not None
                 if holder.stdout.readline().strip() != "ready":
-                    raise RuntimeError(f"tunnelauth's forward did not start: {holder.stderr.read()[-1000:]}")  # type: ignore[union-attr]
+                    raise RuntimeError(
+                        f"tunnelauth's forward did not start: {holder.stderr.read()[-1000:]}"
+                    )  # type: ignore[union-attr]
                 deadline = time.monotonic() + 30
                 while HTTPD_PORT + 1 not in lab.listening_ports("laptop"):
                     if time.monotonic() > deadline or tunnel.poll() is not None:
                         raise RuntimeError("ssh -L did not start listening")
                     time.sleep(0.05)
-                done = lab.run("laptop", [PY, str(BENCH / "forward.py"), "client", str(rounds),
-                                          str(HTTPD_PORT), str(HTTPD_PORT + 1)], timeout=600)
+                done = lab.run(
+                    "laptop",
+                    [
+                        PY,
+                        str(BENCH / "forward.py"),
+                        "client",
+                        str(rounds),
+                        str(HTTPD_PORT),
+                        str(HTTPD_PORT + 1),
+                    ],
+                    timeout=600,
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"callback client failed: {done.stderr[-1000:]}")
                 times = json.loads(done.stdout)
@@ -528,15 +720,22 @@ def bench_callback(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
                     relay.stop()
             ta, ossh = times[str(HTTPD_PORT)], times[str(HTTPD_PORT + 1)]
             row: dict[str, Any] = {
-                   "rounds": rounds, "tunnelauth_ms": statistics.median(ta) * 1000,
-                   "openssh_ms": statistics.median(ossh) * 1000,
-                   "tunnelauth_p90_ms": _pct(ta, 90) * 1000, "openssh_p90_ms": _pct(ossh, 90) * 1000,
-                   "samples_ms": {"tunnelauth": [round(t * 1000, 3) for t in ta],
-                                  "openssh": [round(t * 1000, 3) for t in ossh]}}
+                "rounds": rounds,
+                "tunnelauth_ms": statistics.median(ta) * 1000,
+                "openssh_ms": statistics.median(ossh) * 1000,
+                "tunnelauth_p90_ms": _pct(ta, 90) * 1000,
+                "openssh_p90_ms": _pct(ossh, 90) * 1000,
+                "samples_ms": {
+                    "tunnelauth": [round(t * 1000, 3) for t in ta],
+                    "openssh": [round(t * 1000, 3) for t in ossh],
+                },
+            }
             row["ratio"] = ratio(row["tunnelauth_ms"], row["openssh_ms"])
             out[str(rtt)] = row
-            log.append(f"callback rtt={rtt:>3} tunnelauth {row['tunnelauth_ms']:.2f} ms  "
-                       f"ssh -L {row['openssh_ms']:.2f} ms  ratio {row['ratio']:.2f}")
+            log.append(
+                f"callback rtt={rtt:>3} tunnelauth {row['tunnelauth_ms']:.2f} ms  "
+                f"ssh -L {row['openssh_ms']:.2f} ms  ratio {row['ratio']:.2f}"
+            )
             print(log[-1], flush=True)
     finally:
         server.terminate()
@@ -554,11 +753,17 @@ def _pct(values: list[float], p: int) -> float:
 
 def doctor_help() -> str | None:
     """`tunnelauth doctor --help`, or None while tunnelauth has no doctor command."""
-    probe = subprocess.run([PY, "-c", "from tunnelauth.cli import SUBCOMMANDS; print('doctor' in SUBCOMMANDS)"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        [PY, "-c", "from tunnelauth.cli import SUBCOMMANDS; print('doctor' in SUBCOMMANDS)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.stdout.strip() != "True":
         return None
-    done = subprocess.run([*TUNNELAUTH, "doctor", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [*TUNNELAUTH, "doctor", "--help"], capture_output=True, text=True, check=False
+    )
     return done.stdout if done.returncode == 0 else None
 
 
@@ -602,8 +807,14 @@ def bench_fleet(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
             if REAL_HERMES.exists():  # a fleet runs hermes-agent itself, installed by pip
                 extra += ["--hermes", str(REAL_HERMES)]
             else:  # (no tests/setup: the fake, as in the login benchmark)
-                extra += ["--hermes", str(bench.hermes), "--remote-env", "FAKE_HERMES_VERSION=0.18.0",
-                          "--remote-env", f"FAKE_HERMES_PROVIDER={bench.provider.url}"]
+                extra += [
+                    "--hermes",
+                    str(bench.hermes),
+                    "--remote-env",
+                    "FAKE_HERMES_VERSION=0.18.0",
+                    "--remote-env",
+                    f"FAKE_HERMES_PROVIDER={bench.provider.url}",
+                ]
             sizes: dict[str, Any] = {}
             try:
                 runs: list[tuple[str, int, list[str]]] = [(str(n), n, []) for n in mode.fleet]
@@ -616,10 +827,16 @@ def bench_fleet(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
                     argv = [*TUNNELAUTH, "doctor", *aliases[:n], *extra, *more]
                     # The small fleets are the denominators of the ratios: more samples, less noise.
                     reps = mode.fleet_reps + (2 if n == mode.fleet[0] and not mode.quick else 0)
-                    samples = [measure(argv, env, timeout=300, netns=lab.laptop_ns) for _ in range(reps)]
-                    broken = [s["stderr"][-800:] or s["stdout"][-800:] for s in samples
-                              if "Traceback" in s["stderr"] or s["rc"] not in (0, 1)
-                              or ("--json" in extra and _reported(s["stdout"]) != n)]
+                    samples = [
+                        measure(argv, env, timeout=300, netns=lab.laptop_ns) for _ in range(reps)
+                    ]
+                    broken = [
+                        s["stderr"][-800:] or s["stdout"][-800:]
+                        for s in samples
+                        if "Traceback" in s["stderr"]
+                        or s["rc"] not in (0, 1)
+                        or ("--json" in extra and _reported(s["stdout"]) != n)
+                    ]
                     sizes[key] = {
                         "wall_s": median([s["wall"] for s in samples]),
                         "maxrss_mb": median([s["maxrss_kb"] / 1024 for s in samples]),
@@ -629,16 +846,21 @@ def bench_fleet(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
                         "samples_s": [round(s["wall"], 3) for s in samples],
                         "crashed": broken,
                     }
-                    log.append(f"fleet rtt={rtt:>3} n={key:>2} {sizes[key]['wall_s']:.2f} s "
-                               f"(CPU {sizes[key]['cpu_s']:.2f} s, whole machine {sizes[key]['machine_cpu_s']:.2f} s) "
-                               f"{sizes[key]['maxrss_mb']:.0f} MB rc={sizes[key]['rc']}")
+                    log.append(
+                        f"fleet rtt={rtt:>3} n={key:>2} {sizes[key]['wall_s']:.2f} s "
+                        f"(CPU {sizes[key]['cpu_s']:.2f} s, whole machine {sizes[key]['machine_cpu_s']:.2f} s) "
+                        f"{sizes[key]['maxrss_mb']:.0f} MB rc={sizes[key]['rc']}"
+                    )
                     print(log[-1], flush=True)
             finally:
                 if relay:
                     relay.stop()
             one, many = sizes[str(mode.fleet[0])], sizes[str(mode.fleet[-1])]
-            out["rtts"][str(rtt)] = {"sizes": sizes, "ratio": ratio(many["wall_s"], one["wall_s"]),
-                                     "args": [a for a in extra if not a.startswith("/")]}
+            out["rtts"][str(rtt)] = {
+                "sizes": sizes,
+                "ratio": ratio(many["wall_s"], one["wall_s"]),
+                "args": [a for a in extra if not a.startswith("/")],
+            }
     finally:
         if bench.own_lab:
             lab.reset_sshd()
@@ -649,10 +871,19 @@ def bench_fleet(bench: Bench, mode: Mode, log: list[str]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
     versions: dict[str, str | None] = {}
     for pkg in ("asyncssh", "typer", "cryptography", "pydantic"):
         try:
@@ -661,10 +892,18 @@ def machine() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except Exception:  # noqa: BLE001 - informational only
             versions[pkg] = None
-    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": round(mem / 1024 / 1024, 1),
-            "kernel": platform.release(), "python": platform.python_version(), "openssh": ssh_v,
-            **versions}
+    ssh_v = subprocess.run(
+        ["ssh", "-V"], capture_output=True, text=True, check=False
+    ).stderr.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gb": round(mem / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssh": ssh_v,
+        **versions,
+    }
 
 
 def _ms(value: float | None) -> str:
@@ -685,85 +924,204 @@ def table(results: dict[str, Any]) -> str:
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
         target = row["open_target"]
-        rows.append((f"time to authorize URL opened, {rtt} ms RTT", _ms(ta["open"]), _ms(os_["open"]),
-                     _x(row["open_ratio"]), f"≤ {target:.1f}×" if target else "",
-                     _met(row["open_ratio"] <= target if row["open_ratio"] and target else None)))
-        for client, what in (("tunnelauth-openssh", "--ssh openssh"), ("tunnelauth-reused", "reused master")):
+        rows.append(
+            (
+                f"time to authorize URL opened, {rtt} ms RTT",
+                _ms(ta["open"]),
+                _ms(os_["open"]),
+                _x(row["open_ratio"]),
+                f"≤ {target:.1f}×" if target else "",
+                _met(row["open_ratio"] <= target if row["open_ratio"] and target else None),
+            )
+        )
+        for client, what in (
+            ("tunnelauth-openssh", "--ssh openssh"),
+            ("tunnelauth-reused", "reused master"),
+        ):
             if client in row:
-                rows.append((f"… with {what}, {rtt} ms RTT", _ms(row[client]["open"]), _ms(os_["open"]),
-                             _x(row.get(f"{client}_open_ratio")), "", ""))
+                rows.append(
+                    (
+                        f"… with {what}, {rtt} ms RTT",
+                        _ms(row[client]["open"]),
+                        _ms(os_["open"]),
+                        _x(row.get(f"{client}_open_ratio")),
+                        "",
+                        "",
+                    )
+                )
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
-        rows.append((f"time to success, {rtt} ms RTT", _ms(ta["success"]), _ms(os_["success"]),
-                     _x(row["success_ratio"]), "", ""))
+        rows.append(
+            (
+                f"time to success, {rtt} ms RTT",
+                _ms(ta["success"]),
+                _ms(os_["success"]),
+                _x(row["success_ratio"]),
+                "",
+                "",
+            )
+        )
     for rtt, row in list(login.get("summary", {}).items())[:1]:
         ta, os_ = row["tunnelauth"], row["openssh"]
-        rows.append((f"start-up until the first TCP connection, {rtt} ms RTT", _ms(ta["first_connect"]),
-                     _ms(os_["first_connect"]), "", "", ""))
+        rows.append(
+            (
+                f"start-up until the first TCP connection, {rtt} ms RTT",
+                _ms(ta["first_connect"]),
+                _ms(os_["first_connect"]),
+                "",
+                "",
+                "",
+            )
+        )
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
         if ta.get("turns_to_open") is not None:
-            rows.append((f"client round trips before the URL (relay, {rtt} ms)", f"{ta['turns_to_open']:.0f}",
-                         f"{os_['turns_to_open']:.0f}", "", "", ""))
+            rows.append(
+                (
+                    f"client round trips before the URL (relay, {rtt} ms)",
+                    f"{ta['turns_to_open']:.0f}",
+                    f"{os_['turns_to_open']:.0f}",
+                    "",
+                    "",
+                    "",
+                )
+            )
     slope = login.get("round_trips_from_slope", {})
     if slope:
-        rows.append(("RTTs on the critical path to the URL (slope)",
-                     f"{slope['tunnelauth']['open']:.1f}" if slope["tunnelauth"]["open"] else "-",
-                     f"{slope['openssh']['open']:.1f}" if slope["openssh"]["open"] else "-", "", "", ""))
+        rows.append(
+            (
+                "RTTs on the critical path to the URL (slope)",
+                f"{slope['tunnelauth']['open']:.1f}" if slope["tunnelauth"]["open"] else "-",
+                f"{slope['openssh']['open']:.1f}" if slope["openssh"]["open"] else "-",
+                "",
+                "",
+                "",
+            )
+        )
     rows += real_hermes_rows(results.get("login_real", {}))
     st = results.get("startup", {})
     if st:
         for name in [n for n in st if n != "imports"]:
             row = st[name]
             is_help = name == "tunnelauth --help"
-            rows.append((f"`{name}` wall / CPU / peak RSS",
-                         f"{row['wall_ms']:.0f} ms / {row['cpu_ms']:.0f} ms / {row['maxrss_mb']:.0f} MB", "", "",
-                         f"< {TARGETS['help_ms']:.0f} ms" if is_help else "",
-                         _met(row["wall_ms"] < TARGETS["help_ms"]) if is_help else ""))
+            rows.append(
+                (
+                    f"`{name}` wall / CPU / peak RSS",
+                    f"{row['wall_ms']:.0f} ms / {row['cpu_ms']:.0f} ms / {row['maxrss_mb']:.0f} MB",
+                    "",
+                    "",
+                    f"< {TARGETS['help_ms']:.0f} ms" if is_help else "",
+                    _met(row["wall_ms"] < TARGETS["help_ms"]) if is_help else "",
+                )
+            )
         traced = results.get("login_imports")
         imp = traced or st["imports"]["tunnelauth.flow"]
         bad = imp["forbidden"] + [p for p in ("pydantic", "shellingham") if imp["has"].get(p)]
         shares = ", ".join(f"{k} {v:.0%}" for k, v in list(imp["share"].items())[:4])
         what = "a login" if traced else "`import tunnelauth.flow`"
-        rows.append((f"what {what} imports (share of import time)", f"{imp['modules']} modules: {shares}",
-                     "", "", "nothing unused", _met(not bad) + (f" ({', '.join(bad)})" if bad else "")))
+        rows.append(
+            (
+                f"what {what} imports (share of import time)",
+                f"{imp['modules']} modules: {shares}",
+                "",
+                "",
+                "nothing unused",
+                _met(not bad) + (f" ({', '.join(bad)})" if bad else ""),
+            )
+        )
     for rtt, row in results.get("callback", {}).items():
-        rows.append((f"callback round trip, 2 KB, {rtt} ms RTT", f"{row['tunnelauth_ms']:.1f} ms",
-                     f"{row['openssh_ms']:.1f} ms", _x(row["ratio"]), f"≤ {TARGETS['callback_ratio']}×",
-                     _met(row["ratio"] <= TARGETS["callback_ratio"] if row["ratio"] else None)))
+        rows.append(
+            (
+                f"callback round trip, 2 KB, {rtt} ms RTT",
+                f"{row['tunnelauth_ms']:.1f} ms",
+                f"{row['openssh_ms']:.1f} ms",
+                _x(row["ratio"]),
+                f"≤ {TARGETS['callback_ratio']}×",
+                _met(row["ratio"] <= TARGETS["callback_ratio"] if row["ratio"] else None),
+            )
+        )
     fleet = results.get("fleet", {})
     if fleet.get("available"):
         for rtt, per in fleet["rtts"].items():
             sizes = per["sizes"]
             for n, row in sizes.items():
-                what = f"{n} target{'' if n == '1' else 's'}" if n.isdigit() else n.replace(" (", " targets (")
-                lab_cpu = (f" / {row['machine_cpu_s']:.1f} s" if row.get("machine_cpu_s") is not None else "")
-                rows.append((f"`tunnelauth doctor`, {what}, {rtt} ms RTT (wall / CPU / whole-machine CPU / "
-                             "peak RSS)",
-                             f"{row['wall_s']:.2f} s / {row['cpu_s']:.2f} s{lab_cpu} / {row['maxrss_mb']:.0f} MB",
-                             "", "",
-                             f"< {TARGETS['fleet_mb']:.0f} MB", _met(row["maxrss_mb"] < TARGETS["fleet_mb"])))
+                what = (
+                    f"{n} target{'' if n == '1' else 's'}"
+                    if n.isdigit()
+                    else n.replace(" (", " targets (")
+                )
+                lab_cpu = (
+                    f" / {row['machine_cpu_s']:.1f} s"
+                    if row.get("machine_cpu_s") is not None
+                    else ""
+                )
+                rows.append(
+                    (
+                        f"`tunnelauth doctor`, {what}, {rtt} ms RTT (wall / CPU / whole-machine CPU / "
+                        "peak RSS)",
+                        f"{row['wall_s']:.2f} s / {row['cpu_s']:.2f} s{lab_cpu} / {row['maxrss_mb']:.0f} MB",
+                        "",
+                        "",
+                        f"< {TARGETS['fleet_mb']:.0f} MB",
+                        _met(row["maxrss_mb"] < TARGETS["fleet_mb"]),
+                    )
+                )
             if per.get("ratio"):
-                rows.append((f"doctor, {mode_n(sizes)} targets vs 1 target, {rtt} ms RTT", "", "", _x(per["ratio"]),
-                             f"≤ {TARGETS['fleet_ratio']:.0f}×", _met(per["ratio"] <= TARGETS["fleet_ratio"])))
+                rows.append(
+                    (
+                        f"doctor, {mode_n(sizes)} targets vs 1 target, {rtt} ms RTT",
+                        "",
+                        "",
+                        _x(per["ratio"]),
+                        f"≤ {TARGETS['fleet_ratio']:.0f}×",
+                        _met(per["ratio"] <= TARGETS["fleet_ratio"]),
+                    )
+                )
             one = min(sizes, key=lambda k: int(k) if k.isdigit() else 1 << 30)
             for key in (k for k in sizes if not k.isdigit()):
-                rows.append((f"doctor, {key.replace(' (', ' targets (')} vs {one} target, {rtt} ms RTT", "", "",
-                             _x(ratio(sizes[key]["wall_s"], sizes[one]["wall_s"])), "", ""))
+                rows.append(
+                    (
+                        f"doctor, {key.replace(' (', ' targets (')} vs {one} target, {rtt} ms RTT",
+                        "",
+                        "",
+                        _x(ratio(sizes[key]["wall_s"], sizes[one]["wall_s"])),
+                        "",
+                        "",
+                    )
+                )
     elif fleet:
         rows.append(("`tunnelauth doctor` fleet", "not available", "", "", "", ""))
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
         if ta.get("cpu_s") and os_.get("cpu_s"):
-            rows.append((f"laptop CPU seconds per login (with the browser), {rtt} ms RTT", f"{ta['cpu_s']:.2f} s",
-                         f"{os_['cpu_s']:.2f} s (2 ssh + browser)", _x(ratio(ta["cpu_s"], os_["cpu_s"])), "", ""))
+            rows.append(
+                (
+                    f"laptop CPU seconds per login (with the browser), {rtt} ms RTT",
+                    f"{ta['cpu_s']:.2f} s",
+                    f"{os_['cpu_s']:.2f} s (2 ssh + browser)",
+                    _x(ratio(ta["cpu_s"], os_["cpu_s"])),
+                    "",
+                    "",
+                )
+            )
     rss = login.get("login_maxrss_kb", {})
     if rss.get("median"):
         mb = rss["median"] / 1024
-        rows.append(("peak RSS of one login (median / max)", f"{mb:.1f} / {rss['max'] / 1024:.1f} MB",
-                     _mb_ssh(login), "", f"< {TARGETS['login_mb']:.0f} MB", _met(mb < TARGETS["login_mb"])))
+        rows.append(
+            (
+                "peak RSS of one login (median / max)",
+                f"{mb:.1f} / {rss['max'] / 1024:.1f} MB",
+                _mb_ssh(login),
+                "",
+                f"< {TARGETS['login_mb']:.0f} MB",
+                _met(mb < TARGETS["login_mb"]),
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines = [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
+        for r in rows
+    ]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
     return "\n".join(lines)
 
@@ -778,19 +1136,41 @@ def real_hermes_rows(login: dict[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for rtt, row in login.get("summary", {}).items():
         ta, os_, target = row["tunnelauth"], row["openssh"], row["open_target"]
-        rows.append((f"time to authorize URL opened, {rtt} ms RTT ({tag})", _ms(ta["open"]), _ms(os_["open"]),
-                     _x(row["open_ratio"]), f"≤ {target:.1f}×" if target else "",
-                     _met(row["open_ratio"] <= target if row["open_ratio"] and target else None)))
+        rows.append(
+            (
+                f"time to authorize URL opened, {rtt} ms RTT ({tag})",
+                _ms(ta["open"]),
+                _ms(os_["open"]),
+                _x(row["open_ratio"]),
+                f"≤ {target:.1f}×" if target else "",
+                _met(row["open_ratio"] <= target if row["open_ratio"] and target else None),
+            )
+        )
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
-        rows.append((f"time to success, {rtt} ms RTT ({tag})", _ms(ta["success"]), _ms(os_["success"]),
-                     _x(row["success_ratio"]), "", ""))
+        rows.append(
+            (
+                f"time to success, {rtt} ms RTT ({tag})",
+                _ms(ta["success"]),
+                _ms(os_["success"]),
+                _x(row["success_ratio"]),
+                "",
+                "",
+            )
+        )
     for rtt, row in login.get("summary", {}).items():
         ta, os_ = row["tunnelauth"], row["openssh"]
         if ta.get("cpu_s") and os_.get("cpu_s"):
-            rows.append((f"laptop CPU seconds per login (with the browser), {rtt} ms RTT ({tag})",
-                         f"{ta['cpu_s']:.2f} s", f"{os_['cpu_s']:.2f} s (2 ssh + browser)",
-                         _x(ratio(ta["cpu_s"], os_["cpu_s"])), "", ""))
+            rows.append(
+                (
+                    f"laptop CPU seconds per login (with the browser), {rtt} ms RTT ({tag})",
+                    f"{ta['cpu_s']:.2f} s",
+                    f"{os_['cpu_s']:.2f} s (2 ssh + browser)",
+                    _x(ratio(ta["cpu_s"], os_["cpu_s"])),
+                    "",
+                    "",
+                )
+            )
     return rows
 
 
@@ -799,8 +1179,13 @@ def mode_n(sizes: dict[str, Any]) -> int:
 
 
 def _mb_ssh(login: dict[str, Any]) -> str:
-    sizes = [v["maxrss_kb"] for r in login.get("runs", []) if r.get("ok") and r["client"] == "openssh"
-             for k, v in r["usage"].items() if v and k.startswith("ssh")]
+    sizes = [
+        v["maxrss_kb"]
+        for r in login.get("runs", [])
+        if r.get("ok") and r["client"] == "openssh"
+        for k, v in r["usage"].items()
+        if v and k.startswith("ssh")
+    ]
     mid = median(sizes)
     return f"{mid / 1024:.1f} MB per ssh" if mid else ""
 
@@ -821,15 +1206,30 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     for client, colour in (("tunnelauth", "tab:blue"), ("openssh", "tab:orange")):
         for key, style in (("open", "-o"), ("success", "--s")):
             ys = [summary[str(r)][client][key] for r in rtts]
-            ax.plot(rtts, ys, style, color=colour, label=f"{client}: {'URL opened' if key == 'open' else 'success'}")
+            ax.plot(
+                rtts,
+                ys,
+                style,
+                color=colour,
+                label=f"{client}: {'URL opened' if key == 'open' else 'success'}",
+            )
     real = results.get("login_real", {}).get("summary", {})
     for client, colour in (("tunnelauth", "tab:cyan"), ("openssh", "tab:red")) if real else ():
         for key, style in (("open", ":^"), ("success", "-.v")):
             xs = [int(r) for r in real]
             ys = [real[r][client][key] for r in real]
-            ax.plot(xs, ys, style, color=colour,
-                    label=f"{client}, real hermes: {'URL opened' if key == 'open' else 'success'}")
-    ax.set(title="xAI login through one jump host", xlabel="laptop↔bastion RTT (ms)", ylabel="seconds (median)")
+            ax.plot(
+                xs,
+                ys,
+                style,
+                color=colour,
+                label=f"{client}, real hermes: {'URL opened' if key == 'open' else 'success'}",
+            )
+    ax.set(
+        title="xAI login through one jump host",
+        xlabel="laptop↔bastion RTT (ms)",
+        ylabel="seconds (median)",
+    )
     ax.legend(fontsize=8)
     ax = axes[1]
     data, labels = [], []
@@ -841,7 +1241,9 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(labels) + 1), labels)
         ax.set_yscale("log")
-        ax.set_yticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= 2 * max(map(max, data))])
+        ax.set_yticks(
+            [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= 2 * max(map(max, data))]
+        )
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set(title="callback: 2 KB request/response", ylabel="ms (log scale)")
@@ -850,23 +1252,53 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     if fleet.get("available"):
         for rtt, per in fleet["rtts"].items():
             ns = [int(n) for n in per["sizes"] if n.isdigit()]
-            ax.plot(ns, [per["sizes"][str(n)]["wall_s"] for n in ns], "-o", label=f"wall, {rtt} ms RTT")
-            ax.plot(ns, [per["sizes"][str(n)]["cpu_s"] for n in ns], ":o", label=f"doctor's CPU, {rtt} ms RTT")
-            if rtt == "0" and all(per["sizes"][str(n)].get("machine_cpu_s") is not None for n in ns):
+            ax.plot(
+                ns, [per["sizes"][str(n)]["wall_s"] for n in ns], "-o", label=f"wall, {rtt} ms RTT"
+            )
+            ax.plot(
+                ns,
+                [per["sizes"][str(n)]["cpu_s"] for n in ns],
+                ":o",
+                label=f"doctor's CPU, {rtt} ms RTT",
+            )
+            if rtt == "0" and all(
+                per["sizes"][str(n)].get("machine_cpu_s") is not None for n in ns
+            ):
                 # All the lab's hosts share this machine: its busy CPU over its core count is the
                 # least wall time the run could take here.
                 cores = results["machine"]["nproc"]
-                ax.plot(ns, [per["sizes"][str(n)]["machine_cpu_s"] / cores for n in ns], "--", color="grey",
-                        label=f"whole machine's CPU / {cores} cores, {rtt} ms")
-            mem.plot(ns, [per["sizes"][str(n)]["maxrss_mb"] for n in ns], "-s", label=f"doctor, {rtt} ms RTT")
+                ax.plot(
+                    ns,
+                    [per["sizes"][str(n)]["machine_cpu_s"] / cores for n in ns],
+                    "--",
+                    color="grey",
+                    label=f"whole machine's CPU / {cores} cores, {rtt} ms",
+                )
+            mem.plot(
+                ns,
+                [per["sizes"][str(n)]["maxrss_mb"] for n in ns],
+                "-s",
+                label=f"doctor, {rtt} ms RTT",
+            )
         ax.legend(fontsize=8)
-        ax.set(title="tunnelauth doctor: fleet behind one bastion", xlabel="targets", ylabel="seconds (median)")
+        ax.set(
+            title="tunnelauth doctor: fleet behind one bastion",
+            xlabel="targets",
+            ylabel="seconds (median)",
+        )
     else:
         ax.set(title="tunnelauth doctor: not available")
     rss = results.get("login", {}).get("login_maxrss_kb", {})
     if rss.get("median"):
-        mem.axhline(rss["median"] / 1024, color="tab:blue", linestyle="--", label="one login (tunnelauth)")
-    mem.axhline(TARGETS["login_mb"], color="grey", linestyle=":", label=f"login target ({TARGETS['login_mb']:.0f} MB)")
+        mem.axhline(
+            rss["median"] / 1024, color="tab:blue", linestyle="--", label="one login (tunnelauth)"
+        )
+    mem.axhline(
+        TARGETS["login_mb"],
+        color="grey",
+        linestyle=":",
+        label=f"login target ({TARGETS['login_mb']:.0f} MB)",
+    )
     mem.set(title="peak RSS", xlabel="doctor targets", ylabel="MB")
     mem.legend(fontsize=8)
     fig.tight_layout()
@@ -883,18 +1315,35 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CI mode: 1 repetition, 0 ms only, fleet 1 and 5")
+    parser.add_argument(
+        "--quick", action="store_true", help="CI mode: 1 repetition, 0 ms only, fleet 1 and 5"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--only", action="append", choices=("startup", "login", "callback", "fleet"),
-                        help="run only these parts (repeatable; login includes the real-hermes series)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("startup", "login", "callback", "fleet"),
+        help="run only these parts (repeatable; login includes the real-hermes series)",
+    )
     parser.add_argument("--reps", type=int, help="login repetitions per client and RTT")
-    parser.add_argument("--lab", metavar="SUFFIX",
-                        help="use the lab made by `python -m tests.lab up` instead of building one (kept, sshds untouched)")
+    parser.add_argument(
+        "--lab",
+        metavar="SUFFIX",
+        help="use the lab made by `python -m tests.lab up` instead of building one (kept, sshds untouched)",
+    )
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     if args.reps:
-        mode = Mode(mode.quick, args.reps, mode.rtts, mode.fleet, mode.startup_reps, mode.callback_rounds,
-                    mode.fleet_reps, mode.fleet_rtts)
+        mode = Mode(
+            mode.quick,
+            args.reps,
+            mode.rtts,
+            mode.fleet,
+            mode.startup_reps,
+            mode.callback_rounds,
+            mode.fleet_reps,
+            mode.fleet_rtts,
+        )
     parts = args.only or ["startup", "login", "callback", "fleet"]
     if not os.access(person.TIME, os.X_OK):
         print(f"bench: {person.TIME} is missing (apt-get install time)", file=sys.stderr)
@@ -904,8 +1353,12 @@ def main() -> int:
     started = time.time()
     load_start = os.getloadavg()
     log: list[str] = []
-    results: dict[str, Any] = {"mode": "quick" if mode.quick else "full", "machine": machine(),
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv}
+    results: dict[str, Any] = {
+        "mode": "quick" if mode.quick else "full",
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+    }
     broken: list[str] = []
 
     def section(name: str, run: Any, *args: Any) -> None:
@@ -918,13 +1371,19 @@ def main() -> int:
 
     if "startup" in parts:
         section("startup", bench_startup, mode, log)
-        broken += [f"startup {k}: {v['broken']}" for k, v in results.get("startup", {}).items()
-                   if isinstance(v, dict) and v.get("broken")]
+        broken += [
+            f"startup {k}: {v['broken']}"
+            for k, v in results.get("startup", {}).items()
+            if isinstance(v, dict) and v.get("broken")
+        ]
     if set(parts) - {"startup"}:
         try:
             lab = Lab.load(args.lab) if args.lab else Lab.create()
         except LabUnavailable as exc:
-            print(f"bench: the SSH lab is unavailable: {exc} (run as root after sudo ./tests/setup)", file=sys.stderr)
+            print(
+                f"bench: the SSH lab is unavailable: {exc} (run as root after sudo ./tests/setup)",
+                file=sys.stderr,
+            )
             return 2
         try:
             bench = Bench(lab, mode, own_lab=not args.lab)
@@ -940,9 +1399,12 @@ def main() -> int:
                 section("callback", bench_callback, bench, mode, log)
             if "fleet" in parts:
                 section("fleet", bench_fleet, bench, mode, log)
-                broken += [f"fleet rtt={rtt} n={n}: {row['crashed']}"
-                           for rtt, per in results.get("fleet", {}).get("rtts", {}).items()
-                           for n, row in per["sizes"].items() if row["crashed"]]
+                broken += [
+                    f"fleet rtt={rtt} n={n}: {row['crashed']}"
+                    for rtt, per in results.get("fleet", {}).get("rtts", {}).items()
+                    for n, row in per["sizes"].items()
+                    if row["crashed"]
+                ]
         finally:
             if args.lab:
                 # Not kill_tracked(): a loaded lab does not know its sshd pids and would kill them.
@@ -957,11 +1419,15 @@ def main() -> int:
     text = table(results)
     note = plot(results, args.out / "results.png")
     m = results["machine"]
-    header = (f"tunnelauth benchmark ({results['mode']}), {results['started']}: {m['nproc']} × {m['cpu']}, "
-              f"{m['mem_gb']} GB, Linux {m['kernel']}, Python {m['python']}, {m['openssh']}, "
-              f"asyncssh {m['asyncssh']}; {results['elapsed_s']} s; load average "
-              f"{results['loadavg']['start'][0]:.1f} at start, {results['loadavg']['end'][0]:.1f} at end\n")
-    (args.out / "results.md").write_text(header + "\n" + text + "\n" + (f"\n{note}\n" if note else ""))
+    header = (
+        f"tunnelauth benchmark ({results['mode']}), {results['started']}: {m['nproc']} × {m['cpu']}, "
+        f"{m['mem_gb']} GB, Linux {m['kernel']}, Python {m['python']}, {m['openssh']}, "
+        f"asyncssh {m['asyncssh']}; {results['elapsed_s']} s; load average "
+        f"{results['loadavg']['start'][0]:.1f} at start, {results['loadavg']['end'][0]:.1f} at end\n"
+    )
+    (args.out / "results.md").write_text(
+        header + "\n" + text + "\n" + (f"\n{note}\n" if note else "")
+    )
     print("\n" + header + "\n" + text)
     if note:
         print(note)

@@ -92,7 +92,9 @@ def laptop(clean_lab: Lab, request: pytest.FixtureRequest) -> Iterator[e2e.Lapto
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Every test that uses the lab is a lab test, whether or not its module says so.
     for item in items:
-        if "lab" in getattr(item, "fixturenames", ()) or "clean_lab" in getattr(item, "fixturenames", ()):
+        if "lab" in getattr(item, "fixturenames", ()) or "clean_lab" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker("lab")
 
 
@@ -143,5 +145,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{nodeid}: {reason} -- {verdict}")
     if _in_ci() and (refused := _refused()):
         terminalreporter.write_line(
-            f"FAILED: {len(refused)} skip(s) in CI not on the allow-list in tests/conftest.py", red=True
+            f"FAILED: {len(refused)} skip(s) in CI not on the allow-list in tests/conftest.py",
+            red=True,
         )

@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,9 @@ from tests.lab.netlab import Lab
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 REAL_HERMES = {
-    "0.19.0": Path(os.environ.get("TUNNELAUTH_LAB_HERMES", "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes")),
+    "0.19.0": Path(
+        os.environ.get("TUNNELAUTH_LAB_HERMES", "/opt/tunnelauth-lab/hermes-0.19.0/bin/hermes")
+    ),
     "0.18.0": Path("/opt/tunnelauth-lab/hermes-0.18.0/bin/hermes"),  # the last xAI loopback release
     "0.13.0": Path("/opt/tunnelauth-lab/hermes-0.13.0/bin/hermes"),
 }
@@ -57,7 +61,11 @@ def install_script(lab: Lab, source: Path, name: str) -> Path:
     """Copy a stdlib-only script into the lab dir, runnable by every user with Debian's python."""
     target = lab.root / "bin" / name
     target.parent.mkdir(mode=0o755, exist_ok=True)
-    body = source.read_text().split("\n", 1)[1] if source.read_text().startswith("#!") else source.read_text()
+    body = (
+        source.read_text().split("\n", 1)[1]
+        if source.read_text().startswith("#!")
+        else source.read_text()
+    )
     target.write_text("#!/usr/bin/python3\n" + body)
     target.chmod(0o755)
     return target
@@ -75,9 +83,16 @@ def start_provider(lab: Lab, xai: bool = False) -> Provider:
     script = install_script(lab, FAKES / "mock_provider.py", "mock-provider")
     where = ["--host", lab.provider_ip, "--port", "0"]
     if xai:
-        where = ["--host", lab.xai_ip, "--port", "443",
-                 "--tls-cert", str(lab.tls_dir / "server.pem"),
-                 "--tls-key", str(lab.tls_dir / "server.key")]
+        where = [
+            "--host",
+            lab.xai_ip,
+            "--port",
+            "443",
+            "--tls-cert",
+            str(lab.tls_dir / "server.pem"),
+            "--tls-key",
+            str(lab.tls_dir / "server.key"),
+        ]
     proc = lab.spawn("bastion", [script, *where], keep=True, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -114,13 +129,18 @@ def ssh_wrapper(lab: Lab) -> Path:
     """`ssh` as the lab's laptop user runs it (TUNNELAUTH_SSH_BINARY). OpenSSH finds ~/.ssh
     through the passwd entry's home, not $HOME, and the lab changes only $HOME: the wrapper
     names the files ~/.ssh would hold (config, known_hosts, the default key)."""
-    return write_script(lab, "laptop-ssh", (
-        '#!/bin/sh\n'
-        '# ~/.ssh as $HOME has it; -F is passed on to ProxyJump\'s own ssh, so the jump hosts see it too\n'
-        'c="$HOME/.ssh/config.openssh"\n'
-        'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
-        '  IdentityFile %s/.ssh/id_ed25519\\n" "$HOME" "$HOME" "$HOME" > "$c"\n'
-        'exec /usr/bin/ssh -F "$c" "$@"\n'))
+    return write_script(
+        lab,
+        "laptop-ssh",
+        (
+            "#!/bin/sh\n"
+            "# ~/.ssh as $HOME has it; -F is passed on to ProxyJump's own ssh, so the jump hosts see it too\n"
+            'c="$HOME/.ssh/config.openssh"\n'
+            'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
+            '  IdentityFile %s/.ssh/id_ed25519\\n" "$HOME" "$HOME" "$HOME" > "$c"\n'
+            'exec /usr/bin/ssh -F "$c" "$@"\n'
+        ),
+    )
 
 
 def ssh_dirs() -> set[str]:
@@ -138,15 +158,23 @@ class Laptop:
         self.transport = transport
         self._ssh_dirs = ssh_dirs()
         self.browser = install_script(lab, FAKES / "browser.py", "browser")
-        self.browser_log = lab.root / f"browser-{secrets.token_hex(4)}.log"  # one per Laptop: per test
+        self.browser_log = (
+            lab.root / f"browser-{secrets.token_hex(4)}.log"
+        )  # one per Laptop: per test
         self.key = str(lab.laptop_home / ".ssh" / "id_ed25519")
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = self.lab.laptop_env(BROWSER=str(self.browser), FAKE_BROWSER_LOG=str(self.browser_log),
-                                  PYTHONFAULTHANDLER="1", **extra)
+        env = self.lab.laptop_env(
+            BROWSER=str(self.browser),
+            FAKE_BROWSER_LOG=str(self.browser_log),
+            PYTHONFAULTHANDLER="1",
+            **extra,
+        )
         env["HOME"] = str(self.home)
         env.setdefault("TUNNELAUTH_SSH", self.transport)
-        env.setdefault("TUNNELAUTH_SSH_BINARY", str(ssh_wrapper(self.lab)))  # both: masters are reused
+        env.setdefault(
+            "TUNNELAUTH_SSH_BINARY", str(ssh_wrapper(self.lab))
+        )  # both: masters are reused
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
         return env
@@ -160,16 +188,30 @@ class Laptop:
         return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
     def start(self, args: list[str], **env: str) -> subprocess.Popen[str]:
-        return self.lab.spawn("laptop", self.argv(args), env=self.env(**env), preexec_fn=_as_from_a_shell,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self.lab.spawn(
+            "laptop",
+            self.argv(args),
+            env=self.env(**env),
+            preexec_fn=_as_from_a_shell,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def start_with_tty(self, args: list[str], **env: str) -> tuple[subprocess.Popen[str], int]:
         """tunnelauth with a pseudo-terminal as stdin, as when a person runs it; returns the
         process and the terminal's master end (write to it to type)."""
         master, slave = pty.openpty()
-        proc = self.lab.spawn("laptop", self.argv(args), env=self.env(**env), stdin=slave,
-                              preexec_fn=_as_from_a_shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+        proc = self.lab.spawn(
+            "laptop",
+            self.argv(args),
+            env=self.env(**env),
+            stdin=slave,
+            preexec_fn=_as_from_a_shell,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         os.close(slave)
         return proc, master
 
@@ -191,13 +233,18 @@ class Laptop:
         if self.transport != "openssh":
             return
         wait_until(lambda: not self.ssh_processes(), within, "an ssh process left on the laptop")
-        wait_until(lambda: not (ssh_dirs() - self._ssh_dirs), within,
-                   "the OpenSSH transport's private directory left behind")
+        wait_until(
+            lambda: not (ssh_dirs() - self._ssh_dirs),
+            within,
+            "the OpenSSH transport's private directory left behind",
+        )
 
     def browser_runs(self) -> list[dict[str, object]]:
         if not self.browser_log.exists():
             return []
-        return [json.loads(line) for line in self.browser_log.read_text().splitlines() if line.strip()]
+        return [
+            json.loads(line) for line in self.browser_log.read_text().splitlines() if line.strip()
+        ]
 
 
 def wait_for_stderr(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> str:
@@ -216,7 +263,9 @@ def wait_for_stderr(proc: subprocess.Popen[str], needle: str, timeout: float = 3
             seen += chunk
             if needle.encode() in seen:
                 return seen.decode(errors="replace")
-    raise AssertionError(f"{needle!r} not seen on stderr within {timeout}s; got:\n{seen.decode(errors='replace')}")
+    raise AssertionError(
+        f"{needle!r} not seen on stderr within {timeout}s; got:\n{seen.decode(errors='replace')}"
+    )
 
 
 def finish(proc: subprocess.Popen[str], sig: int | None = None, timeout: float = 30) -> Run:
@@ -230,7 +279,9 @@ def finish(proc: subprocess.Popen[str], sig: int | None = None, timeout: float =
         # where every thread was, which is what the failure message needs.
         proc.send_signal(signal.SIGABRT)
         out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"still running {timeout} s later; its stacks and output:\n{err[-6000:]}\n{out[-2000:]}") from None
+        raise AssertionError(
+            f"still running {timeout} s later; its stacks and output:\n{err[-6000:]}\n{out[-2000:]}"
+        ) from None
     return Run(proc.returncode, out, err, time.monotonic() - start)
 
 
@@ -288,9 +339,6 @@ def provider_log(lab: Lab, provider: Provider) -> dict[str, object]:
 
 # -- helpers for the reliability and security tests ----------------------------------------------
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
     """Poll condition until it is true; fail naming what did not happen."""
@@ -316,8 +364,9 @@ def write_script(lab: Lab, name: str, text: str) -> Path:
 
 def laptop_link(lab: Lab) -> str:
     """The laptop's interface towards the bastion (its only one besides lo)."""
-    out = subprocess.run(["ip", "-n", lab.laptop_ns, "-o", "link"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ip", "-n", lab.laptop_ns, "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip()]
     links = [name for name in names if name != "lo"]
     assert len(links) == 1, f"expected one laptop link, found {links}"
@@ -336,8 +385,10 @@ def link_down(lab: Lab) -> Iterator[None]:
         subprocess.run(["ip", "-n", lab.laptop_ns, "link", "set", dev, "up"], check=True)
         # An interface going down drops the routes through it, the provider's among them.
         for ip in (lab.provider_ip, lab.xai_ip):
-            subprocess.run(["ip", "-n", lab.laptop_ns, "route", "replace", f"{ip}/32",
-                            "via", lab.bastion_ip], check=True)
+            subprocess.run(
+                ["ip", "-n", lab.laptop_ns, "route", "replace", f"{ip}/32", "via", lab.bastion_ip],
+                check=True,
+            )
 
 
 def finish_now(proc: subprocess.Popen[str], sig: int | None = None, timeout: float = 30) -> Run:
@@ -373,8 +424,15 @@ class ProcessTableWatch:
     runs. `found` lists every place a needle showed; `saw`, which of `looking_for` showed in a
     command line (proof that the scan caught what it was meant to watch)."""
 
-    def __init__(self, lab: Lab, needles: dict[str, bytes], typed: set[str], env_uid: int,
-                 command: str, looking_for: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        needles: dict[str, bytes],
+        typed: set[str],
+        env_uid: int,
+        command: str,
+        looking_for: tuple[str, ...] = (),
+    ) -> None:
         self.lab, self.needles, self.typed, self.env_uid = lab, needles, typed, env_uid
         # tunnelauth's own command line holds what the user typed there (their choice); a
         # child it forks shows the same until it execs.
@@ -408,7 +466,9 @@ class ProcessTableWatch:
         if len(arg) < 16 or not re.fullmatch(rb"[A-Za-z0-9+/=_-]+", arg):
             return b""
         try:
-            data = base64.b64decode(arg + b"=" * (-len(arg) % 4), altchars=b"-_" if b"-" in arg or b"_" in arg else None)
+            data = base64.b64decode(
+                arg + b"=" * (-len(arg) % 4), altchars=b"-_" if b"-" in arg or b"_" in arg else None
+            )
         except ValueError:
             return b""
         try:
@@ -426,7 +486,9 @@ class ProcessTableWatch:
                 own = self._own in cmdline
                 for name, needle in self.needles.items():
                     if needle in cmdline and not (own and name in self.typed):
-                        self.found.append(f"{name} in the command line of pid {pid}: {cmdline[:120]!r}")
+                        self.found.append(
+                            f"{name} in the command line of pid {pid}: {cmdline[:120]!r}"
+                        )
                 try:
                     in_target = os.stat(f"/proc/{pid}/ns/net").st_ino == self._target_ns
                     uid = os.stat(f"/proc/{pid}").st_uid

@@ -23,7 +23,10 @@ def start(spec: RemoteSpec, env: dict[str, str] | None = None) -> subprocess.Pop
     """The supervisor as sshd starts it: its code on the command line, its configuration as
     the first line on its stdin."""
     proc = subprocess.Popen(
-        ["sh", "-c", command_line()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ["sh", "-c", command_line()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=env,
     )
     assert proc.stdin
@@ -52,7 +55,9 @@ def gone(pid: int, within: float) -> bool:
 
 
 def test_output_streams_input_and_exit_status_pass_through() -> None:
-    proc = start(RemoteSpec(command=("sh", "-c", "echo out; echo err >&2; read x; echo got:$x; exit 3")))
+    proc = start(
+        RemoteSpec(command=("sh", "-c", "echo out; echo err >&2; read x; echo got:$x; exit 3"))
+    )
     assert proc.stdin
     proc.stdin.write(b"h\n" + stdin_line(b"typed\n"))
     proc.stdin.flush()
@@ -65,7 +70,9 @@ def test_output_streams_input_and_exit_status_pass_through() -> None:
 
 
 def test_environment_reaches_the_command_and_python_is_unbuffered() -> None:
-    proc = start(RemoteSpec(command=("sh", "-c", 'echo "$A|$PYTHONUNBUFFERED"'), env={"A": "x y;$(z)"}))
+    proc = start(
+        RemoteSpec(command=("sh", "-c", 'echo "$A|$PYTHONUNBUFFERED"'), env={"A": "x y;$(z)"})
+    )
     frames = frames_of(proc)
     assert b"".join(p for k, p in frames if k == "o") == b"x y;$(z)|1\n"
 
@@ -76,7 +83,10 @@ def test_channel_eof_kills_the_whole_process_group(tmp_path: Path) -> None:
     proc = start(RemoteSpec(command=("sh", "-c", script)))
     assert proc.stdout and proc.stdin
     deadline = time.monotonic() + 10
-    while not (pidfile.exists() and len(pidfile.read_text().split()) == 2) and time.monotonic() < deadline:
+    while (
+        not (pidfile.exists() and len(pidfile.read_text().split()) == 2)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     pids = [int(p) for p in pidfile.read_text().split()]
     proc.stdin.close()  # what sshd does when the connection goes away
@@ -136,11 +146,14 @@ def test_listen_watch_reports_a_port_once_it_listens() -> None:
     assert ("L", f"{port} 127.0.0.1".encode()) in frames
 
 
-@pytest.mark.parametrize("shown", [
-    "http://127.0.0.1:{port}/callback",
-    "http://localhost:{port}/cb",
-    "https://auth.example.test/authorize?redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcallback",
-])
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "http://127.0.0.1:{port}/callback",
+        "http://localhost:{port}/cb",
+        "https://auth.example.test/authorize?redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcallback",
+    ],
+)
 def test_a_port_named_in_the_output_is_reported_unasked_before_that_output(shown: str) -> None:
     # tunnelauth opens the browser once the target listens; telling it with the very line
     # that names the port saves the round trip of asking.
@@ -148,8 +161,10 @@ def test_a_port_named_in_the_output_is_reported_unasked_before_that_output(shown
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     text = shown.format(port=port)
-    script = ("import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); "
-              "print(sys.argv[1], flush=True); time.sleep(0.5)" % port)
+    script = (
+        f"import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',{port:d})); s.listen(); "
+        "print(sys.argv[1], flush=True); time.sleep(0.5)"
+    )
     proc = start(RemoteSpec(command=("python3", "-c", script, text)))
     assert proc.stdin
     proc.stdin.write(b"h\n")
@@ -165,8 +180,10 @@ def test_a_port_not_listening_yet_is_reported_when_it_listens() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    script = ("import socket,time; print('http://127.0.0.1:%d/callback', flush=True); time.sleep(0.3); "
-              "s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); time.sleep(0.5)" % (port, port))
+    script = (
+        f"import socket,time; print('http://127.0.0.1:{port:d}/callback', flush=True); time.sleep(0.3); "
+        f"s=socket.socket(); s.bind(('127.0.0.1',{port:d})); s.listen(); time.sleep(0.5)"
+    )
     proc = start(RemoteSpec(command=("python3", "-c", script)))
     assert proc.stdin
     proc.stdin.write(b"h\n")
@@ -177,7 +194,9 @@ def test_a_port_not_listening_yet_is_reported_when_it_listens() -> None:
     # order: all of the line first, then the port once it listens.
     kinds = [k for k, _ in frames if k in "Lo"]
     assert kinds[-1] == "L" and set(kinds[:-1]) == {"o"}, frames
-    assert b"".join(p for k, p in frames if k == "o") == f"http://127.0.0.1:{port}/callback\n".encode()
+    assert (
+        b"".join(p for k, p in frames if k == "o") == f"http://127.0.0.1:{port}/callback\n".encode()
+    )
     assert ("L", f"{port} 127.0.0.1".encode()) in frames
 
 
@@ -208,7 +227,11 @@ def test_supervisor_runs_on_old_remote_pythons(version: str, tmp_path: Path) -> 
 
 
 def test_pty_mode_gives_the_command_a_terminal() -> None:
-    proc = start(RemoteSpec(command=("sh", "-c", "tty; stty size; read x; echo got:$x"), pty=True, size=(100, 30)))
+    proc = start(
+        RemoteSpec(
+            command=("sh", "-c", "tty; stty size; read x; echo got:$x"), pty=True, size=(100, 30)
+        )
+    )
     assert proc.stdin
     proc.stdin.write(b"h\n" + stdin_line(b"typed\n"))
     proc.stdin.flush()
@@ -240,7 +263,9 @@ def test_configuration_arrives_on_stdin_and_no_value_is_in_any_command_line(tmp_
     home = f"/nonexistent/{secrets.token_hex(8)}"
     marker = tmp_path / "started"
     script = f'touch {marker}; read x; printf "%s|%s" "$SECRET" "$HERMES_HOME"'
-    proc = start(RemoteSpec(command=("sh", "-c", script), env={"SECRET": secret, "HERMES_HOME": home}))
+    proc = start(
+        RemoteSpec(command=("sh", "-c", script), env={"SECRET": secret, "HERMES_HOME": home})
+    )
     assert proc.stdin
     deadline = time.monotonic() + 10
     while not marker.exists():
@@ -256,8 +281,12 @@ def test_configuration_arrives_on_stdin_and_no_value_is_in_any_command_line(tmp_
 
 
 def test_no_configuration_no_command() -> None:
-    proc = subprocess.Popen(["sh", "-c", command_line()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["sh", "-c", command_line()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdin
     proc.stdin.close()  # the channel closed before tunnelauth sent anything
     frames = frames_of(proc)
@@ -268,17 +297,25 @@ def test_death_window_follows_the_keepalive_numbers() -> None:
     # tunnelauth's keepalive gives up after interval x (count_max + 1) s; the supervisor waits longer.
     for interval, count in ((5.0, 3), (1.0, 2), (15.0, 1)):
         assert remote.dead_after(interval, count) > interval * (count + 1) + remote.HEARTBEAT
-    assert remote.dead_after(5.0, 3) < 30  # and a cut link still frees the target within half a minute
+    assert (
+        remote.dead_after(5.0, 3) < 30
+    )  # and a cut link still frees the target within half a minute
 
 
 def test_a_stall_shorter_than_the_keepalive_window_is_survived() -> None:
     interval, count = 1.0, 3  # a 3 s keepalive window
-    proc = start(RemoteSpec(command=("sh", "-c", "read x; echo got:$x"),
-                            dead_after=remote.dead_after(interval, count)))
+    proc = start(
+        RemoteSpec(
+            command=("sh", "-c", "read x; echo got:$x"),
+            dead_after=remote.dead_after(interval, count),
+        )
+    )
     assert proc.stdin
     proc.stdin.write(b"h\n")
     proc.stdin.flush()
-    time.sleep(2.9)  # the stall itself (laptop suspended): no heartbeat, no EOF, shorter than the window
+    time.sleep(
+        2.9
+    )  # the stall itself (laptop suspended): no heartbeat, no EOF, shorter than the window
     assert proc.poll() is None
     proc.stdin.write(b"h\n" + stdin_line(b"late\n"))
     proc.stdin.flush()

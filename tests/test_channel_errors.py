@@ -11,12 +11,19 @@ from tunnelauth.errors import ChannelRefused, ConnectionLost, ForwardingRefused
 
 
 def test_a_forbidden_forward_is_told_apart_from_other_refusals_and_keeps_the_sshds_words() -> None:
-    forbidden = ssh.channel_error(asyncssh.ChannelOpenError(
-        asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed"), "forwarding to 127.0.0.1:8080")
+    forbidden = ssh.channel_error(
+        asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed"),
+        "forwarding to 127.0.0.1:8080",
+    )
     assert isinstance(forbidden, ForwardingRefused) and forbidden.reason == "open failed"
-    assert str(forbidden) == "forwarding to 127.0.0.1:8080: forbidden by the target's sshd (open failed)"
-    refused = ssh.channel_error(asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Connection refused"),
-                                "forwarding to 127.0.0.1:8080")
+    assert (
+        str(forbidden)
+        == "forwarding to 127.0.0.1:8080: forbidden by the target's sshd (open failed)"
+    )
+    refused = ssh.channel_error(
+        asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Connection refused"),
+        "forwarding to 127.0.0.1:8080",
+    )
     assert type(refused) is ChannelRefused and refused.reason == "Connection refused"
     assert forbidden.exit_code == refused.exit_code == 7
 

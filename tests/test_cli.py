@@ -27,7 +27,9 @@ from tunnelauth.errors import EXIT_CODES, UsageError
 from tunnelauth.providers import PROVIDERS, lookup
 
 REPO = Path(__file__).resolve().parents[1]
-DEST = "lab@198.18.255.254"  # TEST-NET benchmarking range; only for must-fail-before-connecting cases
+DEST = (
+    "lab@198.18.255.254"  # TEST-NET benchmarking range; only for must-fail-before-connecting cases
+)
 XAI_PORT = 56121
 FAST = 5.0  # seconds: a usage error is reported before anything is contacted
 
@@ -110,62 +112,97 @@ def assert_usage_error(run: Run, *fragments: str) -> str:
 # (arguments after `tunnelauth`, the bad value as shown, what the line tells the user to do)
 BAD_INPUT = {
     "unknown provider": (
-        ["bogus", DEST], "unknown command or provider 'bogus'", "providers: xai, spotify, anthropic, codex, minimax, nous"),
+        ["bogus", DEST],
+        "unknown command or provider 'bogus'",
+        "providers: xai, spotify, anthropic, codex, minimax, nous",
+    ),
     "unknown provider after login": (
-        ["login", "bogus", DEST], "'bogus'", "choose one of: xai, spotify, anthropic, codex, minimax, nous"),
+        ["login", "bogus", DEST],
+        "'bogus'",
+        "choose one of: xai, spotify, anthropic, codex, minimax, nous",
+    ),
     "destination with a shell metacharacter": (
-        ["xai", "host;touch /tmp/tunnelauth-test-pwned"], "'host;touch /tmp/tunnelauth-test-pwned'",
-        "use [user@]host[:port]"),
-    "empty jump hop": (
-        ["xai", DEST, "-J", "a,,b"], "-J 'a,,b'", "use -J host1[,host2...]"),
+        ["xai", "host;touch /tmp/tunnelauth-test-pwned"],
+        "'host;touch /tmp/tunnelauth-test-pwned'",
+        "use [user@]host[:port]",
+    ),
+    "empty jump hop": (["xai", DEST, "-J", "a,,b"], "-J 'a,,b'", "use -J host1[,host2...]"),
     "jump host with a shell metacharacter": (
-        ["xai", DEST, "-J", "a;b"], "jump host 'a;b'", "use [user@]host[:port]"),
+        ["xai", DEST, "-J", "a;b"],
+        "jump host 'a;b'",
+        "use [user@]host[:port]",
+    ),
     "typo of a command": (
-        ["provders"], "unknown command or provider 'provders'", "did you mean 'providers'?"),
+        ["provders"],
+        "unknown command or provider 'provders'",
+        "did you mean 'providers'?",
+    ),
     "typo of a command, with arguments": (
-        ["doctr", DEST], "unknown command or provider 'doctr'", "did you mean 'doctor'?"),
+        ["doctr", DEST],
+        "unknown command or provider 'doctr'",
+        "did you mean 'doctor'?",
+    ),
     "typo of a provider": (
-        ["spotfy", DEST], "unknown command or provider 'spotfy'", "did you mean 'spotify'?"),
+        ["spotfy", DEST],
+        "unknown command or provider 'spotfy'",
+        "did you mean 'spotify'?",
+    ),
     "typo of a provider after login": (
-        ["login", "spotfy", DEST], "unknown provider 'spotfy'", "did you mean 'spotify'?"),
-    "-o without =": (
-        ["xai", DEST, "-o", "NoEquals"], "-o 'NoEquals'", "missing '='"),
-    "missing destination": (
-        ["xai"], "Missing argument 'DESTINATION'", "see 'tunnelauth login -h'"),
-    "ill-typed port": (
-        ["xai", DEST, "-p", "abc"], "'abc' is not a valid int", "'--port'"),
-    "ill-typed timeout": (
-        ["xai", DEST, "--timeout", "soon"], "'soon'", "'--timeout'"),
-    "unknown option": (
-        ["xai", DEST, "--bogus"], "--bogus", "see 'tunnelauth login -h'"),
-    "unsupported -o": (
-        ["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "keywords of ssh_config(5)"),
+        ["login", "spotfy", DEST],
+        "unknown provider 'spotfy'",
+        "did you mean 'spotify'?",
+    ),
+    "-o without =": (["xai", DEST, "-o", "NoEquals"], "-o 'NoEquals'", "missing '='"),
+    "missing destination": (["xai"], "Missing argument 'DESTINATION'", "see 'tunnelauth login -h'"),
+    "ill-typed port": (["xai", DEST, "-p", "abc"], "'abc' is not a valid int", "'--port'"),
+    "ill-typed timeout": (["xai", DEST, "--timeout", "soon"], "'soon'", "'--timeout'"),
+    "unknown option": (["xai", DEST, "--bogus"], "--bogus", "see 'tunnelauth login -h'"),
+    "unsupported -o": (["xai", DEST, "-o", "Bogus=1"], "'Bogus'", "keywords of ssh_config(5)"),
     "UserKnownHostsFile none": (
-        ["xai", DEST, "-o", "UserKnownHostsFile=none"], "UserKnownHostsFile none", "tunnelauth always checks"),
+        ["xai", DEST, "-o", "UserKnownHostsFile=none"],
+        "UserKnownHostsFile none",
+        "tunnelauth always checks",
+    ),
     "env name starting with a digit": (
-        ["xai", DEST, "--remote-env", "1BAD=x"], "'1BAD=x'", "not starting with a digit"),
-    "env without =": (
-        ["xai", DEST, "--remote-env", "NOEQUALS"], "'NOEQUALS'", "KEY=VALUE"),
+        ["xai", DEST, "--remote-env", "1BAD=x"],
+        "'1BAD=x'",
+        "not starting with a digit",
+    ),
+    "env without =": (["xai", DEST, "--remote-env", "NOEQUALS"], "'NOEQUALS'", "KEY=VALUE"),
     "env name with a shell metacharacter": (
-        ["xai", DEST, "--remote-env", "A;B=x"], "'A;B=x'", "names are letters, digits and _"),
-    "zero timeout": (
-        ["xai", DEST, "--timeout", "0"], "--timeout 0", "must be more than 0 seconds"),
+        ["xai", DEST, "--remote-env", "A;B=x"],
+        "'A;B=x'",
+        "names are letters, digits and _",
+    ),
+    "zero timeout": (["xai", DEST, "--timeout", "0"], "--timeout 0", "must be more than 0 seconds"),
     "negative timeout": (
-        ["xai", DEST, "--timeout", "-5"], "--timeout -5", "must be more than 0 seconds"),
+        ["xai", DEST, "--timeout", "-5"],
+        "--timeout -5",
+        "must be more than 0 seconds",
+    ),
     "missing identity file": (
-        ["xai", DEST, "-i", "/nonexistent/key"], "-i /nonexistent/key", "no such key file"),
+        ["xai", DEST, "-i", "/nonexistent/key"],
+        "-i /nonexistent/key",
+        "no such key file",
+    ),
     "missing config file": (
-        ["xai", DEST, "-F", "/nonexistent/config"], "-F /nonexistent/config", "no such file"),
-    "port out of range": (
-        ["xai", DEST, "-p", "70000"], "'70000'", "from 1 to 65535"),
-    "port zero": (
-        ["xai", DEST, "-p", "0"], "'0'", "from 1 to 65535"),
+        ["xai", DEST, "-F", "/nonexistent/config"],
+        "-F /nonexistent/config",
+        "no such file",
+    ),
+    "port out of range": (["xai", DEST, "-p", "70000"], "'70000'", "from 1 to 65535"),
+    "port zero": (["xai", DEST, "-p", "0"], "'0'", "from 1 to 65535"),
     "destination port out of range": (
-        ["xai", "lab@198.18.255.254:65536"], "'65536'", "from 1 to 65535"),
+        ["xai", "lab@198.18.255.254:65536"],
+        "'65536'",
+        "from 1 to 65535",
+    ),
     "as-user with a shell metacharacter": (
-        ["xai", DEST, "--as-user", "root;id"], "--as-user 'root;id'", "is not a valid user name"),
-    "empty --hermes": (
-        ["xai", DEST, "--hermes", " "], "--hermes", "must name a command"),
+        ["xai", DEST, "--as-user", "root;id"],
+        "--as-user 'root;id'",
+        "is not a valid user name",
+    ),
+    "empty --hermes": (["xai", DEST, "--hermes", " "], "--hermes", "must name a command"),
 }
 
 
@@ -175,14 +212,18 @@ def test_bad_input_is_one_clear_line_and_exit_2(tunnelauth: Runner, case: str) -
     assert_usage_error(tunnelauth(*args), bad_value, what_to_do)
 
 
-def test_a_shell_metacharacter_in_the_destination_runs_nothing(tunnelauth: Runner, tmp_path: Path) -> None:
+def test_a_shell_metacharacter_in_the_destination_runs_nothing(
+    tunnelauth: Runner, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     run = tunnelauth("xai", f"host;touch {marker}")
     assert_usage_error(run, f"host;touch {marker}")
     assert not marker.exists()
 
 
-def test_a_destination_that_looks_like_an_option_never_becomes_one(tunnelauth: Runner, tmp_path: Path) -> None:
+def test_a_destination_that_looks_like_an_option_never_becomes_one(
+    tunnelauth: Runner, tmp_path: Path
+) -> None:
     # After `--`, click hands it over as the destination; tunnelauth must refuse it.
     marker = tmp_path / "pwned"
     run = tunnelauth("login", "xai", "--", f"-oProxyCommand=touch {marker}")
@@ -195,18 +236,15 @@ def test_a_destination_that_looks_like_an_option_never_becomes_one(tunnelauth: R
 # fail locally (exit 5, or exit 3 if the xai port happens to be busy): nothing is contacted.
 NO_NETWORK = ["-o", "ProxyCommand=false"]
 SLIPPED_THROUGH_ONCE = {
-    "non-ASCII digit port": (
-        ["xai", "lab@198.18.255.254:\u00b2"], "'lab@198.18.255.254:\u00b2'"),
-    "env name with a trailing newline": (
-        ["xai", DEST, "--remote-env", "A\n=x"], "--remote-env"),
-    "as-user with a trailing newline": (
-        ["xai", DEST, "--as-user", "root\n"], "--as-user"),
-    "timeout nan": (
-        ["xai", DEST, "--timeout", "nan"], "--timeout nan"),
-    "-l with a shell metacharacter": (
-        ["xai", "198.18.255.254", "-l", "root;id"], "'root;id'"),
+    "non-ASCII digit port": (["xai", "lab@198.18.255.254:\u00b2"], "'lab@198.18.255.254:\u00b2'"),
+    "env name with a trailing newline": (["xai", DEST, "--remote-env", "A\n=x"], "--remote-env"),
+    "as-user with a trailing newline": (["xai", DEST, "--as-user", "root\n"], "--as-user"),
+    "timeout nan": (["xai", DEST, "--timeout", "nan"], "--timeout nan"),
+    "-l with a shell metacharacter": (["xai", "198.18.255.254", "-l", "root;id"], "'root;id'"),
     "-o User with a shell metacharacter": (
-        ["xai", "198.18.255.254", "-o", "User=root;id"], "'root;id'"),
+        ["xai", "198.18.255.254", "-o", "User=root;id"],
+        "'root;id'",
+    ),
 }
 
 
@@ -288,16 +326,36 @@ def test_help(tunnelauth: Runner) -> None:
 def test_login_help_lists_the_options(tunnelauth: Runner) -> None:
     run = tunnelauth("login", "--help")
     assert run.code == 0, run.err
-    for option in ("-J", "--port", "--login", "--identity", "--config", "-o", "--hermes", "--remote-env",
-                   "--as-user", "--hermes-home", "--no-open", "--accept-new", "--timeout", "--verbose",
-                   "--quiet"):
+    for option in (
+        "-J",
+        "--port",
+        "--login",
+        "--identity",
+        "--config",
+        "-o",
+        "--hermes",
+        "--remote-env",
+        "--as-user",
+        "--hermes-home",
+        "--no-open",
+        "--accept-new",
+        "--timeout",
+        "--verbose",
+        "--quiet",
+    ):
         assert option in run.out, option
 
 
 def _help_at_80_columns(*args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
-    proc = subprocess.run([sys.executable, "-m", "tunnelauth", *args, "--help"], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunnelauth", *args, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -315,7 +373,9 @@ def test_command_summaries_are_whole_on_an_80_column_terminal() -> None:
 def test_help_shows_uppercase_metavars_and_no_meaningless_defaults(command: str) -> None:
     out = _help_at_80_columns(command)
     assert "[default: 0]" not in out and "[default: 300.0]" not in out
-    assert "<str>" not in out and "<int>" not in out and "<float>" not in out and "<path>" not in out
+    assert (
+        "<str>" not in out and "<int>" not in out and "<float>" not in out and "<path>" not in out
+    )
     for shown in ("-J, --jump HOPS", "-p, --port PORT", "-i, --identity FILE", "-o KEY=VALUE"):
         assert shown in out, shown
     usage = out.splitlines()[0]
@@ -397,12 +457,21 @@ def test_exit_codes(tunnelauth: Runner) -> None:
 @pytest.mark.parametrize(
     ("name", "provider"),
     [
-        ("xai", "xai"), ("grok", "xai"), ("xai-oauth", "xai"), ("GROK", "xai"), (" Grok ", "xai"),
+        ("xai", "xai"),
+        ("grok", "xai"),
+        ("xai-oauth", "xai"),
+        ("GROK", "xai"),
+        (" Grok ", "xai"),
         ("spotify", "spotify"),
-        ("anthropic", "anthropic"), ("claude", "anthropic"),
-        ("codex", "codex"), ("openai-codex", "codex"), ("openai", "codex"),
-        ("minimax", "minimax"), ("minimax-oauth", "minimax"),
-        ("nous", "nous"), ("nous-portal", "nous"),
+        ("anthropic", "anthropic"),
+        ("claude", "anthropic"),
+        ("codex", "codex"),
+        ("openai-codex", "codex"),
+        ("openai", "codex"),
+        ("minimax", "minimax"),
+        ("minimax-oauth", "minimax"),
+        ("nous", "nous"),
+        ("nous-portal", "nous"),
     ],
 )
 def test_provider_aliases_resolve(name: str, provider: str) -> None:
@@ -426,7 +495,9 @@ def test_an_alias_works_on_the_command_line(tunnelauth: Runner) -> None:
 # -- sizes the target cannot exec are refused before connecting (issue 12) ----------------------
 
 
-def test_remote_env_adding_up_past_the_limit_is_refused_before_connecting(tunnelauth: Runner) -> None:
+def test_remote_env_adding_up_past_the_limit_is_refused_before_connecting(
+    tunnelauth: Runner,
+) -> None:
     from tunnelauth.remote import MAX_ARGS_TOTAL
 
     value = "v" * 120_000  # each fits one exec argument; nine of them do not fit what we pass on
@@ -462,6 +533,8 @@ def test_remote_env_by_name_takes_the_value_from_tunnelauths_environment() -> No
     from tunnelauth.remote import parse_env
 
     assert parse_env(["TOKEN", "A=b"], {"TOKEN": "from the environment"}) == {
-        "TOKEN": "from the environment", "A": "b"}
+        "TOKEN": "from the environment",
+        "A": "b",
+    }
     with pytest.raises(UsageError, match="KEY=VALUE"):
         parse_env(["TOKEN"], {})

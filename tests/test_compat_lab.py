@@ -14,8 +14,8 @@ import fcntl
 import os
 import pty
 import re
-import select
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -58,8 +58,14 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def _drive(lab: Lab, argv: Sequence[str], env: dict[str, str],
-           answers: Sequence[tuple[str, str]], tty: bool, timeout: float = 40) -> Outcome:
+def _drive(
+    lab: Lab,
+    argv: Sequence[str],
+    env: dict[str, str],
+    answers: Sequence[tuple[str, str]],
+    tty: bool,
+    timeout: float = 40,
+) -> Outcome:
     """Run argv in the laptop namespace; with tty, on a pty that is its controlling terminal,
     typing each answer once its prompt (a regex) has appeared."""
     start = time.monotonic()
@@ -67,15 +73,24 @@ def _drive(lab: Lab, argv: Sequence[str], env: dict[str, str],
         done = lab.run("laptop", argv, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         return Outcome(done.returncode, done.stdout + done.stderr, time.monotonic() - start)
     master, slave = pty.openpty()
-    proc = lab.spawn("laptop", argv, env=env, stdin=slave, stdout=slave, stderr=slave,
-                     preexec_fn=_controlling_tty)
+    proc = lab.spawn(
+        "laptop",
+        argv,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=_controlling_tty,
+    )
     os.close(slave)
     out, seen, pending = b"", 0, list(answers)
     try:
         while True:
             if time.monotonic() - start > timeout:
                 proc.kill()
-                raise AssertionError(f"{argv[0]} still running after {timeout} s:\n{out.decode(errors='replace')}")
+                raise AssertionError(
+                    f"{argv[0]} still running after {timeout} s:\n{out.decode(errors='replace')}"
+                )
             ready, _, _ = select.select([master], [], [], 0.1)
             if ready:
                 try:
@@ -119,28 +134,61 @@ class Row:
 
     def key(self, name: str, alg: str = "ed25519", passphrase: str = "") -> Path:
         path = self.ssh_dir / name
-        subprocess.run(["ssh-keygen", "-q", "-t", alg, "-N", passphrase, "-C", name, "-f", str(path)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", alg, "-N", passphrase, "-C", name, "-f", str(path)],
+            check=True,
+        )
         return path
 
     def config(self, lines: str, before: str = "", after: str = "") -> Path:
         """`Host bast` with the row's lines first (the first value wins), then the base."""
-        base = (f"  HostName {self.lab.bastion_ip}\n  User {self.lab.user}\n"
-                f"  UserKnownHostsFile {self.ssh_dir / 'known_hosts'}\n  IdentitiesOnly yes\n"
-                f"  IdentityFile {self.ssh_dir / 'id_ed25519'}\n  IdentityAgent none\n"
-                f"  GlobalKnownHostsFile {self.ssh_dir / 'global_known_hosts'}\n"
-                f"  StrictHostKeyChecking yes\n")
-        return self.write(f"config-{secrets.token_hex(3)}", f"{before}Host bast\n{lines}{base}{after}")
+        base = (
+            f"  HostName {self.lab.bastion_ip}\n  User {self.lab.user}\n"
+            f"  UserKnownHostsFile {self.ssh_dir / 'known_hosts'}\n  IdentitiesOnly yes\n"
+            f"  IdentityFile {self.ssh_dir / 'id_ed25519'}\n  IdentityAgent none\n"
+            f"  GlobalKnownHostsFile {self.ssh_dir / 'global_known_hosts'}\n"
+            f"  StrictHostKeyChecking yes\n"
+        )
+        return self.write(
+            f"config-{secrets.token_hex(3)}", f"{before}Host bast\n{lines}{base}{after}"
+        )
 
-    def both(self, config: Path | None, *, ssh_opts: Sequence[str] = (), ta_opts: Sequence[str] = (),
-             answers: Sequence[tuple[str, str]] = (), tty: bool = True, wrap: Sequence[str] = (),
-             alias: str = "bast", **env: str) -> tuple[Outcome, Outcome]:
+    def both(
+        self,
+        config: Path | None,
+        *,
+        ssh_opts: Sequence[str] = (),
+        ta_opts: Sequence[str] = (),
+        answers: Sequence[tuple[str, str]] = (),
+        tty: bool = True,
+        wrap: Sequence[str] = (),
+        alias: str = "bast",
+        **env: str,
+    ) -> tuple[Outcome, Outcome]:
         full_env = self.lab.laptop_env(HOME=str(self.home), **self.env, **env)
         full_env.pop("DISPLAY", None)
         dash_f = ["-F", str(config)] if config is not None else []
-        ssh = _drive(self.lab, [*wrap, "ssh", *dash_f, *ssh_opts, alias, "true"], full_env, answers, tty)
-        ta = _drive(self.lab, [*wrap, sys.executable, "-m", "tunnelauth", "run", *dash_f, *ta_opts,
-                               alias, "--", "true"], full_env, answers, tty)
+        ssh = _drive(
+            self.lab, [*wrap, "ssh", *dash_f, *ssh_opts, alias, "true"], full_env, answers, tty
+        )
+        ta = _drive(
+            self.lab,
+            [
+                *wrap,
+                sys.executable,
+                "-m",
+                "tunnelauth",
+                "run",
+                *dash_f,
+                *ta_opts,
+                alias,
+                "--",
+                "true",
+            ],
+            full_env,
+            answers,
+            tty,
+        )
         return ssh, ta
 
     def agent(self, *keys: Path) -> str:
@@ -151,8 +199,12 @@ class Row:
             assert time.monotonic() < deadline, "ssh-agent did not start"
             time.sleep(0.02)
         for key in keys:
-            subprocess.run(["ssh-add", "-q", str(key)], env={"SSH_AUTH_SOCK": str(sock)}, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["ssh-add", "-q", str(key)],
+                env={"SSH_AUTH_SOCK": str(sock)},
+                check=True,
+                capture_output=True,
+            )
         return str(sock)
 
 
@@ -189,9 +241,11 @@ def _pam(row: Row, secret: str) -> str:
     check.write_text(PAM_CHECK.format(secret=secret))
     check.chmod(0o755)
     # pam_permit after pam_exec: sshd's pam_setcred needs one module that says yes.
-    return (f"auth required pam_exec.so expose_authtok quiet {check}\nauth required pam_permit.so\n"
-            "account required pam_permit.so\nsession required pam_permit.so\n"
-            "password required pam_deny.so\n")
+    return (
+        f"auth required pam_exec.so expose_authtok quiet {check}\nauth required pam_permit.so\n"
+        "account required pam_permit.so\nsession required pam_permit.so\n"
+        "password required pam_deny.so\n"
+    )
 
 
 def same(ssh: Outcome, ta: Outcome, *, ok: bool, code: int = 0) -> None:
@@ -218,7 +272,9 @@ def test_encrypted_key_loaded_in_the_agent_needs_no_passphrase(row: Row) -> None
     locked = row.ssh_dir / "id_agent_locked"
     shutil.copy(plain, locked)
     shutil.copy(str(plain) + ".pub", str(locked) + ".pub")
-    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", PASSPHRASE, "-f", str(locked)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-P", "", "-N", PASSPHRASE, "-f", str(locked)], check=True
+    )
     sock = row.agent(plain)
     row.lab.start_sshd("bastion", extra=[_authorized(row, plain)])
     cfg = row.config(f"  IdentityFile {locked}\n  IdentityAgent {sock}\n")
@@ -253,8 +309,10 @@ def test_identity_agent_in_the_config(row: Row) -> None:
 def test_certificate_file_against_a_user_ca(row: Row) -> None:
     ca = row.key("user_ca")
     key = row.key("id_certified")
-    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "compat", "-n", row.lab.user,
-                    str(key) + ".pub"], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(ca), "-I", "compat", "-n", row.lab.user, str(key) + ".pub"],
+        check=True,
+    )
     cert = row.ssh_dir / "certs" / "mine-cert.pub"
     cert.parent.mkdir()
     Path(str(key) + "-cert.pub").rename(cert)
@@ -266,9 +324,15 @@ def test_certificate_file_against_a_user_ca(row: Row) -> None:
 
 
 def test_keyboard_interactive_after_the_key_through_the_terminal(row: Row) -> None:
-    row.lab.start_sshd("bastion", extra=[
-        _authorized(row), "KbdInteractiveAuthentication yes",
-        "AuthenticationMethods publickey,keyboard-interactive"], pam=_pam(row, OTP))
+    row.lab.start_sshd(
+        "bastion",
+        extra=[
+            _authorized(row),
+            "KbdInteractiveAuthentication yes",
+            "AuthenticationMethods publickey,keyboard-interactive",
+        ],
+        pam=_pam(row, OTP),
+    )
     cfg = row.config("")
     ssh, ta = row.both(cfg, answers=[("Password: ", OTP)])
     same(ssh, ta, ok=True)
@@ -277,22 +341,44 @@ def test_keyboard_interactive_after_the_key_through_the_terminal(row: Row) -> No
 
 def test_keyboard_interactive_bastion_with_the_openssh_transport(row: Row) -> None:
     """--ssh openssh: the second factor is ssh's own prompt, on the same terminal."""
-    row.lab.start_sshd("bastion", extra=[
-        _authorized(row), "KbdInteractiveAuthentication yes",
-        "AuthenticationMethods publickey,keyboard-interactive"], pam=_pam(row, OTP))
+    row.lab.start_sshd(
+        "bastion",
+        extra=[
+            _authorized(row),
+            "KbdInteractiveAuthentication yes",
+            "AuthenticationMethods publickey,keyboard-interactive",
+        ],
+        pam=_pam(row, OTP),
+    )
     cfg = row.config("")
-    before = row.lab.root.joinpath("bastion", "sshd.log").read_text().count("Accepted keyboard-interactive")
+    before = (
+        row.lab.root.joinpath("bastion", "sshd.log")
+        .read_text()
+        .count("Accepted keyboard-interactive")
+    )
     ssh, ta = row.both(cfg, ta_opts=["--ssh", "openssh"], answers=[("Password: ", OTP)])
     same(ssh, ta, ok=True)
     assert OTP not in ta.out
-    after = row.lab.root.joinpath("bastion", "sshd.log").read_text().count("Accepted keyboard-interactive")
+    after = (
+        row.lab.root.joinpath("bastion", "sshd.log")
+        .read_text()
+        .count("Accepted keyboard-interactive")
+    )
     assert after == before + 2  # ssh's, then tunnelauth's own master's
 
 
-def test_keyboard_interactive_without_a_terminal_fails_at_once_naming_hop_and_method(row: Row) -> None:
-    row.lab.start_sshd("bastion", extra=[
-        _authorized(row), "KbdInteractiveAuthentication yes",
-        "AuthenticationMethods publickey,keyboard-interactive"], pam=_pam(row, OTP))
+def test_keyboard_interactive_without_a_terminal_fails_at_once_naming_hop_and_method(
+    row: Row,
+) -> None:
+    row.lab.start_sshd(
+        "bastion",
+        extra=[
+            _authorized(row),
+            "KbdInteractiveAuthentication yes",
+            "AuthenticationMethods publickey,keyboard-interactive",
+        ],
+        pam=_pam(row, OTP),
+    )
     cfg = row.config("")
     ssh, ta = row.both(cfg, tty=False)
     same(ssh, ta, ok=False, code=6)
@@ -303,8 +389,11 @@ def test_keyboard_interactive_without_a_terminal_fails_at_once_naming_hop_and_me
 
 def test_password_through_the_terminal(row: Row) -> None:
     (row.ssh_dir / "id_ed25519").unlink()
-    row.lab.start_sshd("bastion", extra=["PasswordAuthentication yes", "PubkeyAuthentication no"],
-                       pam=_pam(row, "pa55word"))
+    row.lab.start_sshd(
+        "bastion",
+        extra=["PasswordAuthentication yes", "PubkeyAuthentication no"],
+        pam=_pam(row, "pa55word"),
+    )
     cfg = row.config("")
     prompt = re.escape(f"{row.lab.user}@{row.lab.bastion_ip}'s password: ")
     ssh, ta = row.both(cfg, answers=[(prompt, "pa55word")])
@@ -347,24 +436,41 @@ def test_match_exec_with_tokens(row: Row) -> None:
     # Only the Match block names the alias the key is known by: both must run it with %h
     # expanded (after the Host block, %h is the HostName).
     row.write(".ssh/known_hosts", f"matched-alias {_host_pub(row.lab)}\n")
-    cfg = row.config("", after=f'Match exec "echo %h | grep -qx {row.lab.bastion_ip}"\n'
-                               "  HostKeyAlias matched-alias\n")
+    cfg = row.config(
+        "",
+        after=f'Match exec "echo %h | grep -qx {row.lab.bastion_ip}"\n'
+        "  HostKeyAlias matched-alias\n",
+    )
     ssh, ta = row.both(cfg)
     same(ssh, ta, ok=True)
 
 
 def test_dash_f_dev_null_with_options(row: Row) -> None:
-    opts = [f"-oHostName={row.lab.bastion_ip}", f"-oUser={row.lab.user}",
-            f"-oUserKnownHostsFile={row.ssh_dir / 'known_hosts'}", f"-oIdentityFile={row.ssh_dir / 'id_ed25519'}",
-            "-oIdentitiesOnly=yes", "-oIdentityAgent=none", "-oUser=nobody-wins-second"]
+    opts = [
+        f"-oHostName={row.lab.bastion_ip}",
+        f"-oUser={row.lab.user}",
+        f"-oUserKnownHostsFile={row.ssh_dir / 'known_hosts'}",
+        f"-oIdentityFile={row.ssh_dir / 'id_ed25519'}",
+        "-oIdentitiesOnly=yes",
+        "-oIdentityAgent=none",
+        "-oUser=nobody-wins-second",
+    ]
     ssh, ta = row.both(Path("/dev/null"), ssh_opts=opts, ta_opts=opts)
     same(ssh, ta, ok=True)
 
 
 def test_the_system_config_is_read_without_dash_f(row: Row) -> None:
     system = row.config("")
-    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            'mount --bind "$0" /etc/ssh/ssh_config && exec "$@"', str(system)]
+    wrap = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/ssh/ssh_config && exec "$@"',
+        str(system),
+    ]
     ssh, ta = row.both(None, wrap=wrap)
     same(ssh, ta, ok=True)
     # the bind mount lived only in the two commands' mount namespaces
@@ -379,8 +485,21 @@ def _host_cert(row: Row) -> Path:
     ca = row.key("host_ca")
     d = row.lab.root / "bastion"
     cert = d / "ssh_host_ed25519_key-cert.pub"
-    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "bastion", "-h", "-n", row.lab.bastion_ip,
-                    str(d / "ssh_host_ed25519_key.pub")], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-s",
+            str(ca),
+            "-I",
+            "bastion",
+            "-h",
+            "-n",
+            row.lab.bastion_ip,
+            str(d / "ssh_host_ed25519_key.pub"),
+        ],
+        check=True,
+    )
     row.lab.start_sshd("bastion", extra=[f"HostCertificate {cert}"])
     return ca
 
@@ -399,18 +518,27 @@ def test_host_certificate_on_first_contact_records_the_plain_key(row: Row) -> No
     recorded = {}
     for tool in ("ssh", "tunnelauth"):
         known.write_text("")
-        ssh, ta = row.both(row.config(""), ssh_opts=["-oStrictHostKeyChecking=accept-new"],
-                           ta_opts=["--accept-new"])
+        ssh, ta = row.both(
+            row.config(""),
+            ssh_opts=["-oStrictHostKeyChecking=accept-new"],
+            ta_opts=["--accept-new"],
+        )
         outcome = ssh if tool == "ssh" else ta
         assert outcome.ok, outcome.out
         recorded[tool] = known.read_text().split()  # the second run of the pair found it known
-    assert recorded["ssh"] == recorded["tunnelauth"] == [row.lab.bastion_ip, *_host_pub(row.lab).split()]
+    assert (
+        recorded["ssh"]
+        == recorded["tunnelauth"]
+        == [row.lab.bastion_ip, *_host_pub(row.lab).split()]
+    )
 
 
 def test_rsa_only_host_while_known_hosts_holds_ed25519(row: Row) -> None:
     rsa = row.lab.root / "bastion" / "ssh_host_rsa_key"
     if not rsa.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True
+        )
     row.lab.start_sshd("bastion", host_keys=[rsa])
     ssh, ta = row.both(row.config(""))
     same(ssh, ta, ok=False, code=4)
@@ -425,11 +553,32 @@ def test_hash_known_hosts_with_accept_new(row: Row) -> None:
         cfg = row.config("  HashKnownHosts yes\n")
         env = row.lab.laptop_env(HOME=str(row.home))
         if tool == "ssh":
-            out = _drive(row.lab, ["ssh", "-F", str(cfg), "-oStrictHostKeyChecking=accept-new", "bast", "true"],
-                         env, (), tty=False)
+            out = _drive(
+                row.lab,
+                ["ssh", "-F", str(cfg), "-oStrictHostKeyChecking=accept-new", "bast", "true"],
+                env,
+                (),
+                tty=False,
+            )
         else:
-            out = _drive(row.lab, [sys.executable, "-m", "tunnelauth", "run", "-F", str(cfg), "--accept-new",
-                                   "bast", "--", "true"], env, (), tty=False)
+            out = _drive(
+                row.lab,
+                [
+                    sys.executable,
+                    "-m",
+                    "tunnelauth",
+                    "run",
+                    "-F",
+                    str(cfg),
+                    "--accept-new",
+                    "bast",
+                    "--",
+                    "true",
+                ],
+                env,
+                (),
+                tty=False,
+            )
         assert out.ok, out.out
         [line] = known.read_text().splitlines()
         lines[tool] = line
@@ -438,8 +587,9 @@ def test_hash_known_hosts_with_accept_new(row: Row) -> None:
     for line in lines.values():
         assert line.startswith("|1|") and row.lab.bastion_ip not in line
         assert line.split()[1:] == _host_pub(row.lab).split()
-    found = subprocess.run(["ssh-keygen", "-F", row.lab.bastion_ip, "-f", str(known)],
-                           capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["ssh-keygen", "-F", row.lab.bastion_ip, "-f", str(known)], capture_output=True, text=True
+    ).stdout
     assert _host_pub(row.lab).split()[1] in found
 
 
@@ -449,8 +599,12 @@ def test_accept_new_then_a_refused_key_is_an_auth_failure(row: Row) -> None:
     known = row.ssh_dir / "known_hosts"
     known.write_text("")
     (row.ssh_dir / "id_ed25519").unlink()  # only the stranger key is offered
-    ssh, ta = row.both(row.config(f"  IdentityFile {stranger}\n"), tty=False,
-                       ssh_opts=["-oStrictHostKeyChecking=accept-new"], ta_opts=["--accept-new"])
+    ssh, ta = row.both(
+        row.config(f"  IdentityFile {stranger}\n"),
+        tty=False,
+        ssh_opts=["-oStrictHostKeyChecking=accept-new"],
+        ta_opts=["--accept-new"],
+    )
     same(ssh, ta, ok=False, code=6)
     assert "refused authentication" in ta.out and "--accept-new" not in ta.out
     assert _host_pub(row.lab).split()[1] in known.read_text()  # recorded, as ssh does
@@ -459,10 +613,13 @@ def test_accept_new_then_a_refused_key_is_an_auth_failure(row: Row) -> None:
 def test_a_changed_host_key_is_refused_and_the_hint_names_the_file(row: Row) -> None:
     other = row.key("not_the_host_key")
     (row.ssh_dir / "known_hosts").rename(row.ssh_dir / "global_known_hosts")
-    row.write(".ssh/global_known_hosts",
-              f"{row.lab.bastion_ip} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n")
-    ssh, ta = row.both(row.config(""), ta_opts=["--accept-new"],
-                       ssh_opts=["-oStrictHostKeyChecking=accept-new"])
+    row.write(
+        ".ssh/global_known_hosts",
+        f"{row.lab.bastion_ip} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n",
+    )
+    ssh, ta = row.both(
+        row.config(""), ta_opts=["--accept-new"], ssh_opts=["-oStrictHostKeyChecking=accept-new"]
+    )
     same(ssh, ta, ok=False, code=4)
     assert "CHANGED" in ta.out and f"-f {row.ssh_dir / 'global_known_hosts'}" in ta.out
 
@@ -480,8 +637,11 @@ def test_identity_agent_none_keeps_ssh_auth_sock_out(row: Row) -> None:
 
 def test_password_without_a_terminal_fails_at_once_naming_the_method(row: Row) -> None:
     (row.ssh_dir / "id_ed25519").unlink()
-    row.lab.start_sshd("bastion", extra=["PasswordAuthentication yes", "PubkeyAuthentication no"],
-                       pam=_pam(row, "pa55word"))
+    row.lab.start_sshd(
+        "bastion",
+        extra=["PasswordAuthentication yes", "PubkeyAuthentication no"],
+        pam=_pam(row, "pa55word"),
+    )
     ssh, ta = row.both(row.config(""), tty=False)
     same(ssh, ta, ok=False, code=6)
     assert ta.seconds < 10 and "password" in ta.out and "no terminal" in ta.out
@@ -499,14 +659,19 @@ def test_encrypted_key_without_a_terminal_names_the_key(row: Row) -> None:
 def test_a_jump_host_asks_its_own_passphrase_and_the_target_uses_its_own_key(row: Row) -> None:
     key = row.key("id_jump_locked", passphrase=PASSPHRASE)
     row.lab.start_sshd("bastion", extra=[_authorized(row, key)])
-    target = (f"Host tgt\n  HostName {row.lab.target_ip}\n  User {row.lab.user}\n  ProxyJump bast\n"
-              f"  UserKnownHostsFile {row.ssh_dir / 'known_hosts'}\n  IdentityFile {row.ssh_dir / 'id_ed25519'}\n"
-              "  IdentitiesOnly yes\n  IdentityAgent none\n")
+    target = (
+        f"Host tgt\n  HostName {row.lab.target_ip}\n  User {row.lab.user}\n  ProxyJump bast\n"
+        f"  UserKnownHostsFile {row.ssh_dir / 'known_hosts'}\n  IdentityFile {row.ssh_dir / 'id_ed25519'}\n"
+        "  IdentitiesOnly yes\n  IdentityAgent none\n"
+    )
     cfg = row.config(f"  IdentityFile {key}\n", before=target)
     known = row.ssh_dir / "known_hosts"
-    known.write_text(known.read_text() + f"{row.lab.target_ip} "
-                     + " ".join((row.lab.root / "target" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
-                     + "\n")
+    known.write_text(
+        known.read_text()
+        + f"{row.lab.target_ip} "
+        + " ".join((row.lab.root / "target" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+        + "\n"
+    )
     prompt = re.escape(f"Enter passphrase for key '{key}': ")
     ssh, ta = row.both(cfg, alias="tgt", answers=[(prompt, PASSPHRASE)])
     same(ssh, ta, ok=True)
@@ -528,9 +693,15 @@ def test_ctrl_c_at_a_passphrase_prompt_ends_tunnelauth_at_once(row: Row) -> None
     cfg = row.config(f"  IdentityFile {key}\n")
     env = row.lab.laptop_env(HOME=str(row.home))
     master, slave = pty.openpty()
-    proc = row.lab.spawn("laptop", [sys.executable, "-m", "tunnelauth", "run", "-F", str(cfg), "bast", "--",
-                                    "true"], env=env, stdin=slave, stdout=slave, stderr=slave,
-                         preexec_fn=_controlling_tty)
+    proc = row.lab.spawn(
+        "laptop",
+        [sys.executable, "-m", "tunnelauth", "run", "-F", str(cfg), "bast", "--", "true"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=_controlling_tty,
+    )
     os.close(slave)
     out = b""
     try:

@@ -31,33 +31,44 @@ XAI, SPOTIFY = lookup("xai"), lookup("spotify")
 
 # -- versions -> flows ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line,version", [
-    ("Hermes Agent v0.19.0 (2026.7.20)", (0, 19, 0)),
-    ("Hermes Agent v0.18.1 (2026.7.7)", (0, 18, 1)),
-    ("hermes agent 0.20", (0, 20, 0)),
-    ("Hermes Agent v1.2.3rc1 (dev)", (1, 2, 3)),
-    ("Python 3.11.2", None),
-    ("", None),
-])
-def test_version_is_read_from_the_first_line(line: str, version: tuple[int, int, int] | None) -> None:
+
+@pytest.mark.parametrize(
+    ("line", "version"),
+    [
+        ("Hermes Agent v0.19.0 (2026.7.20)", (0, 19, 0)),
+        ("Hermes Agent v0.18.1 (2026.7.7)", (0, 18, 1)),
+        ("hermes agent 0.20", (0, 20, 0)),
+        ("Hermes Agent v1.2.3rc1 (dev)", (1, 2, 3)),
+        ("Python 3.11.2", None),
+        ("", None),
+    ],
+)
+def test_version_is_read_from_the_first_line(
+    line: str, version: tuple[int, int, int] | None
+) -> None:
     assert versions.parse_version(line) == version
 
 
-@pytest.mark.parametrize("name,version,flow", [
-    ("xai", (0, 13, 0), None),
-    ("xai", (0, 14, 0), Flow.LOOPBACK),
-    ("xai", (0, 18, 0), Flow.LOOPBACK),
-    ("xai", (0, 18, 1), Flow.DEVICE),
-    ("xai", (0, 19, 0), Flow.DEVICE),
-    ("xai", (1, 0, 0), Flow.DEVICE),
-    ("spotify", (0, 12, 9), None),
-    ("spotify", (0, 13, 0), Flow.LOOPBACK),
-    ("spotify", (0, 19, 0), Flow.LOOPBACK),
-    ("anthropic", (0, 1, 0), Flow.PASTE),
-    ("codex", (0, 19, 0), Flow.DEVICE),
-    ("nous", (0, 19, 0), Flow.DEVICE),
-])
-def test_flow_of_each_provider_by_release(name: str, version: tuple[int, int, int], flow: Flow | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "version", "flow"),
+    [
+        ("xai", (0, 13, 0), None),
+        ("xai", (0, 14, 0), Flow.LOOPBACK),
+        ("xai", (0, 18, 0), Flow.LOOPBACK),
+        ("xai", (0, 18, 1), Flow.DEVICE),
+        ("xai", (0, 19, 0), Flow.DEVICE),
+        ("xai", (1, 0, 0), Flow.DEVICE),
+        ("spotify", (0, 12, 9), None),
+        ("spotify", (0, 13, 0), Flow.LOOPBACK),
+        ("spotify", (0, 19, 0), Flow.LOOPBACK),
+        ("anthropic", (0, 1, 0), Flow.PASTE),
+        ("codex", (0, 19, 0), Flow.DEVICE),
+        ("nous", (0, 19, 0), Flow.DEVICE),
+    ],
+)
+def test_flow_of_each_provider_by_release(
+    name: str, version: tuple[int, int, int], flow: Flow | None
+) -> None:
     assert versions.flow_for(lookup(name), version) is flow
 
 
@@ -108,8 +119,11 @@ def test_an_unreadable_table_gives_no_listeners() -> None:
 
 # -- port verdicts -------------------------------------------------------------------------------
 
+
 def test_port_free_on_both_sides_passes() -> None:
-    out = verdicts.port_verdict(SPOTIFY, 43827, "gpu", laptop_busy=None, target=set(), flow=Flow.LOOPBACK)
+    out = verdicts.port_verdict(
+        SPOTIFY, 43827, "gpu", laptop_busy=None, target=set(), flow=Flow.LOOPBACK
+    )
     assert out.status is Status.PASS and "gpu" in out.detail
 
 
@@ -120,17 +134,25 @@ def test_port_taken_on_the_laptop_fails_whatever_the_flow() -> None:
 
 
 def test_spotify_port_taken_on_the_target_fails_naming_the_port() -> None:
-    out = verdicts.port_verdict(SPOTIFY, 43827, "gpu", laptop_busy=None, target={"127.0.0.1"}, flow=Flow.LOOPBACK)
-    assert out.status is Status.FAIL and "port 43827" in out.detail and "127.0.0.1:43827" in out.detail
+    out = verdicts.port_verdict(
+        SPOTIFY, 43827, "gpu", laptop_busy=None, target={"127.0.0.1"}, flow=Flow.LOOPBACK
+    )
+    assert (
+        out.status is Status.FAIL and "port 43827" in out.detail and "127.0.0.1:43827" in out.detail
+    )
 
 
 def test_xai_port_taken_on_the_target_warns_because_hermes_moves_it() -> None:
-    out = verdicts.port_verdict(XAI, 56121, "gpu", laptop_busy=None, target={"::"}, flow=Flow.LOOPBACK)
+    out = verdicts.port_verdict(
+        XAI, 56121, "gpu", laptop_busy=None, target={"::"}, flow=Flow.LOOPBACK
+    )
     assert out.status is Status.WARN and "[::]:56121" in out.detail and "move" in out.detail
 
 
 def test_xai_port_taken_does_not_matter_with_device_code() -> None:
-    out = verdicts.port_verdict(XAI, 56121, "gpu", laptop_busy=None, target={"0.0.0.0"}, flow=Flow.DEVICE)
+    out = verdicts.port_verdict(
+        XAI, 56121, "gpu", laptop_busy=None, target={"0.0.0.0"}, flow=Flow.DEVICE
+    )
     assert out.status is Status.PASS and "device code" in out.detail
 
 
@@ -141,9 +163,19 @@ def test_unknown_socket_table_warns() -> None:
 
 # -- token directory -----------------------------------------------------------------------------
 
-GOOD = {"user": "alice", "dir": "/home/alice/.hermes", "exists": True, "is_dir": True, "dir_mode": 0o700,
-        "dir_owned": True, "writable": True, "file_exists": True, "file_mode": 0o600, "file_owned": True,
-        "file_rw": True}
+GOOD = {
+    "user": "alice",
+    "dir": "/home/alice/.hermes",
+    "exists": True,
+    "is_dir": True,
+    "dir_mode": 0o700,
+    "dir_owned": True,
+    "writable": True,
+    "file_exists": True,
+    "file_mode": 0o600,
+    "file_owned": True,
+    "file_rw": True,
+}
 
 
 def test_token_dir_700_with_auth_json_600_passes() -> None:
@@ -151,26 +183,40 @@ def test_token_dir_700_with_auth_json_600_passes() -> None:
     assert out.status is Status.PASS and out.data == "alice" and "auth.json mode 600" in out.detail
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"dir_mode": 0o755}, ["mode 755", "chmod 700"]),
-    ({"file_mode": 0o644}, ["auth.json has mode 644"]),
-    ({"dir_owned": False}, ["not owned by alice"]),
-])
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"dir_mode": 0o755}, ["mode 755", "chmod 700"]),
+        ({"file_mode": 0o644}, ["auth.json has mode 644"]),
+        ({"dir_owned": False}, ["not owned by alice"]),
+    ],
+)
 def test_loose_permissions_warn(change: dict[str, object], words: list[str]) -> None:
     out = verdicts.token_verdict({**GOOD, **change})
     assert out.status is Status.WARN
     assert all(word in out.detail for word in words)
 
 
-@pytest.mark.parametrize("info,words", [
-    ({**GOOD, "writable": False}, ["not writable for alice"]),
-    ({**GOOD, "file_rw": False}, ["auth.json is not readable and writable"]),
-    ({**GOOD, "is_dir": False}, ["not a directory"]),
-    ({"user": "alice", "dir": "/x/.hermes", "exists": False, "parent": "/x", "creatable": False},
-     ["cannot create it", "/x is not writable"]),
-    ({"user": "bob", "sudo": "sudo: a password is required"}, ["sudo -n -u bob", "password"]),
-    ({"user": "alice", "dir": "/h", "error": "Permission denied"}, ["/h: Permission denied"]),
-])
+@pytest.mark.parametrize(
+    ("info", "words"),
+    [
+        ({**GOOD, "writable": False}, ["not writable for alice"]),
+        ({**GOOD, "file_rw": False}, ["auth.json is not readable and writable"]),
+        ({**GOOD, "is_dir": False}, ["not a directory"]),
+        (
+            {
+                "user": "alice",
+                "dir": "/x/.hermes",
+                "exists": False,
+                "parent": "/x",
+                "creatable": False,
+            },
+            ["cannot create it", "/x is not writable"],
+        ),
+        ({"user": "bob", "sudo": "sudo: a password is required"}, ["sudo -n -u bob", "password"]),
+        ({"user": "alice", "dir": "/h", "error": "Permission denied"}, ["/h: Permission denied"]),
+    ],
+)
 def test_unusable_token_dir_fails(info: dict[str, object], words: list[str]) -> None:
     out = verdicts.token_verdict(info)
     assert out.status is Status.FAIL
@@ -178,26 +224,32 @@ def test_unusable_token_dir_fails(info: dict[str, object], words: list[str]) -> 
 
 
 def test_missing_dir_that_can_be_created_passes() -> None:
-    out = verdicts.token_verdict({"user": "alice", "dir": "/h/.hermes", "exists": False, "parent": "/h",
-                                  "creatable": True})
+    out = verdicts.token_verdict(
+        {"user": "alice", "dir": "/h/.hermes", "exists": False, "parent": "/h", "creatable": True}
+    )
     assert out.status is Status.PASS and "does not exist yet" in out.detail
 
 
 # -- gateway -------------------------------------------------------------------------------------
+
 
 def test_no_gateway_passes() -> None:
     assert verdicts.gateway_verdict("alice", {"processes": [], "units": []}).status is Status.PASS
 
 
 def test_gateway_of_the_same_user_passes() -> None:
-    info = {"processes": [{"user": "alice", "pid": 12, "args": "/usr/bin/python3 hermes gateway run"}]}
+    info = {
+        "processes": [{"user": "alice", "pid": 12, "args": "/usr/bin/python3 hermes gateway run"}]
+    }
     out = verdicts.gateway_verdict("alice", info)
     assert out.status is Status.PASS and "pid 12" in out.detail
 
 
 def test_gateway_of_another_user_warns_and_says_what_to_do() -> None:
-    info = {"processes": [{"user": "alice", "pid": 12, "args": "hermes gateway"}],
-            "units": [{"unit": "hermes-gateway.service", "user": "hermes", "state": "active"}]}
+    info = {
+        "processes": [{"user": "alice", "pid": 12, "args": "hermes gateway"}],
+        "units": [{"unit": "hermes-gateway.service", "user": "hermes", "state": "active"}],
+    }
     out = verdicts.gateway_verdict("alice", info)
     assert out.status is Status.WARN
     assert "runs as hermes" in out.detail and "hermes-gateway.service" in out.detail
@@ -210,6 +262,7 @@ def test_long_gateway_command_lines_are_cut() -> None:
 
 
 # -- the report ----------------------------------------------------------------------------------
+
 
 def report(*statuses: Status, strict: bool = False) -> DoctorReport:
     checks = tuple(Check(f"c{i}", s, f"d{i}", 0.1234) for i, s in enumerate(statuses))
@@ -226,15 +279,29 @@ def test_json_document_has_the_documented_shape() -> None:
     out = io.StringIO()
     as_json(report(Status.PASS, Status.FAIL), out)
     doc = json.loads(out.getvalue())
-    assert doc == {"destinations": [{"destination": "gpu", "ok": False, "checks": [
-        {"name": "c0", "status": "pass", "detail": "d0", "seconds": 0.123},
-        {"name": "c1", "status": "fail", "detail": "d1", "seconds": 0.123},
-    ]}], "ok": False}
+    assert doc == {
+        "destinations": [
+            {
+                "destination": "gpu",
+                "ok": False,
+                "checks": [
+                    {"name": "c0", "status": "pass", "detail": "d0", "seconds": 0.123},
+                    {"name": "c1", "status": "fail", "detail": "d1", "seconds": 0.123},
+                ],
+            }
+        ],
+        "ok": False,
+    }
 
 
 def test_table_shows_every_check_and_the_verdict() -> None:
     out = io.StringIO()
-    as_table(DoctorReport((DestinationReport("gpu", (Check("hermes", Status.FAIL, "[not] found", 1.5),)),)), out)
+    as_table(
+        DoctorReport(
+            (DestinationReport("gpu", (Check("hermes", Status.FAIL, "[not] found", 1.5),)),)
+        ),
+        out,
+    )
     text = out.getvalue()
     assert "gpu" in text and "FAILED" in text and "[not] found" in text and "1.50 s" in text
     assert "0 of 1 destination ok" in text
@@ -242,13 +309,20 @@ def test_table_shows_every_check_and_the_verdict() -> None:
 
 # -- the throwaway listener, run locally as the target would run it ------------------------------
 
-def start_listener(token: str, life: float = 10, avoid: tuple[int, ...] = (),
-                   python: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+
+def start_listener(
+    token: str, life: float = 10, avoid: tuple[int, ...] = (), python: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     env = None
     if python is not None:
         env = {**os.environ, "PATH": f"{Path(python).parent}:/usr/bin:/bin"}
-    proc = subprocess.Popen(["sh", "-c", commands.listener_command(token, avoid, life)], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["sh", "-c", commands.listener_command(token, avoid, life)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
 
@@ -256,10 +330,10 @@ def start_listener(token: str, life: float = 10, avoid: tuple[int, ...] = (),
 def test_listener_serves_its_token_once_and_exits() -> None:
     proc, port = start_listener("tok-123")
     assert commands.LISTENER_TAG in " ".join(_cmdline(proc.pid))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=5) as response:
         assert response.read() == b"tok-123"
     assert proc.wait(timeout=5) == 0
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
@@ -276,20 +350,31 @@ def test_listener_stops_by_itself_when_nobody_comes() -> None:
     assert proc.wait(timeout=5) == 3
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a network namespace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a network namespace"
+)
 def test_listener_never_takes_an_avoided_port() -> None:
     # In a namespace whose ephemeral range is 8 ports, 7 of them avoided: only one is allowed.
-    script = ('ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="40000 40007" && '
-              + commands.listener_command("t", range(40000, 40007), life=0.2))
-    done = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=10)
+    script = (
+        'ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="40000 40007" && '
+        + commands.listener_command("t", range(40000, 40007), life=0.2)
+    )
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=10
+    )
     assert done.stdout.strip() == "40007", done.stderr
 
 
 def test_listener_reports_a_missing_python(tmp_path: Path) -> None:
     (tmp_path / "sh").symlink_to("/bin/sh")
     env = {**os.environ, "PATH": str(tmp_path)}
-    done = subprocess.run(["/bin/sh", "-c", commands.listener_command("t", ())], env=env,
-                          capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        ["/bin/sh", "-c", commands.listener_command("t", ())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert done.returncode == commands.NO_PYTHON and "no python3" in done.stderr
     with pytest.raises(commands.NoPython):
         commands.check_python(done.returncode, done.stderr.strip(), "gpu")
@@ -303,18 +388,29 @@ def _cmdline(pid: int) -> list[str]:
 
 # -- the probe, run locally ----------------------------------------------------------------------
 
-def start_probe(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+
+def start_probe(
+    modes: list[str], config: dict[str, object], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     # The configuration as the first line on its stdin, which then stays open, as the doctor
     # keeps the channel's: its closing means "tunnelauth is gone".
-    proc = subprocess.Popen(["sh", "-c", commands.probe_command()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        ["sh", "-c", commands.probe_command()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdin is not None
     proc.stdin.write(commands.probe_config_line(modes, config))
     proc.stdin.flush()
     return proc
 
 
-def probe_modes(modes: list[str], config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:
+def probe_modes(
+    modes: list[str], config: dict[str, object], env: dict[str, str] | None = None
+) -> dict[str, object]:
     proc = start_probe(modes, config, env)
     assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
     out = proc.stdout.read()
@@ -326,15 +422,19 @@ def probe_modes(modes: list[str], config: dict[str, object], env: dict[str, str]
     return answer
 
 
-def probe(mode: str, config: dict[str, object], env: dict[str, str] | None = None) -> dict[str, object]:
+def probe(
+    mode: str, config: dict[str, object], env: dict[str, str] | None = None
+) -> dict[str, object]:
     return probe_modes([mode], config, env)[mode]  # type: ignore[return-value]
 
 
 def fake_hermes(tmp_path: Path, line: str = "Hermes Agent v0.18.0 (2026.7.1)") -> Path:
     script = tmp_path / "hermes"
     # Like the real one, --version writes into ~/.hermes: the probe must point it elsewhere.
-    script.write_text(f'#!/bin/sh\nmkdir -p "$HOME/.hermes" && echo "$HERMES_HOME" > "$HOME/.hermes/where"\n'
-                      f'echo "{line}"\necho "Python: 3"\necho "FOO=$FOO" >&2\n')
+    script.write_text(
+        f'#!/bin/sh\nmkdir -p "$HOME/.hermes" && echo "$HERMES_HOME" > "$HOME/.hermes/where"\n'
+        f'echo "{line}"\necho "Python: 3"\necho "FOO=$FOO" >&2\n'
+    )
     script.chmod(0o755)
     return script
 
@@ -346,7 +446,11 @@ def test_probe_runs_hermes_version_in_a_throwaway_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "HOME": str(home)}
-    info = probe("hermes", {"hermes": str(hermes), "as_user": None, "env": {"FOO": "bar", "HERMES_HOME": "/x"}}, env)
+    info = probe(
+        "hermes",
+        {"hermes": str(hermes), "as_user": None, "env": {"FOO": "bar", "HERMES_HOME": "/x"}},
+        env,
+    )
     assert info["path"] == str(hermes) and info["rc"] == 0
     assert info["first_line"] == "Hermes Agent v0.18.0 (2026.7.1)"
     assert info["error"] == "FOO=bar"  # --remote-env reaches it
@@ -362,7 +466,9 @@ def installed_hermes(tmp_path: Path, version: str = "0.19.0", name: str = "herme
     python.symlink_to("/bin/false")
     dist = venv / "lib" / "python3.11" / "site-packages" / f"{name}-{version}.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"
+    )
     script = venv / "bin" / "hermes"
     script.write_text(f"#!{python}\nimport sys\nsys.exit(1)\n")
     script.chmod(0o755)
@@ -372,7 +478,9 @@ def installed_hermes(tmp_path: Path, version: str = "0.19.0", name: str = "herme
     return link
 
 
-def test_probe_reads_the_version_from_the_package_metadata_without_running_hermes(tmp_path: Path) -> None:
+def test_probe_reads_the_version_from_the_package_metadata_without_running_hermes(
+    tmp_path: Path,
+) -> None:
     hermes = installed_hermes(tmp_path)
     info = probe("hermes", {"hermes": str(hermes), "as_user": None, "env": {}})
     assert info["path"] == str(hermes) and info["rc"] == 0
@@ -389,13 +497,23 @@ def test_probe_runs_hermes_when_the_metadata_is_not_hermes_agent(tmp_path: Path)
 ALL_MODES = ["hermes", "tokens", "gateway", "sockets"]
 
 
-def check_every_mode(tmp_path: Path, hermes: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+def check_every_mode(
+    tmp_path: Path, hermes: Path, env: dict[str, str] | None = None
+) -> dict[str, object]:
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen(1)
         port = listening.getsockname()[1]
-        answer = probe_modes(ALL_MODES, {"hermes": str(hermes), "as_user": None, "env": {},
-                                         "hermes_home": str(tmp_path / "hh")}, env)
+        answer = probe_modes(
+            ALL_MODES,
+            {
+                "hermes": str(hermes),
+                "as_user": None,
+                "env": {},
+                "hermes_home": str(tmp_path / "hh"),
+            },
+            env,
+        )
     assert answer["tokens"]["dir"] == str(tmp_path / "hh")  # type: ignore[index]
     # What LISTENs where, read on the target by remote_lib's one parser.
     assert answer["sockets"][str(port)] == ["127.0.0.1"]  # type: ignore[index]
@@ -412,18 +530,23 @@ def test_probe_stops_hermes_and_cleans_up_when_tunnelauth_goes_away(tmp_path: Pa
     import psutil
 
     hermes = tmp_path / "hermes"
-    hermes.write_text("#!/bin/sh\necho started > \"$HOME/started\"\nexec sleep 60\n")
+    hermes.write_text('#!/bin/sh\necho started > "$HOME/started"\nexec sleep 60\n')
     hermes.chmod(0o755)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = start_probe(["hermes"], {"hermes": str(hermes), "as_user": None, "env": {}},
-                       {**os.environ, "TMPDIR": str(scratch)})
+    proc = start_probe(
+        ["hermes"],
+        {"hermes": str(hermes), "as_user": None, "env": {}},
+        {**os.environ, "TMPDIR": str(scratch)},
+    )
     sleepers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 10
         while not list(scratch.glob("*/started")) and time.monotonic() < deadline:
             time.sleep(0.02)
-        sleepers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "sleep" in c.name()]
+        sleepers = [
+            c for c in psutil.Process(proc.pid).children(recursive=True) if "sleep" in c.name()
+        ]
         assert sleepers, "hermes --version did not start"
         assert proc.stdin is not None
         start = time.monotonic()
@@ -461,7 +584,9 @@ def test_probe_checks_the_token_dir(tmp_path: Path) -> None:
 
 
 def test_probe_finds_a_gateway_and_its_user() -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "hermes", "gateway"])
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "hermes", "gateway"]
+    )
     try:
         deadline = time.monotonic() + 10
         while "gateway" not in _cmdline(sleeper.pid):  # until it has exec'd
@@ -487,14 +612,22 @@ def test_listener_and_probe_run_on_old_remote_pythons(version: str, tmp_path: Pa
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(python)
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    shown = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                           env=env, capture_output=True, text=True).stdout.strip()
+    shown = subprocess.run(
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert shown == version
-    proc = subprocess.Popen(["sh", "-c", commands.listener_command("old", ())], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["sh", "-c", commands.listener_command("old", ())],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
         assert response.read() == b"old"
     assert proc.wait(timeout=5) == 0
     info = probe("tokens", {"as_user": None, "hermes_home": str(tmp_path / "h")}, env)
@@ -506,10 +639,22 @@ def test_listener_and_probe_run_on_old_remote_pythons(version: str, tmp_path: Pa
 
 # -- one connection per hop-chain prefix ---------------------------------------------------------
 
+
 def hop(name: str) -> ssh.Hop:
-    return ssh.Hop(name=name, host=name, port=22, user="u", identities=(), identities_only=False,
-                   known_hosts=(), accept_new=False, proxy_command=None, connect_timeout=3,
-                   keepalive_interval=5, keepalive_count_max=3)
+    return ssh.Hop(
+        name=name,
+        host=name,
+        port=22,
+        user="u",
+        identities=(),
+        identities_only=False,
+        known_hosts=(),
+        accept_new=False,
+        proxy_command=None,
+        connect_timeout=3,
+        keepalive_interval=5,
+        keepalive_count_max=3,
+    )
 
 
 class FakeConn:
@@ -539,16 +684,27 @@ def test_shared_connections_connect_each_prefix_once(monkeypatch: pytest.MonkeyP
 
     async def main() -> tuple[list[object], list[FakeConn]]:
         pool = ssh.SharedConnections()
-        results: list[object] = list(await asyncio.gather(
-            pool.get((bastion, t1)), pool.get((bastion, t2)), pool.get((bastion, dead)),
-            pool.get((bastion, dead)), return_exceptions=True))
+        results: list[object] = list(
+            await asyncio.gather(
+                pool.get((bastion, t1)),
+                pool.get((bastion, t2)),
+                pool.get((bastion, dead)),
+                pool.get((bastion, dead)),
+                return_exceptions=True,
+            )
+        )
         results.append(await pool.get((bastion,)))
         conns = [r[0] for r in results if isinstance(r, tuple)]
         await pool.close()
         return results, conns
 
     results, conns = asyncio.run(main())
-    assert sorted(opened) == [("bastion", None), ("dead", "bastion"), ("t1", "bastion"), ("t2", "bastion")]
+    assert sorted(opened) == [
+        ("bastion", None),
+        ("dead", "bastion"),
+        ("t1", "bastion"),
+        ("t2", "bastion"),
+    ]
     assert isinstance(results[2], ConnectFailed) and results[2] is results[3]
     assert results[0][1] is False and results[4][1] is True  # type: ignore[index]  # opened by t1, reused
     assert len({id(conn) for conn in conns}) == 3  # t1, t2 and the one bastion

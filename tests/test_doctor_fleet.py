@@ -29,10 +29,13 @@ class Target(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         return False  # no authentication: the lab's sshd tests that, not this file
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
         if not self.forwarding:  # as OpenSSH's sshd with AllowTcpForwarding no answers
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                            "TCP forwarding disabled here")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "TCP forwarding disabled here"
+            )
         return True
 
 
@@ -41,8 +44,14 @@ async def run_locally(process: asyncssh.SSHServerProcess[bytes]) -> None:
     asyncssh's process.redirect: its server side drops the whole connection when a client
     closes a channel mid-redirect, as the login's relay does.)"""
     local = await asyncio.create_subprocess_exec(
-        "sh", "-c", str(process.command), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        "sh",
+        "-c",
+        str(process.command),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
     assert local.stdin and local.stdout and local.stderr
 
     async def feed() -> None:
@@ -80,20 +89,36 @@ async def answer_nonsense(process: asyncssh.SSHServerProcess[bytes]) -> None:
 
 
 @asynccontextmanager
-async def target(tmp_path: Path, name: str, *, sane: bool, forwarding: bool = True) -> AsyncIterator[ssh.Hop]:
+async def target(
+    tmp_path: Path, name: str, *, sane: bool, forwarding: bool = True
+) -> AsyncIterator[ssh.Hop]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[host_key], encoding=None,
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        encoding=None,
         server_factory=lambda: Target(forwarding),
-        process_factory=run_locally if sane else answer_nonsense)
+        process_factory=run_locally if sane else answer_nonsense,
+    )
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / f"known_hosts_{name}"
     known.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
     try:
-        yield ssh.Hop(name=name, host="127.0.0.1", port=port, user=os.environ.get("USER", "root"),
-                      identities=(), identities_only=True, known_hosts=(known,), accept_new=False,
-                      proxy_command=None, connect_timeout=10, keepalive_interval=0,
-                      keepalive_count_max=3)
+        yield ssh.Hop(
+            name=name,
+            host="127.0.0.1",
+            port=port,
+            user=os.environ.get("USER", "root"),
+            identities=(),
+            identities_only=True,
+            known_hosts=(known,),
+            accept_new=False,
+            proxy_command=None,
+            connect_timeout=10,
+            keepalive_interval=0,
+            keepalive_count_max=3,
+        )
     finally:
         server.close()
         await server.wait_closed()
@@ -106,12 +131,19 @@ def hermes_here(tmp_path: Path) -> Path:
     return script
 
 
-def test_a_destination_that_raises_fails_alone_and_the_fleet_reports_every_destination(tmp_path: Path) -> None:
+def test_a_destination_that_raises_fails_alone_and_the_fleet_reports_every_destination(
+    tmp_path: Path,
+) -> None:
     async def main() -> object:
-        async with target(tmp_path, "good", sane=True) as good, \
-                target(tmp_path, "odd", sane=False) as odd:
-            request = DoctorRequest(destinations=(("good", (good,)), ("odd", (odd,))),
-                                    providers=(lookup("spotify"),), hermes=str(hermes_here(tmp_path)))
+        async with (
+            target(tmp_path, "good", sane=True) as good,
+            target(tmp_path, "odd", sane=False) as odd,
+        ):
+            request = DoctorRequest(
+                destinations=(("good", (good,)), ("odd", (odd,))),
+                providers=(lookup("spotify"),),
+                hermes=str(hermes_here(tmp_path)),
+            )
             return await asyncio.wait_for(run(request), 60)
 
     report = asyncio.run(main())
@@ -130,19 +162,27 @@ def test_a_destination_that_raises_fails_alone_and_the_fleet_reports_every_desti
     assert not report.ok  # type: ignore[attr-defined]
 
 
-def test_a_target_that_forbids_forwarding_is_checked_through_the_logins_relay(tmp_path: Path) -> None:
+def test_a_target_that_forbids_forwarding_is_checked_through_the_logins_relay(
+    tmp_path: Path,
+) -> None:
     async def main() -> object:
         async with target(tmp_path, "closed", sane=True, forwarding=False) as closed:
-            request = DoctorRequest(destinations=(("closed", (closed,)),), providers=(lookup("spotify"),),
-                                    hermes=str(hermes_here(tmp_path)))
+            request = DoctorRequest(
+                destinations=(("closed", (closed,)),),
+                providers=(lookup("spotify"),),
+                hermes=str(hermes_here(tmp_path)),
+            )
             return await asyncio.wait_for(run(request), 60)
 
     (closed,) = asyncio.run(main()).destinations  # type: ignore[attr-defined]
     shown = {c.name: (c.status, c.detail) for c in closed.checks}
     status, detail = shown["forwarding"]
     assert status is Status.FAIL
-    assert detail.startswith("forwarding refused by the target's sshd (TCP forwarding disabled here): "
-                             "allow it there (AllowTcpForwarding yes or local); ")
-    assert detail.endswith("until then a login has to relay the callback through an exec channel "
-                           "(that relay works)")
+    assert detail.startswith(
+        "forwarding refused by the target's sshd (TCP forwarding disabled here): "
+        "allow it there (AllowTcpForwarding yes or local); "
+    )
+    assert detail.endswith(
+        "until then a login has to relay the callback through an exec channel (that relay works)"
+    )
     assert shown["hermes"][0] is Status.PASS  # the other checks still ran

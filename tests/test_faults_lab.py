@@ -33,18 +33,26 @@ SUPERVISOR = "import base64,sys,zlib"  # in the command line of everything tunne
 LINK_DEADLINE = 30.0  # keepalive 5 s x 3, plus margin
 
 
-
-
-
-
 def fake(lab: Lab, provider: e2e.Provider, hermes: Path, version: str = "0.18.0") -> list[str]:
-    return ["--hermes", str(hermes), "--remote-env", f"FAKE_HERMES_VERSION={version}",
-            "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}", "--allow-host", lab.provider_ip]
+    return [
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        f"FAKE_HERMES_VERSION={version}",
+        "--remote-env",
+        f"FAKE_HERMES_PROVIDER={provider.url}",
+        "--allow-host",
+        lab.provider_ip,
+    ]
 
 
 def who(lab: Lab, login: str) -> list[str]:
     if login == "root":
-        return ["root@target", "--hermes-home", str(lab.root / f"root-hermes-{uuid.uuid4().hex[:8]}")]
+        return [
+            "root@target",
+            "--hermes-home",
+            str(lab.root / f"root-hermes-{uuid.uuid4().hex[:8]}"),
+        ]
     if login == "as-user":  # root logs in, hermes runs as the user through sudo
         return ["root@target", "--as-user", lab.user]
     return ["target"]
@@ -58,7 +66,9 @@ def describe(proc: psutil.Process) -> str:
 
 
 def leftovers(lab: Lab) -> list[str]:
-    found = [describe(p) for needle in ("fake-hermes", SUPERVISOR) for p in lab.target_processes(needle)]
+    found = [
+        describe(p) for needle in ("fake-hermes", SUPERVISOR) for p in lab.target_processes(needle)
+    ]
     if XAI_PORT in lab.listening_ports("target"):
         found.append(f"a listener on the target's port {XAI_PORT}")
     if XAI_PORT in lab.listening_ports("laptop"):
@@ -75,16 +85,25 @@ def assert_nothing_left(lab: Lab, within: float = 5) -> None:
 
 def login_is_waiting(lab: Lab) -> bool:
     """hermes runs, listens, and the laptop's forward is up."""
-    return (XAI_PORT in lab.listening_ports("target") and XAI_PORT in lab.listening_ports("laptop")
-            and bool(lab.target_processes("fake-hermes")))
+    return (
+        XAI_PORT in lab.listening_ports("target")
+        and XAI_PORT in lab.listening_ports("laptop")
+        and bool(lab.target_processes("fake-hermes"))
+    )
 
 
-def start_waiting(lab: Lab, laptop: e2e.Laptop, args: list[str], quiet: bool = False) -> subprocess.Popen[str]:
+def start_waiting(
+    lab: Lab, laptop: e2e.Laptop, args: list[str], quiet: bool = False
+) -> subprocess.Popen[str]:
     """A login waiting for the browser. quiet: -q with a browser that waits, so that stderr
     holds nothing but what the end of the run prints; else --no-open."""
     if quiet:
         proc = laptop.start(["xai", *args, "-q"], FAKE_BROWSER_DELAY="300")
-        e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+        e2e.wait_until(
+            lambda: login_is_waiting(lab) or proc.poll() is not None,
+            30,
+            "the login never got going",
+        )
         assert proc.poll() is None, e2e.finish_now(proc).output
     else:
         proc = laptop.start(["xai", *args, "--no-open"])
@@ -107,17 +126,21 @@ LOGINS = ["user", "root"]
 
 @e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("login", LOGINS)
-def test_nothing_left_after_success(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                    fake_hermes: Path, login: str) -> None:
+def test_nothing_left_after_success(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, login: str
+) -> None:
     run = laptop.run(["xai", *who(lab, login), *fake(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
     assert_nothing_left(lab)
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_nothing_left_after_a_denied_login(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                           fake_hermes: Path, login: str) -> None:
-    run = laptop.run(["xai", *who(lab, login), *fake(lab, provider, fake_hermes)], FAKE_BROWSER_MODE="deny")
+def test_nothing_left_after_a_denied_login(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, login: str
+) -> None:
+    run = laptop.run(
+        ["xai", *who(lab, login), *fake(lab, provider, fake_hermes)], FAKE_BROWSER_MODE="deny"
+    )
     assert run.returncode == 1, run.output
     assert "denied" in run.stderr.strip().splitlines()[-1], run.stderr
     assert_nothing_left(lab)
@@ -125,20 +148,33 @@ def test_nothing_left_after_a_denied_login(lab: Lab, laptop: e2e.Laptop, provide
 
 @e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("login", LOGINS)
-def test_nothing_left_after_timeout(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                    fake_hermes: Path, login: str) -> None:
-    proc = start_waiting(lab, laptop, [*who(lab, login), "--timeout", "6", *fake(lab, provider, fake_hermes)])
+def test_nothing_left_after_timeout(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, login: str
+) -> None:
+    proc = start_waiting(
+        lab, laptop, [*who(lab, login), "--timeout", "6", *fake(lab, provider, fake_hermes)]
+    )
     run = e2e.finish(proc)
     assert run.returncode == 8, run.output
     assert_nothing_left(lab)
 
 
 @e2e.BOTH_TRANSPORTS
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
-                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
+    ids=["SIGINT", "SIGTERM", "SIGKILL"],
+)
 @pytest.mark.parametrize("login", [*LOGINS, "as-user"])
-def test_nothing_left_after_a_signal(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                     fake_hermes: Path, login: str, sig: int, code: int) -> None:
+def test_nothing_left_after_a_signal(
+    lab: Lab,
+    laptop: e2e.Laptop,
+    provider: e2e.Provider,
+    fake_hermes: Path,
+    login: str,
+    sig: int,
+    code: int,
+) -> None:
     proc = start_waiting(lab, laptop, [*who(lab, login), *fake(lab, provider, fake_hermes)])
     run = e2e.finish(proc, sig)
     assert run.returncode == code, run.output
@@ -148,8 +184,9 @@ def test_nothing_left_after_a_signal(lab: Lab, laptop: e2e.Laptop, provider: e2e
     assert_nothing_left(lab)
 
 
-def test_ctrl_c_while_the_browser_has_not_returned(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                  fake_hermes: Path) -> None:
+def test_ctrl_c_while_the_browser_has_not_returned(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     proc = start_waiting(lab, laptop, ["target", *fake(lab, provider, fake_hermes)], quiet=True)
     run = e2e.finish_now(proc, signal.SIGINT, timeout=10)
     assert run.returncode == 130, run.output
@@ -158,7 +195,9 @@ def test_ctrl_c_while_the_browser_has_not_returned(lab: Lab, laptop: e2e.Laptop,
     assert_nothing_left(lab)
 
 
-def start_on_a_terminal(lab: Lab, laptop: e2e.Laptop, args: list[str]) -> tuple[subprocess.Popen[str], int, int]:
+def start_on_a_terminal(
+    lab: Lab, laptop: e2e.Laptop, args: list[str]
+) -> tuple[subprocess.Popen[str], int, int]:
     """tunnelauth with a pseudo-terminal as its controlling terminal and stdin, as in a shell
     window: getpass really talks to it (prompt and echo). Returns the process, master, slave."""
     master, slave = pty.openpty()
@@ -166,8 +205,16 @@ def start_on_a_terminal(lab: Lab, laptop: e2e.Laptop, args: list[str]) -> tuple[
     def take_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = lab.spawn("laptop", laptop.argv(args), env=laptop.env(), stdin=slave, stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, text=True, preexec_fn=take_terminal)
+    proc = lab.spawn(
+        "laptop",
+        laptop.argv(args),
+        env=laptop.env(),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=take_terminal,
+    )
     return proc, master, slave
 
 
@@ -185,11 +232,15 @@ def echoing(fd: int) -> bool:
     return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_at_a_secret_prompt_gives_the_terminal_back(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                           fake_hermes: Path, sig: int, code: int) -> None:
-    proc, master, slave = start_on_a_terminal(lab, laptop, ["anthropic", "target",
-                                                            *fake(lab, provider, fake_hermes, "0.19.0")])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_signal_at_a_secret_prompt_gives_the_terminal_back(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, sig: int, code: int
+) -> None:
+    proc, master, slave = start_on_a_terminal(
+        lab, laptop, ["anthropic", "target", *fake(lab, provider, fake_hermes, "0.19.0")]
+    )
     try:
         assert echoing(slave)
         read_terminal_until(master, b"Authorization code")
@@ -224,10 +275,14 @@ STUBBORN = textwrap.dedent(f"""\
     """)
 
 
-@pytest.mark.parametrize("login,sig,code", [("user", signal.SIGINT, 130), ("as-user", signal.SIGKILL, -9)],
-                         ids=["user-SIGINT", "as-user-SIGKILL"])
-def test_hermes_ignoring_signals_is_still_stopped(lab: Lab, laptop: e2e.Laptop, login: str, sig: int,
-                                                  code: int) -> None:
+@pytest.mark.parametrize(
+    ("login", "sig", "code"),
+    [("user", signal.SIGINT, 130), ("as-user", signal.SIGKILL, -9)],
+    ids=["user-SIGINT", "as-user-SIGKILL"],
+)
+def test_hermes_ignoring_signals_is_still_stopped(
+    lab: Lab, laptop: e2e.Laptop, login: str, sig: int, code: int
+) -> None:
     name = f"stubborn-{uuid.uuid4().hex[:6]}"
     hermes = e2e.write_script(lab, name, STUBBORN)
     proc = laptop.start(["xai", *who(lab, login), "--no-open", "--hermes", str(hermes)])
@@ -235,23 +290,35 @@ def test_hermes_ignoring_signals_is_still_stopped(lab: Lab, laptop: e2e.Laptop, 
     assert len(lab.target_processes(name)) >= 2  # hermes and its child (and sudo with --as-user)
     run = e2e.finish(proc, sig)
     assert run.returncode == code, run.output
-    e2e.wait_until(lambda: not lab.target_processes(name), 5, "a hermes ignoring SIGTERM outlived the login")
+    e2e.wait_until(
+        lambda: not lab.target_processes(name), 5, "a hermes ignoring SIGTERM outlived the login"
+    )
     assert_nothing_left(lab)
 
 
-@pytest.mark.parametrize("login,keepalive,deadline", [
-    ("user", [], LINK_DEADLINE),
-    # Shorter keepalives from -o, so the root run is quicker and proves they are honoured.
-    ("root", ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"], 12.0),
-], ids=["user-default-keepalive", "root-keepalive-1x2"])
-def test_cut_link_exits_9_naming_the_hop_and_leaves_nothing(lab: Lab, laptop: e2e.Laptop,
-                                                            provider: e2e.Provider, fake_hermes: Path,
-                                                            login: str, keepalive: list[str],
-                                                            deadline: float) -> None:
+@pytest.mark.parametrize(
+    ("login", "keepalive", "deadline"),
+    [
+        ("user", [], LINK_DEADLINE),
+        # Shorter keepalives from -o, so the root run is quicker and proves they are honoured.
+        ("root", ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"], 12.0),
+    ],
+    ids=["user-default-keepalive", "root-keepalive-1x2"],
+)
+def test_cut_link_exits_9_naming_the_hop_and_leaves_nothing(
+    lab: Lab,
+    laptop: e2e.Laptop,
+    provider: e2e.Provider,
+    fake_hermes: Path,
+    login: str,
+    keepalive: list[str],
+    deadline: float,
+) -> None:
     interval, count = (1.0, 2) if keepalive else (5.0, 3)
     window = remote.dead_after(interval, count)  # the supervisor's, from the same numbers
-    proc = start_waiting(lab, laptop, [*who(lab, login), *keepalive, *fake(lab, provider, fake_hermes)],
-                         quiet=True)
+    proc = start_waiting(
+        lab, laptop, [*who(lab, login), *keepalive, *fake(lab, provider, fake_hermes)], quiet=True
+    )
     with e2e.link_down(lab):
         cut = time.monotonic()
         run = e2e.finish_now(proc, timeout=LINK_DEADLINE + 10)
@@ -262,14 +329,20 @@ def test_cut_link_exits_9_naming_the_hop_and_leaves_nothing(lab: Lab, laptop: e2
         assert lab.bastion_ip in line and "lost" in line, line
         # No EOF crosses a cut link: the remote supervisor notices the missing heartbeats itself
         # (or the bastion's sshd closes the tunnel first), within its window.
-        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), max(0.0, window + 3 - (time.monotonic() - cut)),
-                       "hermes outlived the cut link")
+        e2e.wait_until(
+            lambda: not lab.target_processes("fake-hermes"),
+            max(0.0, window + 3 - (time.monotonic() - cut)),
+            "hermes outlived the cut link",
+        )
         assert_nothing_left(lab)
 
 
 # == 7. every fault names its hop, with its own exit code, on one line ===========================
 
-def test_bastion_down_exits_5_naming_the_bastion(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+
+def test_bastion_down_exits_5_naming_the_bastion(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     lab.stop_sshd("bastion")
     run = laptop.run(["xai", "target", "-q", "--hermes", str(fake_hermes)])
     assert run.returncode == 5, run.output
@@ -281,23 +354,31 @@ def test_bastion_down_exits_5_naming_the_bastion(lab: Lab, laptop: e2e.Laptop, f
 def silent_bastion(lab: Lab) -> None:
     """The bastion's port 22 accepts connections and never says a word."""
     lab.stop_sshd("bastion")
-    code = ("import socket,time\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('{lab.bastion_ip}',22)); s.listen(); print('up', flush=True); time.sleep(600)\n")
+    code = (
+        "import socket,time\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('{lab.bastion_ip}',22)); s.listen(); print('up', flush=True); time.sleep(600)\n"
+    )
     proc = lab.spawn("bastion", ["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
 
 
-def test_silent_bastion_exits_5_after_connect_timeout(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_silent_bastion_exits_5_after_connect_timeout(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     silent_bastion(lab)
-    run = laptop.run(["xai", "target", "-q", "-o", "ConnectTimeout=2", "--hermes", str(fake_hermes)])
+    run = laptop.run(
+        ["xai", "target", "-q", "-o", "ConnectTimeout=2", "--hermes", str(fake_hermes)]
+    )
     assert run.returncode == 5, run.output
     line = only_error(run.stderr)
     assert lab.bastion_ip in line and "2 s" in line, line
     assert run.elapsed < 6, run.elapsed
 
 
-def test_sigterm_while_connecting_exits_143(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_sigterm_while_connecting_exits_143(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     silent_bastion(lab)
     proc = laptop.start(["xai", "target", "--hermes", str(fake_hermes)])
     e2e.wait_for_stderr(proc, "connecting to bastion")
@@ -307,20 +388,36 @@ def test_sigterm_while_connecting_exits_143(lab: Lab, laptop: e2e.Laptop, fake_h
     assert run.stderr.strip().splitlines()[-1].startswith("tunnelauth: error: ")
 
 
-def test_bastion_refusing_the_key_exits_6_naming_the_bastion(lab: Lab, laptop: e2e.Laptop,
-                                                              fake_hermes: Path) -> None:
+def test_bastion_refusing_the_key_exits_6_naming_the_bastion(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     key = lab.root / f"stranger-{uuid.uuid4().hex[:6]}"
     lab.run("laptop", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     before = e2e.sshd_log(lab, "target")
-    run = laptop.run(["xai", f"{lab.user}@{lab.target_ip}", "-J", f"{lab.user}@{lab.bastion_ip}", "-i", str(key),
-                      "-o", "IdentitiesOnly=yes", "-q", "--hermes", str(fake_hermes)])
+    run = laptop.run(
+        [
+            "xai",
+            f"{lab.user}@{lab.target_ip}",
+            "-J",
+            f"{lab.user}@{lab.bastion_ip}",
+            "-i",
+            str(key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-q",
+            "--hermes",
+            str(fake_hermes),
+        ]
+    )
     assert run.returncode == 6, run.output
     line = only_error(run.stderr)
     assert lab.bastion_ip in line and lab.target_ip not in line, line
-    assert "Accepted publickey" not in e2e.sshd_log(lab, "target")[len(before):]
+    assert "Accepted publickey" not in e2e.sshd_log(lab, "target")[len(before) :]
 
 
-def test_target_unreachable_exits_5_naming_the_target(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_target_unreachable_exits_5_naming_the_target(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     lab.stop_sshd("target")
     run = laptop.run(["xai", "target", "-q", "--hermes", str(fake_hermes)])
     assert run.returncode == 5, run.output
@@ -329,8 +426,9 @@ def test_target_unreachable_exits_5_naming_the_target(lab: Lab, laptop: e2e.Lapt
     assert run.elapsed < 10
 
 
-def test_target_refusing_the_user_exits_6_naming_the_target(lab: Lab, laptop: e2e.Laptop,
-                                                             fake_hermes: Path) -> None:
+def test_target_refusing_the_user_exits_6_naming_the_target(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     run = laptop.run(["xai", "nosuchuser@target", "-q", "--hermes", str(fake_hermes)])
     assert run.returncode == 6, run.output
     line = only_error(run.stderr)
@@ -338,8 +436,9 @@ def test_target_refusing_the_user_exits_6_naming_the_target(lab: Lab, laptop: e2
 
 
 @pytest.mark.parametrize("hop", ["bastion", "target"])
-def test_sshd_killed_mid_login_exits_9_naming_the_hop(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                      fake_hermes: Path, hop: str) -> None:
+def test_sshd_killed_mid_login_exits_9_naming_the_hop(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, hop: str
+) -> None:
     proc = start_waiting(lab, laptop, ["target", *fake(lab, provider, fake_hermes)], quiet=True)
     lab.stop_sshd(hop)
     run = e2e.finish_now(proc)
@@ -353,7 +452,9 @@ def test_sshd_killed_mid_login_exits_9_naming_the_hop(lab: Lab, laptop: e2e.Lapt
     assert_nothing_left(lab)
 
 
-def test_errors_follow_the_progress_lines_on_one_line(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_errors_follow_the_progress_lines_on_one_line(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     run = laptop.run(["xai", "nosuchuser@target", "--hermes", str(fake_hermes)])
     assert run.returncode == 6, run.output
     lines = run.stderr.strip().splitlines()
@@ -363,17 +464,23 @@ def test_errors_follow_the_progress_lines_on_one_line(lab: Lab, laptop: e2e.Lapt
 
 # == 8. one login per callback port ==============================================================
 
-def test_second_login_on_the_same_port_exits_3_naming_the_first(lab: Lab, laptop: e2e.Laptop,
-                                                                 provider: e2e.Provider, fake_hermes: Path) -> None:
+
+def test_second_login_on_the_same_port_exits_3_naming_the_first(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     # The browser acts only after a while, so the first login is still waiting when the second starts.
-    first = laptop.start(["xai", "target", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="6")
+    first = laptop.start(
+        ["xai", "target", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="6"
+    )
     e2e.wait_for_stderr(first, "Opening the authorize URL")
     before = e2e.sshd_log(lab, "bastion").count("Connection from")
     second = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes)])
     assert first.poll() is None, "the first login ended before the second one was tried"
     assert second.returncode == 3, second.output
     line = only_error(second.stderr)  # checked before connecting: no progress lines either
-    assert f"pid {first.pid} (" in line and "tunnelauth" in line.split(f"pid {first.pid} (", 1)[1], line
+    assert (
+        f"pid {first.pid} (" in line and "tunnelauth" in line.split(f"pid {first.pid} (", 1)[1]
+    ), line
     assert str(XAI_PORT) in line
     assert e2e.sshd_log(lab, "bastion").count("Connection from") == before
     run = e2e.finish(first)
@@ -385,8 +492,10 @@ def test_second_login_on_the_same_port_exits_3_naming_the_first(lab: Lab, laptop
 
 # == 9. tunnelauth never connects to hermes's listener itself ===================================
 
-def test_single_threaded_one_shot_listener_gets_the_browser(lab: Lab, laptop: e2e.Laptop,
-                                                            provider: e2e.Provider, fake_hermes: Path) -> None:
+
+def test_single_threaded_one_shot_listener_gets_the_browser(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     run = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes, "0.14.0")])
     assert run.returncode == 0, run.output
     assert "Logged in to xai-oauth" in run.stdout
@@ -399,6 +508,7 @@ def test_single_threaded_one_shot_listener_gets_the_browser(lab: Lab, laptop: e2
 
 # == issue 12: stalls within the keepalive window, dead first hops, --timeout, helpers ===========
 
+
 @contextmanager
 def inner_link_down(lab: Lab) -> Iterator[None]:
     """Cut the bastion<->target link (the bastion's end of it); restore it however the body ends."""
@@ -408,17 +518,33 @@ def inner_link_down(lab: Lab) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["ip", "-n", lab.bastion_ns, "link", "set", dev, "up"], check=True)
-        subprocess.run(["ip", "-n", lab.target_ns, "route", "replace", f"{lab.provider_ip}/32",
-                        "via", "198.18.2.1"], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "-n",
+                lab.target_ns,
+                "route",
+                "replace",
+                f"{lab.provider_ip}/32",
+                "via",
+                "198.18.2.1",
+            ],
+            check=True,
+        )
 
 
-def test_link_blip_shorter_than_the_keepalive_window_is_survived(lab: Lab, laptop: e2e.Laptop,
-                                                                 provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_link_blip_shorter_than_the_keepalive_window_is_survived(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     # 4.5 s without a packet between bastion and target (TCP's retransmission backoff stretches
     # the silence to about 6 s): longer than the supervisor's old 4 s, inside 5 s x 3, and inside
     # the lab sshd's own ClientAlive 2 s x 3.
-    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="14")
-    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    proc = laptop.start(
+        ["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="14"
+    )
+    e2e.wait_until(
+        lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going"
+    )
     with inner_link_down(lab):
         time.sleep(4.5)  # the blip itself
     run = e2e.finish_now(proc, timeout=60)
@@ -428,10 +554,15 @@ def test_link_blip_shorter_than_the_keepalive_window_is_survived(lab: Lab, lapto
     assert_nothing_left(lab)
 
 
-def test_laptop_suspended_for_4_5_s_is_survived(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                               fake_hermes: Path) -> None:
-    proc = laptop.start(["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="8")
-    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+def test_laptop_suspended_for_4_5_s_is_survived(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
+    proc = laptop.start(
+        ["xai", "target", "-q", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_DELAY="8"
+    )
+    e2e.wait_until(
+        lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going"
+    )
     proc.send_signal(signal.SIGSTOP)  # as a laptop lid closing: no heartbeat, no keepalive answer
     try:
         time.sleep(4.5)  # the suspend itself
@@ -451,20 +582,49 @@ def black_hole(lab: Lab) -> Iterator[str]:
     """An address whose packets the laptop sends out and nobody ever answers (no ARP failure, no
     ICMP): a permanent neighbour entry with a MAC address that no interface has."""
     dev = e2e.laptop_link(lab)
-    subprocess.run(["ip", "-n", lab.laptop_ns, "neigh", "replace", BLACK_HOLE, "lladdr", "02:00:00:00:00:77",
-                    "dev", dev, "nud", "permanent"], check=True)
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            lab.laptop_ns,
+            "neigh",
+            "replace",
+            BLACK_HOLE,
+            "lladdr",
+            "02:00:00:00:00:77",
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ],
+        check=True,
+    )
     try:
         yield BLACK_HOLE
     finally:
-        subprocess.run(["ip", "-n", lab.laptop_ns, "neigh", "del", BLACK_HOLE, "dev", dev], check=False)
+        subprocess.run(
+            ["ip", "-n", lab.laptop_ns, "neigh", "del", BLACK_HOLE, "dev", dev], check=False
+        )
 
 
 @pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
-def test_black_holed_first_hop_exits_5_within_connect_timeout(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path,
-                                                             json_out: bool) -> None:
+def test_black_holed_first_hop_exits_5_within_connect_timeout(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path, json_out: bool
+) -> None:
     with black_hole(lab) as address:
-        run = laptop.run(["xai", f"{lab.user}@{address}", "-o", "ConnectTimeout=2", "-q", "--hermes",
-                          str(fake_hermes), *(["--json"] if json_out else [])], timeout=30)
+        run = laptop.run(
+            [
+                "xai",
+                f"{lab.user}@{address}",
+                "-o",
+                "ConnectTimeout=2",
+                "-q",
+                "--hermes",
+                str(fake_hermes),
+                *(["--json"] if json_out else []),
+            ],
+            timeout=30,
+        )
     assert run.returncode == 5, run.output
     assert "Traceback" not in run.output
     assert run.elapsed < 5, run.elapsed
@@ -477,7 +637,9 @@ def test_black_holed_first_hop_exits_5_within_connect_timeout(lab: Lab, laptop: 
         assert address in line and "2 s" in line, line
 
 
-def test_unresolvable_long_host_label_exits_5_at_once(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
+def test_unresolvable_long_host_label_exits_5_at_once(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     host = "a" * 64 + ".example"  # a 64-character label: no resolver can look it up
     run = laptop.run(["xai", f"{lab.user}@{host}", "-q", "--hermes", str(fake_hermes)], timeout=30)
     assert run.returncode == 5, run.output
@@ -489,8 +651,10 @@ def test_unresolvable_long_host_label_exits_5_at_once(lab: Lab, laptop: e2e.Lapt
 
 def test_timeout_covers_connecting(lab: Lab, laptop: e2e.Laptop, fake_hermes: Path) -> None:
     with black_hole(lab) as address:
-        run = laptop.run(["xai", f"{lab.user}@{address}", "--timeout", "3", "-q", "--hermes", str(fake_hermes)],
-                         timeout=30)
+        run = laptop.run(
+            ["xai", f"{lab.user}@{address}", "--timeout", "3", "-q", "--hermes", str(fake_hermes)],
+            timeout=30,
+        )
     assert run.returncode == 8, run.output
     line = only_error(run.stderr)
     assert "within 3 s" in line and address in line, line
@@ -509,18 +673,23 @@ PROMPT_THEN_FAIL = textwrap.dedent("""\
     """)
 
 
-def test_prompt_followed_by_hermes_exiting_ends_at_once_with_its_error(lab: Lab, laptop: e2e.Laptop) -> None:
+def test_prompt_followed_by_hermes_exiting_ends_at_once_with_its_error(
+    lab: Lab, laptop: e2e.Laptop
+) -> None:
     hermes = e2e.write_script(lab, f"prompt-then-fail-{uuid.uuid4().hex[:6]}", PROMPT_THEN_FAIL)
     began = time.monotonic()
-    proc, master, slave = start_on_a_terminal(lab, laptop, ["anthropic", "target", "--timeout", "60",
-                                                            "--hermes", str(hermes)])
+    proc, master, slave = start_on_a_terminal(
+        lab, laptop, ["anthropic", "target", "--timeout", "60", "--hermes", str(hermes)]
+    )
     try:
         read_terminal_until(master, b"Authorization code")
         run = e2e.finish(proc, timeout=20)
         assert run.returncode == 1, run.output
         assert time.monotonic() - began < 15  # hermes's exit, not --timeout's 60 s
         last = run.stderr.strip().splitlines()[-1]
-        assert last.startswith("tunnelauth: error: ") and "token endpoint is unreachable" in last, run.stderr
+        assert last.startswith("tunnelauth: error: ") and "token endpoint is unreachable" in last, (
+            run.stderr
+        )
         assert echoing(slave), "the terminal was left without echo"
         assert_nothing_left(lab)
     finally:
@@ -528,13 +697,18 @@ def test_prompt_followed_by_hermes_exiting_ends_at_once_with_its_error(lab: Lab,
         os.close(slave)
 
 
-def test_a_browser_that_never_returns_does_not_hold_tunnelauth(lab: Lab, laptop: e2e.Laptop,
-                                                               provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_a_browser_that_never_returns_does_not_hold_tunnelauth(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     stay = str(600 + uuid.uuid4().int % 300)  # the browser "window" stays open this long
-    laptop.browser = e2e.write_script(lab, f"browser-stays-{stay}", f'#!/bin/sh\n"{laptop.browser}" "$@"\nexec sleep {stay}\n')
+    laptop.browser = e2e.write_script(
+        lab, f"browser-stays-{stay}", f'#!/bin/sh\n"{laptop.browser}" "$@"\nexec sleep {stay}\n'
+    )
     proc = laptop.start(["xai", "target", *fake(lab, provider, fake_hermes)])
     run = e2e.finish_now(proc, timeout=40)
-    still_open = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", stay]]
+    still_open = [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", stay]
+    ]
     for browser in still_open:
         browser.kill()
     assert run.returncode == 0, run.output
@@ -548,8 +722,10 @@ def test_a_browser_that_never_returns_does_not_hold_tunnelauth(lab: Lab, laptop:
 def test_setsid_helper_holding_the_output_does_not_hold_run(lab: Lab, laptop: e2e.Laptop) -> None:
     tag = f"{uuid.uuid4().int % 1000 + 9000}"
     began = time.monotonic()
-    run = laptop.run(["run", "target", "--", "sh", "-c", f"setsid sleep {tag} & echo main done; exit 3"],
-                     timeout=60)
+    run = laptop.run(
+        ["run", "target", "--", "sh", "-c", f"setsid sleep {tag} & echo main done; exit 3"],
+        timeout=60,
+    )
     took = time.monotonic() - began
     helpers = lab.target_processes(f"sleep {tag}")
     for helper in helpers:  # it left its session on purpose: ours to clean up here, by pid
@@ -564,23 +740,44 @@ def test_two_131_kb_remote_env_values_reach_the_command(lab: Lab, laptop: e2e.La
     # They once made one 350 KB command line and the exec failed ("lost the connection"); now they
     # travel in the channel and reach the command's environment, each one exec string of its own.
     a, b = "a" * 131_000, "b" * 131_000
-    run = laptop.run(["run", "target", "--remote-env", f"A={a}", "--remote-env", f"B={b}", "--",
-                      "sh", "-c", 'printf %s "$A$B" | sha256sum'], timeout=60)
+    run = laptop.run(
+        [
+            "run",
+            "target",
+            "--remote-env",
+            f"A={a}",
+            "--remote-env",
+            f"B={b}",
+            "--",
+            "sh",
+            "-c",
+            'printf %s "$A$B" | sha256sum',
+        ],
+        timeout=60,
+    )
     assert run.returncode == 0, run.output[-2000:]
     assert hashlib.sha256((a + b).encode()).hexdigest() in run.stdout
 
 
 def test_laptop_suspended_past_the_window_is_a_lost_connection_not_a_hermes_failure(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     keepalive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=1"]
     window = remote.dead_after(1.0, 1)  # the supervisor stops hermes after this long without a word
-    proc = laptop.start(["xai", "target", "-q", *keepalive, *fake(lab, provider, fake_hermes)],
-                        FAKE_BROWSER_DELAY="300")
-    e2e.wait_until(lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going")
+    proc = laptop.start(
+        ["xai", "target", "-q", *keepalive, *fake(lab, provider, fake_hermes)],
+        FAKE_BROWSER_DELAY="300",
+    )
+    e2e.wait_until(
+        lambda: login_is_waiting(lab) or proc.poll() is not None, 30, "the login never got going"
+    )
     proc.send_signal(signal.SIGSTOP)
     try:
-        e2e.wait_until(lambda: not lab.target_processes("fake-hermes"), window + 5,
-                       "the supervisor did not stop hermes while the laptop was suspended")
+        e2e.wait_until(
+            lambda: not lab.target_processes("fake-hermes"),
+            window + 5,
+            "the supervisor did not stop hermes while the laptop was suspended",
+        )
     finally:
         proc.send_signal(signal.SIGCONT)
     run = e2e.finish_now(proc, timeout=30)

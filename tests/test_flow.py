@@ -68,18 +68,24 @@ class _Server(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return key.public_data == self.client_key.public_data
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
         if not self.target.forwarding:  # AllowTcpForwarding no
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                            "TCP forwarding is disabled")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "TCP forwarding is disabled"
+            )
         self.target.channels.append((dest_host, dest_port))
         return True  # asyncssh connects to dest_host:dest_port itself, as sshd does
 
 
 def _session_env() -> dict[str, str]:
     """What a login session gets from sshd: no $BROWSER of the laptop, SSH_CLIENT set."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BROWSER", "FAKE_BROWSER", "PYTEST", "SSH_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BROWSER", "FAKE_BROWSER", "PYTEST", "SSH_"))
+    }
     env["SSH_CLIENT"] = env["SSH_CONNECTION"] = "127.0.0.1 40000 127.0.0.1 22"
     env["SHELL"] = "/bin/sh"
     return env
@@ -92,8 +98,14 @@ async def _session(target: Target, process: asyncssh.SSHServerProcess[bytes]) ->
     assert task is not None
     target.sessions.append(task)
     child = await asyncio.create_subprocess_exec(
-        "sh", "-c", command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_session_env(), start_new_session=True,
+        "sh",
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_session_env(),
+        start_new_session=True,
     )
     target.children.append(child)
     assert child.stdin and child.stdout and child.stderr
@@ -117,8 +129,9 @@ async def _session(target: Target, process: asyncssh.SSHServerProcess[bytes]) ->
             pass
 
     feeding = asyncio.ensure_future(into_child())
-    await asyncio.gather(out_of_child(child.stdout, process.stdout),
-                         out_of_child(child.stderr, process.stderr))
+    await asyncio.gather(
+        out_of_child(child.stdout, process.stdout), out_of_child(child.stderr, process.stderr)
+    )
     status = await child.wait()
     feeding.cancel()
     await asyncio.gather(feeding, return_exceptions=True)
@@ -126,7 +139,9 @@ async def _session(target: Target, process: asyncssh.SSHServerProcess[bytes]) ->
 
 
 @asynccontextmanager
-async def target_server(tmp_path: Path, forwarding: bool = True) -> AsyncIterator[tuple[Target, ssh.Hop]]:
+async def target_server(
+    tmp_path: Path, forwarding: bool = True
+) -> AsyncIterator[tuple[Target, ssh.Hop]]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     key_path = tmp_path / "id_ed25519"
@@ -134,17 +149,30 @@ async def target_server(tmp_path: Path, forwarding: bool = True) -> AsyncIterato
     key_path.chmod(0o600)
     target = Target(port=0, host_key=host_key, forwarding=forwarding)
     server = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[host_key], encoding=None,
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        encoding=None,
         server_factory=lambda: _Server(target, client_key),
         process_factory=lambda process: _session(target, process),
     )
     target.port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{target.port} {host_key.export_public_key().decode()}")
-    hop = ssh.Hop(name="target", host="127.0.0.1", port=target.port, user=getpass.getuser(),
-                  identities=(str(key_path),), identities_only=True, known_hosts=(known,),
-                  accept_new=False, proxy_command=None, connect_timeout=10,
-                  keepalive_interval=0, keepalive_count_max=3)
+    hop = ssh.Hop(
+        name="target",
+        host="127.0.0.1",
+        port=target.port,
+        user=getpass.getuser(),
+        identities=(str(key_path),),
+        identities_only=True,
+        known_hosts=(known,),
+        accept_new=False,
+        proxy_command=None,
+        connect_timeout=10,
+        keepalive_interval=0,
+        keepalive_count_max=3,
+    )
     try:
         yield target, hop
     finally:
@@ -199,7 +227,9 @@ class Recorder:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 
-    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None:
+    def show_url(
+        self, url: str, purpose: str, opened: bool | None, host: str | None = None
+    ) -> None:
         self.urls.append((url, purpose, opened))
 
     def show_code(self, code: str) -> None:
@@ -217,8 +247,11 @@ class Provider:
 
 @pytest.fixture
 def provider() -> Iterator[Provider]:
-    proc = subprocess.Popen([sys.executable, str(FAKES / "mock_provider.py"), "--host", "127.0.0.1",
-                             "--port", "0"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKES / "mock_provider.py"), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line.startswith("listening "), line
@@ -278,18 +311,37 @@ def listening_on(address: str, port: int) -> bool:
         return sock.connect_ex((address, port)) == 0
 
 
-def xai_request(hop: ssh.Hop, hermes: Path, tmp_path: Path, provider_url: str | None,
-                version: str, **extra: object) -> flow.LoginRequest:
-    env = {"FAKE_HERMES_VERSION": version, "HERMES_HOME": str(tmp_path / "hermes-home"),
-           "FAKE_HERMES_CALLBACK_WAIT": "30"}
+def xai_request(
+    hop: ssh.Hop,
+    hermes: Path,
+    tmp_path: Path,
+    provider_url: str | None,
+    version: str,
+    **extra: object,
+) -> flow.LoginRequest:
+    env = {
+        "FAKE_HERMES_VERSION": version,
+        "HERMES_HOME": str(tmp_path / "hermes-home"),
+        "FAKE_HERMES_CALLBACK_WAIT": "30",
+    }
     if provider_url:
         env["FAKE_HERMES_PROVIDER"] = provider_url
-    return flow.LoginRequest(hops=(hop,), provider=providers.lookup("xai"), hermes=str(hermes),
-                             remote_env=env, allow_hosts=("127.0.0.1",), timeout=60, **extra)  # type: ignore[arg-type]
+    return flow.LoginRequest(
+        hops=(hop,),
+        provider=providers.lookup("xai"),
+        hermes=str(hermes),
+        remote_env=env,
+        allow_hosts=("127.0.0.1",),
+        timeout=60,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
-def login(tmp_path: Path, request: Callable[[ssh.Hop], flow.LoginRequest | flow.RunRequest],
-          forwarding: bool = True) -> tuple[flow.LoginResult | BaseException, Recorder, Target]:
+def login(
+    tmp_path: Path,
+    request: Callable[[ssh.Hop], flow.LoginRequest | flow.RunRequest],
+    forwarding: bool = True,
+) -> tuple[flow.LoginResult | BaseException, Recorder, Target]:
     reporter = Recorder()
 
     async def go() -> tuple[flow.LoginResult | BaseException, Target]:
@@ -312,8 +364,9 @@ def tokens(tmp_path: Path) -> dict[str, object]:
 # -- the hermes login ------------------------------------------------------------------------------
 
 
-def test_a_loopback_login_follows_the_moved_port(tmp_path: Path, laptop: Path, provider: Provider,
-                                                 hermes: Path) -> None:
+def test_a_loopback_login_follows_the_moved_port(
+    tmp_path: Path, laptop: Path, provider: Provider, hermes: Path
+) -> None:
     held = socket.socket()  # something else has the callback port on the target
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -322,12 +375,17 @@ def test_a_loopback_login_follows_the_moved_port(tmp_path: Path, laptop: Path, p
     except OSError:
         pass  # something on this machine holds it already: the same situation for hermes
     try:
-        result, reporter, target = login(tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.18.0"))
+        result, reporter, target = login(
+            tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.18.0")
+        )
     finally:
         held.close()
     assert isinstance(result, flow.LoginResult), result
     assert result.provider == "xai-oauth" and result.label == "lab@example.test"
-    assert result.token_file == str(tmp_path / "hermes-home" / "auth.json") and result.token_mode == 0o600
+    assert (
+        result.token_file == str(tmp_path / "hermes-home" / "auth.json")
+        and result.token_mode == 0o600
+    )
     assert "xai-oauth" in json.dumps(tokens(tmp_path))
     moved = [fields for _, event, fields in reporter.steps if event == "port_moved"]
     assert len(moved) == 1 and moved[0]["old_port"] == 56121
@@ -343,9 +401,12 @@ def test_a_loopback_login_follows_the_moved_port(tmp_path: Path, laptop: Path, p
     assert not listening_on(LAPTOP, new_port) and not listening_on(LAPTOP, 56121)
 
 
-def test_a_device_code_login_closes_the_tunnel(tmp_path: Path, laptop: Path, provider: Provider,
-                                               hermes: Path) -> None:
-    result, reporter, target = login(tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.19.0"))
+def test_a_device_code_login_closes_the_tunnel(
+    tmp_path: Path, laptop: Path, provider: Provider, hermes: Path
+) -> None:
+    result, reporter, target = login(
+        tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.19.0")
+    )
     assert isinstance(result, flow.LoginResult), result
     assert result.label == "lab@example.test"
     tokens(tmp_path)
@@ -359,7 +420,9 @@ def test_a_device_code_login_closes_the_tunnel(tmp_path: Path, laptop: Path, pro
 
 def test_a_failing_hermes_gives_its_own_message(tmp_path: Path, laptop: Path, hermes: Path) -> None:
     # No provider: hermes is offline and says so.
-    result, reporter, _ = login(tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, None, "0.18.0"))
+    result, reporter, _ = login(
+        tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, None, "0.18.0")
+    )
     assert isinstance(result, LoginFailed) and result.exit_code == 1, result
     assert "Temporary failure in name resolution" in str(result)
     assert "reported_success" not in reporter.events()
@@ -375,17 +438,23 @@ def test_hermes_not_found_says_where_it_looked(tmp_path: Path, laptop: Path) -> 
     assert not listening_on(LAPTOP, 56121)
 
 
-def test_a_target_that_forbids_forwarding_gets_the_callback_relayed(tmp_path: Path, laptop: Path,
-                                                                    provider: Provider, hermes: Path) -> None:
+def test_a_target_that_forbids_forwarding_gets_the_callback_relayed(
+    tmp_path: Path, laptop: Path, provider: Provider, hermes: Path
+) -> None:
     result, reporter, target = login(
-        tmp_path, lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.18.0"), forwarding=False)
+        tmp_path,
+        lambda hop: xai_request(hop, hermes, tmp_path, provider.url, "0.18.0"),
+        forwarding=False,
+    )
     assert isinstance(result, flow.LoginResult), result
     tokens(tmp_path)
     relaying = [text for text, event, _ in reporter.steps if event == "relaying"]
     assert relaying and "TCP forwarding is disabled" in relaying[0]
     assert not target.channels
     forwarded = [fields["port"] for _, event, fields in reporter.steps if event == "forwarded"]
-    assert any(remote.relay_command("127.0.0.1", int(str(port))) in target.commands for port in forwarded)
+    assert any(
+        remote.relay_command("127.0.0.1", int(str(port))) in target.commands for port in forwarded
+    )
     assert browsed(laptop)[-1]["status"] == 200
     assert gone(hermes.name)
 
@@ -398,7 +467,9 @@ def run_request(command: tuple[str, ...], **extra: object) -> Callable[[ssh.Hop]
 
 
 def test_run_passes_output_and_exit_status_through(tmp_path: Path, laptop: Path) -> None:
-    result, reporter, _ = login(tmp_path, run_request(("sh", "-c", "echo out; echo err >&2; exit 3")))
+    result, reporter, _ = login(
+        tmp_path, run_request(("sh", "-c", "echo out; echo err >&2; exit 3"))
+    )
     assert isinstance(result, flow.LoginResult), result
     assert result.exit_status == 3
     assert reporter.output == {"stdout": b"out\n", "stderr": b"err\n"}
@@ -408,7 +479,9 @@ def test_run_relays_stdin_to_the_command(tmp_path: Path, laptop: Path) -> None:
     source = tmp_path / "input"
     source.write_bytes(b"one\ntwo\n")
     with source.open("rb") as handle:
-        result, reporter, _ = login(tmp_path, run_request(("sh", "-c", "wc -l"), stdin_fd=handle.fileno()))
+        result, reporter, _ = login(
+            tmp_path, run_request(("sh", "-c", "wc -l"), stdin_fd=handle.fileno())
+        )
     assert isinstance(result, flow.LoginResult) and result.exit_status == 0, result
     assert reporter.output["stdout"].strip() == b"2"
 
@@ -428,7 +501,12 @@ def test_run_refuses_to_open_a_url_with_credentials(tmp_path: Path, laptop: Path
 
 def test_a_timeout_stops_the_remote_command(tmp_path: Path, laptop: Path) -> None:
     marker = f"tunnelauth-test-sleeper-{os.getpid()}"
-    sleeper = ("python3", "-c", "import time; print('started', flush=True); time.sleep(300)", marker)
+    sleeper = (
+        "python3",
+        "-c",
+        "import time; print('started', flush=True); time.sleep(300)",
+        marker,
+    )
     result, reporter, _ = login(tmp_path, run_request(sleeper, timeout=3))
     assert isinstance(result, LoginTimeout) and result.exit_code == 8, result
     assert reporter.output["stdout"] == b"started\n"

@@ -33,13 +33,29 @@ class CountingServer(asyncssh.SSHServer):
         return key.public_data == self.allowed.public_data
 
 
-def hop(tmp_path: Path, port: int, keys: list[Path], host_key: asyncssh.SSHKey,
-        identities_only: bool = True) -> ssh.Hop:
+def hop(
+    tmp_path: Path,
+    port: int,
+    keys: list[Path],
+    host_key: asyncssh.SSHKey,
+    identities_only: bool = True,
+) -> ssh.Hop:
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
-    return ssh.Hop(name="server", host="127.0.0.1", port=port, user="alice", identities=tuple(map(str, keys)),
-                   identities_only=identities_only, known_hosts=(known,), accept_new=False, proxy_command=None,
-                   connect_timeout=10, keepalive_interval=0, keepalive_count_max=3)
+    return ssh.Hop(
+        name="server",
+        host="127.0.0.1",
+        port=port,
+        user="alice",
+        identities=tuple(map(str, keys)),
+        identities_only=identities_only,
+        known_hosts=(known,),
+        accept_new=False,
+        proxy_command=None,
+        connect_timeout=10,
+        keepalive_interval=0,
+        keepalive_count_max=3,
+    )
 
 
 def key_file(tmp_path: Path, name: str) -> tuple[Path, asyncssh.SSHKey]:
@@ -50,12 +66,22 @@ def key_file(tmp_path: Path, name: str) -> tuple[Path, asyncssh.SSHKey]:
     return path, key
 
 
-async def login(tmp_path: Path, keys: list[Path], allowed: asyncssh.SSHKey, *, head_start: bool,
-                identities_only: bool = True) -> list[str]:
+async def login(
+    tmp_path: Path,
+    keys: list[Path],
+    allowed: asyncssh.SSHKey,
+    *,
+    head_start: bool,
+    identities_only: bool = True,
+) -> list[str]:
     seen: list[str] = []
     host_key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[host_key],
-                                   server_factory=lambda: CountingServer(allowed, seen))
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        server_factory=lambda: CountingServer(allowed, seen),
+    )
     port = server.sockets[0].getsockname()[1]
     try:
         target = hop(tmp_path, port, keys, host_key, identities_only)
@@ -72,12 +98,15 @@ async def login(tmp_path: Path, keys: list[Path], allowed: asyncssh.SSHKey, *, h
 
 
 @pytest.mark.parametrize("head_start", [False, True])
-def test_the_first_key_is_signed_at_once(tmp_path: Path, head_start: bool,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_key_is_signed_at_once(
+    tmp_path: Path, head_start: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[int] = []
     real = asyncssh.connection.SSHClientConnection.send_packet
 
-    def counted(self: asyncssh.SSHClientConnection, pkttype: int, *args: bytes, **kwargs: object) -> None:
+    def counted(
+        self: asyncssh.SSHClientConnection, pkttype: int, *args: bytes, **kwargs: object
+    ) -> None:
         sent.append(pkttype)
         real(self, pkttype, *args, **kwargs)  # type: ignore[arg-type]
 
@@ -103,7 +132,9 @@ def test_no_accepted_key_is_refused(tmp_path: Path) -> None:
         asyncio.run(login(tmp_path, [stranger], key, head_start=False))
 
 
-def test_an_agent_key_is_signed_at_once_by_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_agent_key_is_signed_at_once_by_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
     import subprocess
 

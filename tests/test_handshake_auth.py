@@ -102,8 +102,9 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ssh, "_has_tty", lambda: True)
 
 
-def key_file(directory: Path, name: str, passphrase: str | None = None,
-             alg: str = "ssh-ed25519") -> tuple[Path, asyncssh.SSHKey]:
+def key_file(
+    directory: Path, name: str, passphrase: str | None = None, alg: str = "ssh-ed25519"
+) -> tuple[Path, asyncssh.SSHKey]:
     key = asyncssh.generate_private_key(alg)
     path = directory / name
     key.write_private_key(path, passphrase=passphrase)
@@ -113,7 +114,9 @@ def key_file(directory: Path, name: str, passphrase: str | None = None,
 
 
 class Lab:
-    def __init__(self, tmp_path: Path, policy: Policy, host_keys: list[object] | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, policy: Policy, host_keys: list[object] | None = None
+    ) -> None:
         self.tmp = tmp_path
         self.policy = policy
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -123,8 +126,12 @@ class Lab:
         self.port = 0
 
     async def __aenter__(self) -> Lab:
-        self.server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=self.host_keys,
-                                            server_factory=lambda: Server(self.policy))
+        self.server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=self.host_keys,
+            server_factory=lambda: Server(self.policy),
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -140,20 +147,41 @@ class Lab:
 
     def config(self, body: str = "", after: str = "", **more: str) -> Path:
         path = self.tmp / "ssh_config"
-        lines = {"HostName": "127.0.0.1", "Port": str(self.port), "User": "alice",
-                 "UserKnownHostsFile": str(self.known), "GlobalKnownHostsFile": "/dev/null",
-                 "IdentityAgent": "none", **more}
-        path.write_text(textwrap.dedent(body) + "Host srv\n"
-                        + "".join(f"  {k} {v}\n" for k, v in lines.items()) + textwrap.dedent(after))
+        lines = {
+            "HostName": "127.0.0.1",
+            "Port": str(self.port),
+            "User": "alice",
+            "UserKnownHostsFile": str(self.known),
+            "GlobalKnownHostsFile": "/dev/null",
+            "IdentityAgent": "none",
+            **more,
+        }
+        path.write_text(
+            textwrap.dedent(body)
+            + "Host srv\n"
+            + "".join(f"  {k} {v}\n" for k, v in lines.items())
+            + textwrap.dedent(after)
+        )
         return path
 
-    async def connect(self, config: Path, asked: Asked | None = None, accept_new: bool = False,
-                      options: tuple[str, ...] = (), identities: tuple[str, ...] = ()) -> ssh.Hop:
-        settings = SshSettings(config_file=config, accept_new=accept_new, identities=identities,
-                               options=first_wins(parse_option(o) for o in options))
+    async def connect(
+        self,
+        config: Path,
+        asked: Asked | None = None,
+        accept_new: bool = False,
+        options: tuple[str, ...] = (),
+        identities: tuple[str, ...] = (),
+    ) -> ssh.Hop:
+        settings = SshSettings(
+            config_file=config,
+            accept_new=accept_new,
+            identities=identities,
+            options=first_wins(parse_option(o) for o in options),
+        )
         [hop] = ssh.plan(parse_endpoint("srv"), None, settings)
-        conn = await ssh.connect_hop(hop, None, asked.ask if asked else None,
-                                     asked.told.append if asked else None)
+        conn = await ssh.connect_hop(
+            hop, None, asked.ask if asked else None, asked.told.append if asked else None
+        )
         async with conn:
             assert conn.get_extra_info("username") == hop.user
         return hop
@@ -173,7 +201,9 @@ def test_tokens_in_user_known_hosts_file_are_expanded(tmp_path: Path, home: Path
         async with Lab(tmp_path, Policy(keys=[key])) as lab:
             lab.known = home / f"kh_127.0.0.1_{lab.port}"
             lab.trust()
-            return await lab.connect(lab.config(UserKnownHostsFile="%d/kh_%h_%p", IdentityFile=str(path)))
+            return await lab.connect(
+                lab.config(UserKnownHostsFile="%d/kh_%h_%p", IdentityFile=str(path))
+            )
 
     hop = run(go())
     assert hop.known_hosts[0] == home / f"kh_127.0.0.1_{hop.port}"
@@ -186,8 +216,11 @@ def test_match_exec_sees_the_tokens(tmp_path: Path) -> None:
     async def go() -> ssh.Hop:
         async with Lab(tmp_path, Policy(keys=[key])) as lab:
             lab.trust()
-            cfg = lab.config(after=f'Match exec "echo %h:%p | grep -qx 127.0.0.1:{lab.port} && touch {marker}"\n'
-                                   '  ConnectTimeout 7\n', IdentityFile=str(path))
+            cfg = lab.config(
+                after=f'Match exec "echo %h:%p | grep -qx 127.0.0.1:{lab.port} && touch {marker}"\n'
+                "  ConnectTimeout 7\n",
+                IdentityFile=str(path),
+            )
             return await lab.connect(cfg)
 
     hop = run(go())
@@ -200,9 +233,16 @@ def test_dash_f_dev_null_with_options_alone(tmp_path: Path) -> None:
     async def go() -> ssh.Hop:
         async with Lab(tmp_path, Policy(keys=[key])) as lab:
             lab.trust()
-            opts = ("HostName=127.0.0.1", f"Port={lab.port}", "User=carol",
-                    f"UserKnownHostsFile={lab.known}", f"IdentityFile={path}", "IdentitiesOnly=yes",
-                    "IdentityAgent=none", "User=ignored")
+            opts = (
+                "HostName=127.0.0.1",
+                f"Port={lab.port}",
+                "User=carol",
+                f"UserKnownHostsFile={lab.known}",
+                f"IdentityFile={path}",
+                "IdentitiesOnly=yes",
+                "IdentityAgent=none",
+                "User=ignored",
+            )
             return await lab.connect(Path("/dev/null"), options=opts)
 
     assert run(go()).user == "carol"  # the first -o User wins, as with ssh
@@ -227,7 +267,9 @@ def test_a_key_only_in_the_global_known_hosts_file_is_trusted(tmp_path: Path) ->
             lab.trust()
             global_file = tmp_path / "global_known_hosts"
             lab.known.rename(global_file)
-            await lab.connect(lab.config(GlobalKnownHostsFile=str(global_file), IdentityFile=str(path)))
+            await lab.connect(
+                lab.config(GlobalKnownHostsFile=str(global_file), IdentityFile=str(path))
+            )
 
     run(go())
 
@@ -248,13 +290,18 @@ def test_certificate_file_kept_apart_from_the_key(tmp_path: Path) -> None:
     async def go() -> None:
         policy = Policy()
         lab = Lab(tmp_path, policy)
-        lab.server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[lab.host_key],
-                                           server_factory=lambda: CertServer(policy))
+        lab.server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[lab.host_key],
+            server_factory=lambda: CertServer(policy),
+        )
         lab.port = lab.server.sockets[0].getsockname()[1]
         try:
             lab.trust()
-            await lab.connect(lab.config(IdentityFile=str(path),
-                                         CertificateFile=str(certs / "alice-cert.pub")))
+            await lab.connect(
+                lab.config(IdentityFile=str(path), CertificateFile=str(certs / "alice-cert.pub"))
+            )
         finally:
             await lab.__aexit__()
         assert "cert" in policy.seen
@@ -270,7 +317,9 @@ def test_certificate_file_kept_apart_from_the_key(tmp_path: Path) -> None:
 # -- prompts ---------------------------------------------------------------------------------
 
 
-def test_an_encrypted_key_asks_for_its_passphrase_three_times_at_most(tmp_path: Path, terminal: None) -> None:
+def test_an_encrypted_key_asks_for_its_passphrase_three_times_at_most(
+    tmp_path: Path, terminal: None
+) -> None:
     path, key = key_file(tmp_path, "id_enc", passphrase="right horse")
     asked = Asked(["wrong", "also wrong", "right horse"])
 
@@ -291,14 +340,17 @@ def test_three_wrong_passphrases_move_on_to_the_next_key(tmp_path: Path, termina
     async def go() -> None:
         async with Lab(tmp_path, Policy(keys=[locked_key, plain_key])) as lab:
             lab.trust()
-            await lab.connect(lab.config(f"Host srv\n  IdentityFile {locked}\n", IdentityFile=str(plain)),
-                              asked)
+            await lab.connect(
+                lab.config(f"Host srv\n  IdentityFile {locked}\n", IdentityFile=str(plain)), asked
+            )
 
     run(go())
     assert len(asked.prompts) == 3
 
 
-def test_no_passphrase_is_asked_for_a_key_the_server_would_refuse(tmp_path: Path, terminal: None) -> None:
+def test_no_passphrase_is_asked_for_a_key_the_server_would_refuse(
+    tmp_path: Path, terminal: None
+) -> None:
     locked, _ = key_file(tmp_path, "id_enc", passphrase="pw")
     plain, plain_key = key_file(tmp_path, "id_plain")
     asked = Asked([])
@@ -306,17 +358,26 @@ def test_no_passphrase_is_asked_for_a_key_the_server_would_refuse(tmp_path: Path
     async def go() -> None:
         async with Lab(tmp_path, Policy(keys=[plain_key])) as lab:
             lab.trust()
-            await lab.connect(lab.config(f"Host srv\n  IdentityFile {locked}\n", IdentityFile=str(plain)),
-                              asked)
+            await lab.connect(
+                lab.config(f"Host srv\n  IdentityFile {locked}\n", IdentityFile=str(plain)), asked
+            )
 
     run(go())
     assert asked.prompts == []
 
 
-def test_keyboard_interactive_rounds_are_asked_as_the_server_words_them(tmp_path: Path, terminal: None) -> None:
-    rounds = [("Duo", "Second factor\x1b]52;c;Zm9v\x07", [("Passcode: ", False), ("Token name: ", True)],
-               ["123456", "phone"]),
-              ("", "", [("One more\x1b[2J: ", False)], ["ok"])]
+def test_keyboard_interactive_rounds_are_asked_as_the_server_words_them(
+    tmp_path: Path, terminal: None
+) -> None:
+    rounds = [
+        (
+            "Duo",
+            "Second factor\x1b]52;c;Zm9v\x07",
+            [("Passcode: ", False), ("Token name: ", True)],
+            ["123456", "phone"],
+        ),
+        ("", "", [("One more\x1b[2J: ", False)], ["ok"]),
+    ]
     asked = Asked(["123456", "phone", "ok"])
 
     async def go() -> None:
@@ -325,9 +386,15 @@ def test_keyboard_interactive_rounds_are_asked_as_the_server_words_them(tmp_path
             await lab.connect(lab.config(), asked)
 
     run(go())
-    assert asked.prompts == [("Passcode: ", True), ("Token name: ", False), ("One more?[2J: ", True)]
-    assert any("Duo" in line and "Second factor" in line and "\x1b" not in line and "\x07" not in line
-               for line in asked.told)
+    assert asked.prompts == [
+        ("Passcode: ", True),
+        ("Token name: ", False),
+        ("One more?[2J: ", True),
+    ]
+    assert any(
+        "Duo" in line and "Second factor" in line and "\x1b" not in line and "\x07" not in line
+        for line in asked.told
+    )
 
 
 def test_password_prompt_is_sshs(tmp_path: Path, terminal: None) -> None:
@@ -342,7 +409,9 @@ def test_password_prompt_is_sshs(tmp_path: Path, terminal: None) -> None:
     assert asked.prompts == [("alice@127.0.0.1's password: ", True)] * 2
 
 
-def test_without_a_terminal_keyboard_interactive_fails_at_once_naming_hop_and_method(tmp_path: Path) -> None:
+def test_without_a_terminal_keyboard_interactive_fails_at_once_naming_hop_and_method(
+    tmp_path: Path,
+) -> None:
     rounds = [("", "", [("Passcode: ", False)], ["1"])]
     asked = Asked(["never used"])
 
@@ -360,7 +429,9 @@ def test_without_a_terminal_keyboard_interactive_fails_at_once_naming_hop_and_me
     assert asked.prompts == []
 
 
-def test_ssh_askpass_forced_answers_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ssh_askpass_forced_answers_a_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, key = key_file(tmp_path, "id_enc", passphrase="from askpass")
     script = tmp_path / "askpass"
     log = tmp_path / "askpass.log"
@@ -407,8 +478,11 @@ def test_accept_new_with_hash_known_hosts_writes_a_hashed_line_and_says_so(tmp_p
     [line] = (tmp_path / "known_hosts").read_text().splitlines()
     assert line.startswith("|1|") and line.endswith(blob) and "127.0.0.1" not in line
     assert len(asked.told) == 1 and f"[127.0.0.1]:{port}" in asked.told[0]
-    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{port}", "-f", str(tmp_path / "known_hosts")],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["ssh-keygen", "-F", f"[127.0.0.1]:{port}", "-f", str(tmp_path / "known_hosts")],
+        capture_output=True,
+        text=True,
+    )
     assert blob in found.stdout  # OpenSSH reads it
 
 
@@ -468,12 +542,16 @@ def test_a_changed_key_names_the_file_that_holds_the_old_one(tmp_path: Path) -> 
             lab.trust(key=asyncssh.generate_private_key("ssh-ed25519"))
             global_file = tmp_path / "global_known_hosts"
             lab.known.rename(global_file)
-            await lab.connect(lab.config(GlobalKnownHostsFile=str(global_file), IdentityFile=str(path)),
-                              accept_new=True)
+            await lab.connect(
+                lab.config(GlobalKnownHostsFile=str(global_file), IdentityFile=str(path)),
+                accept_new=True,
+            )
 
     with pytest.raises(HostKeyError) as excinfo:
         run(go())
-    assert "CHANGED" in str(excinfo.value) and f"-f {tmp_path / 'global_known_hosts'}" in str(excinfo.value)
+    assert "CHANGED" in str(excinfo.value) and f"-f {tmp_path / 'global_known_hosts'}" in str(
+        excinfo.value
+    )
 
 
 def test_accept_new_then_a_refused_login_is_an_auth_failure(tmp_path: Path) -> None:
@@ -492,7 +570,9 @@ def test_accept_new_then_a_refused_login_is_an_auth_failure(tmp_path: Path) -> N
 # -- unreachable hops --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["a" * 64 + ".example", "nonexistent.invalid", "fe80::1%nosuchif0"])
+@pytest.mark.parametrize(
+    "host", ["a" * 64 + ".example", "nonexistent.invalid", "fe80::1%nosuchif0"]
+)
 def test_an_unresolvable_host_is_one_line_exit_5(tmp_path: Path, host: str) -> None:
     settings = SshSettings(config_file=Path("/dev/null"), options={"ConnectTimeout": "5"})
     [hop] = ssh.plan(parse_endpoint(host), None, settings)
@@ -503,7 +583,9 @@ def test_an_unresolvable_host_is_one_line_exit_5(tmp_path: Path, host: str) -> N
     assert "\n" not in str(excinfo.value) and host in str(excinfo.value)
 
 
-def test_identity_agent_none_keeps_the_agent_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_agent_none_keeps_the_agent_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     if not shutil.which("ssh-agent"):
@@ -533,7 +615,9 @@ def test_identity_agent_none_keeps_the_agent_out(tmp_path: Path, monkeypatch: py
         agent.wait(timeout=5)
 
 
-def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(tmp_path: Path) -> None:
+def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(
+    tmp_path: Path,
+) -> None:
     import socket
 
     silent = socket.socket()
@@ -541,8 +625,9 @@ def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(tmp
     silent.listen()
     port = silent.getsockname()[1]
     try:
-        settings = SshSettings(config_file=Path("/dev/null"),
-                               options={"Port": str(port), "ConnectTimeout": "1"})
+        settings = SshSettings(
+            config_file=Path("/dev/null"), options={"Port": str(port), "ConnectTimeout": "1"}
+        )
         [hop] = ssh.plan(parse_endpoint("127.0.0.1"), None, settings)
         start = time.monotonic()
         with pytest.raises(ConnectFailed) as excinfo:
@@ -553,22 +638,32 @@ def test_a_host_that_never_answers_is_one_line_exit_5_within_connect_timeout(tmp
         silent.close()
 
 
-def test_remote_command_request_tty_and_set_env_are_not_for_tunnelauths_command(tmp_path: Path) -> None:
+def test_remote_command_request_tty_and_set_env_are_not_for_tunnelauths_command(
+    tmp_path: Path,
+) -> None:
     path, key = key_file(tmp_path, "id")
 
     def report(process: asyncssh.SSHServerProcess) -> None:
-        process.stdout.write(f"{process.command}|{process.get_terminal_type()}|{process.env.get('X')}")
+        process.stdout.write(
+            f"{process.command}|{process.get_terminal_type()}|{process.env.get('X')}"
+        )
         process.exit(0)
 
     async def go() -> str:
         lab = Lab(tmp_path, Policy(keys=[key]))
-        lab.server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[lab.host_key],
-                                           server_factory=lambda: Server(lab.policy), process_factory=report)
+        lab.server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[lab.host_key],
+            server_factory=lambda: Server(lab.policy),
+            process_factory=report,
+        )
         lab.port = lab.server.sockets[0].getsockname()[1]
         try:
             lab.trust()
-            cfg = lab.config(IdentityFile=str(path), RequestTTY="force", RemoteCommand="false",
-                             SetEnv="X=1")
+            cfg = lab.config(
+                IdentityFile=str(path), RequestTTY="force", RemoteCommand="false", SetEnv="X=1"
+            )
             [hop] = ssh.plan(parse_endpoint("srv"), None, SshSettings(config_file=cfg))
             conn = await ssh.connect_hop(hop, None)
             async with conn:
@@ -595,7 +690,9 @@ def test_without_a_terminal_an_encrypted_key_is_named_in_the_failure(tmp_path: P
     assert asked.prompts == []
 
 
-def test_an_encrypted_key_without_its_pub_is_asked_for_after_the_others(tmp_path: Path, terminal: None) -> None:
+def test_an_encrypted_key_without_its_pub_is_asked_for_after_the_others(
+    tmp_path: Path, terminal: None
+) -> None:
     locked, locked_key = key_file(tmp_path, "id_enc_nopub", passphrase="pw")
     Path(f"{locked}.pub").unlink()
     asked = Asked(["pw"])
@@ -622,4 +719,3 @@ def test_a_revoked_host_key_is_refused_as_revoked(tmp_path: Path) -> None:
     with pytest.raises(HostKeyError) as excinfo:
         run(go())
     assert "revoked" in str(excinfo.value)
-

@@ -18,8 +18,16 @@ pytestmark = pytest.mark.lab
 
 
 def xai_args(lab: Lab, provider: e2e.Provider, hermes: Path) -> list[str]:
-    return ["--hermes", str(hermes), "--remote-env", "FAKE_HERMES_VERSION=0.18.0",
-            "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}", "--allow-host", lab.provider_ip]
+    return [
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        "FAKE_HERMES_VERSION=0.18.0",
+        "--remote-env",
+        f"FAKE_HERMES_PROVIDER={provider.url}",
+        "--allow-host",
+        lab.provider_ip,
+    ]
 
 
 def new_log(lab: Lab, host: str, since: int) -> str:
@@ -31,7 +39,8 @@ def connections(log: str) -> list[str]:
 
 
 def test_a_login_opens_one_connection_per_hop_and_signs_at_once(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     marks = {host: len(e2e.sshd_log(lab, host)) for host in ("bastion", "target")}
     run = laptop.run(["xai", "target", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
@@ -40,11 +49,14 @@ def test_a_login_opens_one_connection_per_hop_and_signs_at_once(
         # The bastion's head-start connection is the one the login used: no second one.
         assert len(connections(log)) == 1, f"{host}: {log}"
         assert log.count("Accepted publickey for") == 1, f"{host}: {log}"
-        assert "Postponed publickey" not in log, f"{host} was probed before the signed request: {log}"
+        assert "Postponed publickey" not in log, (
+            f"{host} was probed before the signed request: {log}"
+        )
 
 
 def test_a_refused_first_key_falls_back_to_the_next(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, tmp_path: Path) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, tmp_path: Path
+) -> None:
     stranger = tmp_path / "id_stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     marks = {host: len(e2e.sshd_log(lab, host)) for host in ("bastion", "target")}
@@ -59,10 +71,14 @@ def test_a_refused_first_key_falls_back_to_the_next(
         assert log.count("Accepted publickey for") == 1, f"{host}: {log}"
 
 
-def test_only_an_unauthorized_key_is_refused_as_before(lab: Lab, laptop: e2e.Laptop, tmp_path: Path) -> None:
+def test_only_an_unauthorized_key_is_refused_as_before(
+    lab: Lab, laptop: e2e.Laptop, tmp_path: Path
+) -> None:
     stranger = tmp_path / "id_stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    run = laptop.run(["xai", f"{lab.user}@{lab.bastion_ip}", "-i", str(stranger), "-o", "IdentitiesOnly=yes"])
+    run = laptop.run(
+        ["xai", f"{lab.user}@{lab.bastion_ip}", "-i", str(stranger), "-o", "IdentitiesOnly=yes"]
+    )
     assert run.returncode == 6, run.output  # AuthFailed
     assert "refused authentication" in run.stderr
     assert run.stderr.count("\n") <= 2, run.stderr

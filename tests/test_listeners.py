@@ -64,8 +64,14 @@ def test_the_live_tables_show_a_socket_listening_here() -> None:
 def test_the_library_travels_in_front_of_a_remote_script_on_python_3_6_syntax() -> None:
     script = b"import sys\nprint(sorted(tcp_listeners(sys.stdin.read())[43859]))\n"
     command = remote._python(script, libs=("listeners",))
-    done = subprocess.run(["sh", "-c", command], input=TCP + TCP6, capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run(
+        ["sh", "-c", command],
+        input=TCP + TCP6,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert done.stdout == "['127.0.0.1', '::1']\n"
     assert remote._python(script, libs=("listeners",)) == command  # packed once
     assert remote._pack.cache_info().hits >= 1

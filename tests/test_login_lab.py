@@ -13,30 +13,38 @@ from tests.lab.netlab import Lab
 pytestmark = pytest.mark.lab
 
 
-
-
-
 def real_hermes(version: str = "0.19.0") -> Path:
     path = e2e.REAL_HERMES[version]
-    e2e.need(path.exists(), f"real hermes-agent {version} is not installed at {path}; run sudo ./tests/setup")
+    e2e.need(
+        path.exists(),
+        f"real hermes-agent {version} is not installed at {path}; run sudo ./tests/setup",
+    )
     return path
 
 
 def xai_args(lab: Lab, provider: e2e.Provider, hermes: Path, version: str = "0.18.0") -> list[str]:
     return [
-        "--hermes", str(hermes),
-        "--remote-env", f"FAKE_HERMES_VERSION={version}",
-        "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}",
-        "--allow-host", lab.provider_ip,
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        f"FAKE_HERMES_VERSION={version}",
+        "--remote-env",
+        f"FAKE_HERMES_PROVIDER={provider.url}",
+        "--allow-host",
+        lab.provider_ip,
     ]
 
 
 def spotify_args(lab: Lab, provider: e2e.Provider, hermes: Path) -> list[str]:
     return [
-        "--hermes", str(hermes),
-        "--remote-env", f"HERMES_SPOTIFY_ACCOUNTS_BASE_URL={provider.url}",
-        "--remote-env", "HERMES_SPOTIFY_CLIENT_ID=labclient",
-        "--allow-host", lab.provider_ip,
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        f"HERMES_SPOTIFY_ACCOUNTS_BASE_URL={provider.url}",
+        "--remote-env",
+        "HERMES_SPOTIFY_CLIENT_ID=labclient",
+        "--allow-host",
+        lab.provider_ip,
     ]
 
 
@@ -46,12 +54,20 @@ def assert_nothing_left(lab: Lab, needle: str, laptop_port: int) -> None:
 
 
 @e2e.BOTH_TRANSPORTS
-def test_xai_loopback_through_jump_host(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                        fake_hermes: Path) -> None:
-    run = laptop.run([
-        "xai", f"{lab.user}@{lab.target_ip}", "-J", f"{lab.user}@{lab.bastion_ip}", "-i", laptop.key,
-        *xai_args(lab, provider, fake_hermes),
-    ])
+def test_xai_loopback_through_jump_host(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
+    run = laptop.run(
+        [
+            "xai",
+            f"{lab.user}@{lab.target_ip}",
+            "-J",
+            f"{lab.user}@{lab.bastion_ip}",
+            "-i",
+            laptop.key,
+            *xai_args(lab, provider, fake_hermes),
+        ]
+    )
     assert run.returncode == 0, run.output
     assert f"Logged in to xai-oauth as lab@example.test on {lab.user}@{lab.target_ip}" in run.stdout
     assert str(lab.user_home / ".hermes" / "auth.json") in run.stdout
@@ -63,8 +79,9 @@ def test_xai_loopback_through_jump_host(lab: Lab, laptop: e2e.Laptop, provider: 
     assert_nothing_left(lab, "fake-hermes", 56121)
 
 
-def test_xai_through_ssh_config_alias_with_proxyjump(lab: Lab, laptop: e2e.Laptop,
-                                                     provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_xai_through_ssh_config_alias_with_proxyjump(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     home = lab.user_home / ".hermes"
     run = laptop.run(["xai", "target", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
@@ -74,8 +91,9 @@ def test_xai_through_ssh_config_alias_with_proxyjump(lab: Lab, laptop: e2e.Lapto
 
 
 @e2e.BOTH_TRANSPORTS
-def test_xai_bumped_port_is_followed(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                     fake_hermes: Path) -> None:
+def test_xai_bumped_port_is_followed(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     e2e.hold_port(lab, "target", 56121)
     run = laptop.run(["xai", "target", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
@@ -86,12 +104,19 @@ def test_xai_bumped_port_is_followed(lab: Lab, laptop: e2e.Laptop, provider: e2e
     assert 56121 not in lab.listening_ports("laptop")
 
 
-def test_xai_as_root_on_the_target(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                   fake_hermes: Path) -> None:
+def test_xai_as_root_on_the_target(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     hermes_home = lab.root / "root-hermes"
-    run = laptop.run([
-        "xai", "root@target", *xai_args(lab, provider, fake_hermes), "--hermes-home", str(hermes_home),
-    ])
+    run = laptop.run(
+        [
+            "xai",
+            "root@target",
+            *xai_args(lab, provider, fake_hermes),
+            "--hermes-home",
+            str(hermes_home),
+        ]
+    )
     assert run.returncode == 0, run.output
     e2e.tokens(hermes_home / "auth.json")
     assert_nothing_left(lab, "fake-hermes", 56121)
@@ -99,15 +124,21 @@ def test_xai_as_root_on_the_target(lab: Lab, laptop: e2e.Laptop, provider: e2e.P
 
 @e2e.BOTH_TRANSPORTS
 @pytest.mark.parametrize("user", ["lab-user", "root"])
-def test_spotify_with_the_real_hermes(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                      user: str) -> None:
+def test_spotify_with_the_real_hermes(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, user: str
+) -> None:
     hermes = real_hermes()
     args = ["spotify", f"{lab.user}@target", *spotify_args(lab, provider, hermes)]
     token_file = lab.user_home / ".hermes" / "auth.json"
     if user == "root":
         token_file = lab.root / "root-spotify" / "auth.json"
-        args = ["spotify", "root@target", *spotify_args(lab, provider, hermes),
-                "--hermes-home", str(token_file.parent)]
+        args = [
+            "spotify",
+            "root@target",
+            *spotify_args(lab, provider, hermes),
+            "--hermes-home",
+            str(token_file.parent),
+        ]
     run = laptop.run(args)
     assert run.returncode == 0, run.output
     assert "Logged in to spotify" in run.stdout and str(token_file) in run.stdout
@@ -122,23 +153,29 @@ def bastion_sockets(lab: Lab) -> set[str]:
     return {line.split()[3] for line in out.splitlines() if line.strip()}
 
 
-def test_local_port_busy_names_the_holder_and_touches_nothing(lab: Lab, laptop: e2e.Laptop,
-                                                              fake_hermes: Path) -> None:
+def test_local_port_busy_names_the_holder_and_touches_nothing(
+    lab: Lab, laptop: e2e.Laptop, fake_hermes: Path
+) -> None:
     holder = e2e.hold_port(lab, "laptop", 43827)
     log = lab.root / "bastion" / "sshd.log"
     before = log.read_text()
     sockets_before = bastion_sockets(lab)
     run = laptop.run(["spotify", "target", "--hermes", str(fake_hermes)])
     assert run.returncode == 3, run.output
-    assert "43827" in run.stderr and f"pid {holder.pid}" in run.stderr and "/usr/bin/python3" in run.stderr
+    assert (
+        "43827" in run.stderr
+        and f"pid {holder.pid}" in run.stderr
+        and "/usr/bin/python3" in run.stderr
+    )
     assert len(run.stderr.strip().splitlines()) == 1
     # Any connection to the bastion would have left a socket behind (TIME_WAIT lasts a minute).
     assert not bastion_sockets(lab) - sockets_before
     assert log.read_text().count("Accepted publickey") == before.count("Accepted publickey")
 
 
-def test_unknown_host_key_stops_before_any_remote_command(lab: Lab, provider: e2e.Provider,
-                                                          fake_hermes: Path) -> None:
+def test_unknown_host_key_stops_before_any_remote_command(
+    lab: Lab, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     laptop = e2e.Laptop(lab, home=e2e.fresh_home(lab, "nokh", known_hosts=False))
     run = laptop.run(["xai", "target", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 4, run.output
@@ -148,20 +185,27 @@ def test_unknown_host_key_stops_before_any_remote_command(lab: Lab, provider: e2
     assert not (laptop.home / ".ssh" / "known_hosts").exists()
 
 
-def test_unknown_key_on_the_second_hop_is_refused_too(lab: Lab, provider: e2e.Provider,
-                                                     fake_hermes: Path) -> None:
+def test_unknown_key_on_the_second_hop_is_refused_too(
+    lab: Lab, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     home = e2e.fresh_home(lab, "bastion-only")
     known = home / ".ssh" / "known_hosts"
-    known.write_text("".join(line + "\n" for line in known.read_text().splitlines()
-                             if not line.startswith(lab.target_ip)))
+    known.write_text(
+        "".join(
+            line + "\n"
+            for line in known.read_text().splitlines()
+            if not line.startswith(lab.target_ip)
+        )
+    )
     run = e2e.Laptop(lab, home=home).run(["xai", "target", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 4, run.output
     assert lab.target_ip in run.stderr and "SHA256:" in run.stderr
     assert not lab.target_processes("fake-hermes")
 
 
-def test_ctrl_c_stops_the_remote_hermes(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                        fake_hermes: Path) -> None:
+def test_ctrl_c_stops_the_remote_hermes(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     proc = laptop.start(["xai", "target", "--no-open", *xai_args(lab, provider, fake_hermes)])
     e2e.wait_for_stderr(proc, "Open this URL")
     assert lab.target_processes("fake-hermes")
@@ -171,23 +215,29 @@ def test_ctrl_c_stops_the_remote_hermes(lab: Lab, laptop: e2e.Laptop, provider: 
     assert_nothing_left(lab, "fake-hermes", 56121)
 
 
-def test_timeout_stops_the_remote_hermes(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                         fake_hermes: Path) -> None:
-    run = laptop.run(["xai", "target", "--no-open", "--timeout", "3", *xai_args(lab, provider, fake_hermes)])
+def test_timeout_stops_the_remote_hermes(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
+    run = laptop.run(
+        ["xai", "target", "--no-open", "--timeout", "3", *xai_args(lab, provider, fake_hermes)]
+    )
     assert run.returncode == 8, run.output
     assert "no login within 3 s" in run.stderr
     assert_nothing_left(lab, "fake-hermes", 56121)
 
 
-def test_quiet_shows_only_the_url_and_the_result(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                 fake_hermes: Path) -> None:
+def test_quiet_shows_only_the_url_and_the_result(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     run = laptop.run(["xai", "target", "-q", *xai_args(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
     assert "connecting" not in run.stderr and "forwarding" not in run.stderr
     assert run.stdout.startswith("Logged in to xai-oauth")
 
 
-def test_json_lines_for_wrappers(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_json_lines_for_wrappers(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     run = laptop.run(["xai", "target", "--json", *xai_args(lab, provider, fake_hermes, "0.18.0")])
     assert run.returncode == 0, run.output
     events = [json.loads(line) for line in run.stdout.splitlines()]

@@ -22,13 +22,23 @@ pytestmark = pytest.mark.lab
 
 
 def fake(lab: Lab, provider: e2e.Provider, hermes: Path) -> list[str]:
-    return ["--hermes", str(hermes), "--remote-env", "FAKE_HERMES_VERSION=0.18.0",
-            "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}", "--allow-host", lab.provider_ip]
+    return [
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        "FAKE_HERMES_VERSION=0.18.0",
+        "--remote-env",
+        f"FAKE_HERMES_PROVIDER={provider.url}",
+        "--allow-host",
+        lab.provider_ip,
+    ]
 
 
 def logins(lab: Lab, host: str) -> int:
     """Authentications the host's sshd has accepted so far."""
-    return len(re.findall(r"Accepted (?:publickey|keyboard-interactive|password)", e2e.sshd_log(lab, host)))
+    return len(
+        re.findall(r"Accepted (?:publickey|keyboard-interactive|password)", e2e.sshd_log(lab, host))
+    )
 
 
 @dataclass
@@ -41,8 +51,9 @@ class Master:
     proc: subprocess.Popen[str]
 
     def check(self, lab: Lab) -> subprocess.CompletedProcess[str]:
-        return lab.run("laptop", ["/usr/bin/ssh", "-F", str(self.config), "-O", "check", "target"],
-                       check=False)
+        return lab.run(
+            "laptop", ["/usr/bin/ssh", "-F", str(self.config), "-O", "check", "target"], check=False
+        )
 
 
 @pytest.fixture
@@ -51,10 +62,17 @@ def master(clean_lab: Lab) -> Iterator[Master]:
     home = e2e.fresh_home(lab, "master")
     config = home / ".ssh" / "config"
     control = home / ".ssh" / "cm-target"
-    config.write_text(config.read_text() + f"\nHost target\n  ControlMaster auto\n  ControlPath {control}\n")
-    proc = lab.spawn("laptop", ["/usr/bin/ssh", "-F", str(config), "-M", "-N", "target"],
-                     env=lab.laptop_env(HOME=str(home)), stdout=subprocess.DEVNULL,
-                     stderr=subprocess.PIPE, text=True)
+    config.write_text(
+        config.read_text() + f"\nHost target\n  ControlMaster auto\n  ControlPath {control}\n"
+    )
+    proc = lab.spawn(
+        "laptop",
+        ["/usr/bin/ssh", "-F", str(config), "-M", "-N", "target"],
+        env=lab.laptop_env(HOME=str(home)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     the_master = Master(home, config, control, proc)
     e2e.wait_until(lambda: the_master.check(lab).returncode == 0, 20, "the person's master is up")
     yield the_master
@@ -63,8 +81,9 @@ def master(clean_lab: Lab) -> Iterator[Master]:
 
 
 @pytest.mark.parametrize("transport", e2e.TRANSPORTS)
-def test_a_live_master_is_reused_and_left_as_it_was(clean_lab: Lab, master: Master, provider: e2e.Provider,
-                                                     fake_hermes: Path, transport: str) -> None:
+def test_a_live_master_is_reused_and_left_as_it_was(
+    clean_lab: Lab, master: Master, provider: e2e.Provider, fake_hermes: Path, transport: str
+) -> None:
     lab = clean_lab
     before = {host: logins(lab, host) for host in ("bastion", "target")}
     listening = lab.listening_ports("laptop")
@@ -82,12 +101,14 @@ def test_a_live_master_is_reused_and_left_as_it_was(clean_lab: Lab, master: Mast
     assert e2e.gone_within(lab, "fake-hermes", 5)
 
 
-def test_no_reuse_logs_in_anew(clean_lab: Lab, master: Master, provider: e2e.Provider,
-                               fake_hermes: Path) -> None:
+def test_no_reuse_logs_in_anew(
+    clean_lab: Lab, master: Master, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     lab = clean_lab
     before = logins(lab, "target")
-    run = e2e.Laptop(lab, home=master.home).run(["xai", "target", "--no-reuse",
-                                                 *fake(lab, provider, fake_hermes)])
+    run = e2e.Laptop(lab, home=master.home).run(
+        ["xai", "target", "--no-reuse", *fake(lab, provider, fake_hermes)]
+    )
     assert run.returncode == 0, run.output
     assert "reusing" not in run.stderr
     assert logins(lab, "target") == before + 1
@@ -103,7 +124,11 @@ def test_openssh_names_an_authentication_failure(clean_lab: Lab, fake_hermes: Pa
     laptop = e2e.Laptop(lab, home=home, transport="openssh")
     run = laptop.run(["xai", "target", "--hermes", str(fake_hermes)])
     assert run.returncode == 6, run.output
-    assert run.stderr.strip().splitlines()[-1].startswith("tunnelauth: error: target refused authentication")
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tunnelauth: error: target refused authentication")
+    )
     assert "publickey" in run.stderr
     laptop.assert_no_ssh_left()
 
@@ -120,10 +145,15 @@ def wrapped_ssh(lab: Lab, home: Path) -> Path:
     hops accept), which only the user's ssh, not asyncssh, knows about. Its -F reaches the
     ProxyJump ssh too."""
     key = lab.laptop_home / ".ssh" / "id_ed25519"
-    return e2e.write_script(lab, f"wrapped-ssh-{home.name}", (
-        '#!/bin/sh\nc="$HOME/.ssh/config.corporate"\n'
-        'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
-        f'  IdentityFile {key}\\n" "$HOME" "$HOME" > "$c"\nexec /usr/bin/ssh -F "$c" "$@"\n'))
+    return e2e.write_script(
+        lab,
+        f"wrapped-ssh-{home.name}",
+        (
+            '#!/bin/sh\nc="$HOME/.ssh/config.corporate"\n'
+            'printf "Include %s/.ssh/config\\nHost *\\n  UserKnownHostsFile %s/.ssh/known_hosts\\n'
+            f'  IdentityFile {key}\\n" "$HOME" "$HOME" > "$c"\nexec /usr/bin/ssh -F "$c" "$@"\n'
+        ),
+    )
 
 
 @pytest.fixture
@@ -143,11 +173,14 @@ def doctor_checks(run: e2e.Run) -> dict[str, dict[str, object]]:
     return {check["name"]: check for check in doc["destinations"][0]["checks"]}
 
 
-def test_doctor_says_which_transport_a_destination_needs(clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path],
-                                                         fake_hermes: Path) -> None:
+def test_doctor_says_which_transport_a_destination_needs(
+    clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path], fake_hermes: Path
+) -> None:
     home, wrapper = only_ssh_gets_in
-    run = e2e.Laptop(clean_lab, home=home).run(["doctor", "target", "--json", "--hermes", str(fake_hermes)],
-                                               TUNNELAUTH_SSH_BINARY=str(wrapper))
+    run = e2e.Laptop(clean_lab, home=home).run(
+        ["doctor", "target", "--json", "--hermes", str(fake_hermes)],
+        TUNNELAUTH_SSH_BINARY=str(wrapper),
+    )
     assert run.returncode == 1, run.output
     found = doctor_checks(run)
     assert found["ssh (openssh)"]["status"] == "pass", found
@@ -156,24 +189,40 @@ def test_doctor_says_which_transport_a_destination_needs(clean_lab: Lab, only_ss
 
 
 def test_doctor_checks_both_transports_when_asked(clean_lab: Lab, fake_hermes: Path) -> None:
-    run = e2e.Laptop(clean_lab).run(["doctor", "target", "--json", "--ssh", "both", "--hermes", str(fake_hermes),
-                                     "--remote-env", "FAKE_HERMES_VERSION=0.19.0"])
+    run = e2e.Laptop(clean_lab).run(
+        [
+            "doctor",
+            "target",
+            "--json",
+            "--ssh",
+            "both",
+            "--hermes",
+            str(fake_hermes),
+            "--remote-env",
+            "FAKE_HERMES_VERSION=0.19.0",
+        ]
+    )
     found = doctor_checks(run)
     assert found["ssh (openssh)"]["status"] == "pass", found
-    assert found["transport"] == {**found["transport"], "status": "pass",
-                                  "detail": "asyncssh (the default) works; --ssh openssh works too"}
+    assert found["transport"] == {
+        **found["transport"],
+        "status": "pass",
+        "detail": "asyncssh (the default) works; --ssh openssh works too",
+    }
     assert found["forwarding"]["status"] == "pass", found
 
 
 def test_a_method_asyncssh_lacks_names_the_openssh_transport(
-        clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path], fake_hermes: Path) -> None:
+    clean_lab: Lab, only_ssh_gets_in: tuple[Path, Path], fake_hermes: Path
+) -> None:
     """GSSAPI (Kerberos) asked for, which asyncssh cannot do without its optional gssapi
     package: when the hop refuses tunnelauth, the error says ssh could do more there."""
     lab = clean_lab
     lab.start_sshd("bastion", extra=["GSSAPIAuthentication yes"])
     home, _ = only_ssh_gets_in  # its own key is accepted nowhere
-    run = e2e.Laptop(lab, home=home).run(["xai", "target", "-o", "GSSAPIAuthentication=yes",
-                                          "--hermes", str(fake_hermes)])
+    run = e2e.Laptop(lab, home=home).run(
+        ["xai", "target", "-o", "GSSAPIAuthentication=yes", "--hermes", str(fake_hermes)]
+    )
     assert run.returncode == 6, run.output
     last = run.stderr.strip().splitlines()[-1]
     assert "bastion" in last and "GSSAPI (Kerberos)" in last, last

@@ -55,7 +55,11 @@ def test_xai_018_success(chunk: int | None) -> None:
     assert urls[0].url.startswith("https://auth.x.ai/oauth2/auth?response_type=code")
     assert urls[0].redirect_port == 56121
     ports = [e for e in got if isinstance(e, CallbackPort)]
-    assert {(p.port, p.source) for p in ports} == {(56121, "redirect_uri"), (56121, "waiting"), (56121, "hint")}
+    assert {(p.port, p.source) for p in ports} == {
+        (56121, "redirect_uri"),
+        (56121, "waiting"),
+        (56121, "hint"),
+    }
     assert [p.listening for p in ports if p.source == "waiting"] == [True]
     assert got[-1] == Success(label="lab@example.test")
     assert not [e for e in got if isinstance(e, Failure)]
@@ -94,7 +98,9 @@ def test_spotify_port_busy_is_a_failure() -> None:
     got = events(transcript("hermes-0.19.0-spotify-port-busy.txt"), "spotify")
     failures = [e for e in got if isinstance(e, Failure)]
     assert failures == [
-        Failure("Could not bind Spotify callback server on 127.0.0.1:43827: [Errno 98] Address already in use")
+        Failure(
+            "Could not bind Spotify callback server on 127.0.0.1:43827: [Errno 98] Address already in use"
+        )
     ]
     assert not [e for e in got if isinstance(e, Success)]
 
@@ -105,7 +111,7 @@ def test_unknown_provider_is_a_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    "name,provider",
+    ("name", "provider"),
     [
         ("hermes-0.18.0-xai-oauth-success.txt", "xai"),
         ("hermes-0.18.0-xai-oauth-bumped.txt", "xai"),
@@ -151,7 +157,7 @@ def test_anthropic_paste_prompt_is_seen_without_a_newline() -> None:
 
 
 @pytest.mark.parametrize(
-    "prompt,secret",
+    ("prompt", "secret"),
     [
         (b"Spotify Client ID: ", False),
         (b"Import these credentials? [Y/n]: ", False),
@@ -219,9 +225,31 @@ def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks: list[bytes]) -> No
 
 
 _alphabet = st.sampled_from(
-    ["\x1b[94m", "\x1b[0m", "\r", "\n", "\r\n", " ", "http://", "https://", "127.0.0.1", "localhost", ":",
-     "56121", "/callback", "?", "&", "client_id=x", "redirect_uri=", "%3A", "Waiting for callback on ",
-     "ssh -N -L ", "Saved xai-oauth OAuth credentials: \"a\"", "é", "—"]
+    [
+        "\x1b[94m",
+        "\x1b[0m",
+        "\r",
+        "\n",
+        "\r\n",
+        " ",
+        "http://",
+        "https://",
+        "127.0.0.1",
+        "localhost",
+        ":",
+        "56121",
+        "/callback",
+        "?",
+        "&",
+        "client_id=x",
+        "redirect_uri=",
+        "%3A",
+        "Waiting for callback on ",
+        "ssh -N -L ",
+        'Saved xai-oauth OAuth credentials: "a"',
+        "é",
+        "—",
+    ]
 )
 
 
@@ -287,17 +315,23 @@ def test_xai_014_hint_without_dividers_and_added_wording() -> None:
     assert [e for e in got if isinstance(e, Success)] == [Success("lab@example.test")]
 
 
-@pytest.mark.parametrize("line", [
-    'Saved xai-oauth OAuth credentials: "lab@example.test"',   # 0.16.0 - 0.18.1
-    'Added xai-oauth OAuth credential #1: "lab@example.test"',  # 0.14.0, 0.15.0, 0.19.0
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'Saved xai-oauth OAuth credentials: "lab@example.test"',  # 0.16.0 - 0.18.1
+        'Added xai-oauth OAuth credential #1: "lab@example.test"',  # 0.14.0, 0.15.0, 0.19.0
+    ],
+)
 def test_xai_success_wordings_of_every_release(line: str) -> None:
     assert events(line.encode() + b"\n", "xai") == [Success("lab@example.test")]
 
 
 def test_minimax_device_code() -> None:
     got = events(MINIMAX, "minimax", 4)
-    assert got[:2] == [VerificationUrl("https://www.minimax.io/oauth/device?user_code=ABCD-EFGH"), UserCode("ABCD-EFGH")]
+    assert got[:2] == [
+        VerificationUrl("https://www.minimax.io/oauth/device?user_code=ABCD-EFGH"),
+        UserCode("ABCD-EFGH"),
+    ]
     assert isinstance(got[-1], Success)
 
 
@@ -306,21 +340,42 @@ def test_nous_import_prompt() -> None:
     assert got == [Prompt("Import these credentials? [Y/n]:", secret=False)]
 
 
-@pytest.mark.parametrize("stderr_line,message", [
-    ("hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback.",
-     "xAI authorization timed out waiting for the local callback."),
-    ("hermes_cli.auth.AuthError: xAI authorization failed: access_denied", "xAI authorization failed: access_denied"),
-    ("hermes_cli.auth.AuthError: xAI authorization failed: state mismatch.", "xAI authorization failed: state mismatch."),
-    ("hermes_cli.auth.AuthError: xAI token exchange failed (HTTP 400). Response: {}",
-     "xAI token exchange failed (HTTP 400). Response: {}"),
-    ("hermes_cli.auth.AuthError: xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution",
-     "xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution"),
-    ("hermes: error: unrecognized arguments: --manual-paste", "unrecognized arguments: --manual-paste"),
-    ("RuntimeError: Nous device authorization expired", "Nous device authorization expired"),
-])
+@pytest.mark.parametrize(
+    ("stderr_line", "message"),
+    [
+        (
+            "hermes_cli.auth.AuthError: xAI authorization timed out waiting for the local callback.",
+            "xAI authorization timed out waiting for the local callback.",
+        ),
+        (
+            "hermes_cli.auth.AuthError: xAI authorization failed: access_denied",
+            "xAI authorization failed: access_denied",
+        ),
+        (
+            "hermes_cli.auth.AuthError: xAI authorization failed: state mismatch.",
+            "xAI authorization failed: state mismatch.",
+        ),
+        (
+            "hermes_cli.auth.AuthError: xAI token exchange failed (HTTP 400). Response: {}",
+            "xAI token exchange failed (HTTP 400). Response: {}",
+        ),
+        (
+            "hermes_cli.auth.AuthError: xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution",
+            "xAI OIDC discovery failed: [Errno -3] Temporary failure in name resolution",
+        ),
+        (
+            "hermes: error: unrecognized arguments: --manual-paste",
+            "unrecognized arguments: --manual-paste",
+        ),
+        ("RuntimeError: Nous device authorization expired", "Nous device authorization expired"),
+    ],
+)
 def test_failures_of_every_release(stderr_line: str, message: str) -> None:
     parser = Parser(lookup("xai"))
-    got = parser.feed(b"Traceback (most recent call last):\n  File \"x\", line 1\n" + stderr_line.encode() + b"\n", "stderr")
+    got = parser.feed(
+        b'Traceback (most recent call last):\n  File "x", line 1\n' + stderr_line.encode() + b"\n",
+        "stderr",
+    )
     assert [e for e in got if isinstance(e, Failure)] == [Failure(message)]
 
 

@@ -15,7 +15,9 @@ OLD_HISTORY: dict[str, tuple[tuple[Release, Flow | None], ...]] = {
     "spotify": (((0, 0, 0), None), ((0, 13, 0), Flow.LOOPBACK)),
 }
 RELEASES = [(0, minor, patch) for minor, patch in itertools.product(range(22), range(3))] + [
-    (1, 0, 0), (2, 3, 4)]
+    (1, 0, 0),
+    (2, 3, 4),
+]
 
 
 def old_flow(name: str, release: Release) -> Flow | None:

@@ -30,15 +30,23 @@ def xai(lab: Lab) -> Iterator[e2e.Provider]:
 
 def real_hermes(version: str) -> Path:
     hermes = e2e.REAL_HERMES[version]
-    e2e.need(hermes.exists(),
-             f"real hermes-agent {version} is not installed at {hermes}; run sudo ./tests/setup")
+    e2e.need(
+        hermes.exists(),
+        f"real hermes-agent {version} is not installed at {hermes}; run sudo ./tests/setup",
+    )
     return hermes
 
 
 def login(lab: Lab, laptop: e2e.Laptop, version: str) -> e2e.Run:
     # No --allow-host: auth.x.ai is xAI's own host, so tunnelauth must open it without a warning.
-    args = ["xai", "target", "--hermes", str(real_hermes(version)),
-            "--remote-env", f"SSL_CERT_FILE={lab.tls_ca}"]
+    args = [
+        "xai",
+        "target",
+        "--hermes",
+        str(real_hermes(version)),
+        "--remote-env",
+        f"SSL_CERT_FILE={lab.tls_ca}",
+    ]
     return laptop.run(args, SSL_CERT_FILE=str(lab.tls_ca))  # the laptop's browser trusts it too
 
 
@@ -93,8 +101,9 @@ def test_x_ai_names_resolve_to_the_lab_inside_ssh_sessions(lab: Lab, laptop: e2e
 
 
 @pytest.mark.parametrize("port_taken", [False, True], ids=["port-56121", "bumped-port"])
-def test_real_hermes_0_18_loopback_login(lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider,
-                                         port_taken: bool) -> None:
+def test_real_hermes_0_18_loopback_login(
+    lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider, port_taken: bool
+) -> None:
     if port_taken:
         e2e.hold_port(lab, "target", 56121)
     before = last_event(lab, xai)
@@ -117,8 +126,9 @@ def test_real_hermes_0_18_loopback_login(lab: Lab, laptop: e2e.Laptop, xai: e2e.
     assert int(redirect.split(":")[2].split("/")[0]) not in lab.listening_ports("laptop")
 
 
-def test_real_hermes_0_19_device_code_login(lab: Lab, laptop: e2e.Laptop,
-                                            xai: e2e.Provider) -> None:
+def test_real_hermes_0_19_device_code_login(
+    lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider
+) -> None:
     before = last_event(lab, xai)
     run = login(lab, laptop, "0.19.0")
     assert_logged_in_without_warning(run)
@@ -131,13 +141,15 @@ def test_real_hermes_0_19_device_code_login(lab: Lab, laptop: e2e.Laptop,
     redeemed = next(e for e in steps if e["event"] == "device_redeemed")
     assert redeemed["access_token_fp"] in stored_token_fingerprints(lab)
     browsed = laptop.browser_runs()
-    assert [(b["url"], b["status"]) for b in browsed] == [("https://auth.x.ai/device", 200)], \
+    assert [(b["url"], b["status"]) for b in browsed] == [("https://auth.x.ai/device", 200)], (
         browsed
+    )
     assert e2e.gone_within(lab, "hermes-0.19.0", 5)
 
 
-def test_without_the_lab_ca_hermes_refuses_the_lab_idp(lab: Lab, laptop: e2e.Laptop,
-                                                       xai: e2e.Provider) -> None:
+def test_without_the_lab_ca_hermes_refuses_the_lab_idp(
+    lab: Lab, laptop: e2e.Laptop, xai: e2e.Provider
+) -> None:
     """The lab changes no verification: hermes's TLS check still bites without SSL_CERT_FILE."""
     before = last_event(lab, xai)
     run = laptop.run(["xai", "target", "--hermes", str(real_hermes("0.18.0"))])

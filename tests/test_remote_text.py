@@ -22,14 +22,44 @@ BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u
 
 def unsafe(text: str) -> list[str]:
     """Every character a terminal would act on: C0 but tab/newline, DEL, C1, bidi controls."""
-    return [c for c in text if (ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F or c in BIDI]
+    return [
+        c
+        for c in text
+        if (ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F or c in BIDI
+    ]
 
 
 NASTY = [
-    "\x1b", "\x1b[", "\x1b]", "\x1b\x1b[[31m", "\x1b[31m", "\x1b]52;c;aGVsbG8=\x07", "\x1b]0;title\x1b\\",
-    "\x1bc", "\x1b[2J", "\x1b[H", "\x1bP1$r\x1b\\", "\x9b31m", "\x9d52;c;x\x9c", "\x90q\x9c", "\x07", "\x08",
-    "\r", "\x7f", "\x00", "\u202e", "\u2066", "\u200f", "\u061c", "\x1b[1;1H\x1b[K", "\x1b[8m", "\x1b\x1b]]52;;",
-    "https://auth.x.ai/", "code=SECRET", "\t", "\n",
+    "\x1b",
+    "\x1b[",
+    "\x1b]",
+    "\x1b\x1b[[31m",
+    "\x1b[31m",
+    "\x1b]52;c;aGVsbG8=\x07",
+    "\x1b]0;title\x1b\\",
+    "\x1bc",
+    "\x1b[2J",
+    "\x1b[H",
+    "\x1bP1$r\x1b\\",
+    "\x9b31m",
+    "\x9d52;c;x\x9c",
+    "\x90q\x9c",
+    "\x07",
+    "\x08",
+    "\r",
+    "\x7f",
+    "\x00",
+    "\u202e",
+    "\u2066",
+    "\u200f",
+    "\u061c",
+    "\x1b[1;1H\x1b[K",
+    "\x1b[8m",
+    "\x1b\x1b]]52;;",
+    "https://auth.x.ai/",
+    "code=SECRET",
+    "\t",
+    "\n",
 ]
 TEXT = st.one_of(
     st.text(),
@@ -47,7 +77,9 @@ def console(color: bool) -> tuple[output.ConsoleReporter, io.StringIO, io.String
     return reporter, err, out
 
 
-def every_path(reporter: output.ConsoleReporter, text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def every_path(
+    reporter: output.ConsoleReporter, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reporter.remote_line(text, "stdout")
     reporter.remote_line(text, "stderr")
     reporter.error(text)
@@ -60,7 +92,9 @@ def every_path(reporter: output.ConsoleReporter, text: str, monkeypatch: pytest.
     reporter.show_url(text, "authorize", False)
     reporter.show_url(text, "authorize", False, host=text)
     reporter.show_code(text)
-    reporter.result(LoginResult(provider=text, destination=text, label=text, token_file=text, token_mode=0o600))
+    reporter.result(
+        LoginResult(provider=text, destination=text, label=text, token_file=text, token_mode=0o600)
+    )
     monkeypatch.setattr(output, "_tty", lambda stream: True)
     monkeypatch.setattr(sys, "stdin", io.StringIO("answer\n"))
     assert reporter.ask(text, secret=False) == "answer"
@@ -92,7 +126,12 @@ def test_json_output_is_inert_on_every_path(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=200), st.sampled_from([n.encode() for n in NASTY])), max_size=20))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=200), st.sampled_from([n.encode() for n in NASTY])),
+        max_size=20,
+    )
+)
 def test_remote_bytes_through_the_parser_reach_the_terminal_inert(chunks: list[bytes]) -> None:
     reporter, err, out = console(False)
     parser = parse.Parser(lookup("xai"))
@@ -113,16 +152,19 @@ def test_remote_bytes_through_the_parser_reach_the_terminal_inert(chunks: list[b
     assert unsafe(err.getvalue() + out.getvalue()) == []
 
 
-@pytest.mark.parametrize("raw,shown", [
-    ("\x1b\x1b[[31m", "\\x1b31m"),  # one pass of stripping would leave a working ESC [31m
-    ("\x1b]52;c;aGVsbG8=\x07ok", "ok"),  # OSC 52: the clipboard write is gone
-    ("a\x1bcb", "a\\x1bcb"),  # ESC c, the reset: shown, not done
-    ("x\x9b2Jy", "x\\x9b2Jy"),  # 8-bit CSI
-    ("abc\u202egpj.exe", "abc\\u202egpj.exe"),
-    ("tab\tand\nnewline", "tab\tand\nnewline"),
-    ("over\rwrite", "over\\rwrite"),
-    ("del\x7f", "del\\x7f"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\x1b\x1b[[31m", "\\x1b31m"),  # one pass of stripping would leave a working ESC [31m
+        ("\x1b]52;c;aGVsbG8=\x07ok", "ok"),  # OSC 52: the clipboard write is gone
+        ("a\x1bcb", "a\\x1bcb"),  # ESC c, the reset: shown, not done
+        ("x\x9b2Jy", "x\\x9b2Jy"),  # 8-bit CSI
+        ("abc\u202egpj.exe", "abc\\u202egpj.exe"),
+        ("tab\tand\nnewline", "tab\tand\nnewline"),
+        ("over\rwrite", "over\\rwrite"),
+        ("del\x7f", "del\\x7f"),
+    ],
+)
 def test_inert_examples(raw: str, shown: str) -> None:
     assert inert(raw) == shown
 
@@ -131,7 +173,9 @@ def test_inert_examples(raw: str, shown: str) -> None:
 def test_inert_changes_nothing_in_plain_text_and_is_idempotent(text: str) -> None:
     once = inert(text)
     assert inert(once) == once
-    if not unsafe(text) and not any(0xD800 <= ord(c) <= 0xDFFF or c in "\u2028\u2029" for c in text):
+    if not unsafe(text) and not any(
+        0xD800 <= ord(c) <= 0xDFFF or c in "\u2028\u2029" for c in text
+    ):
         assert once == text
 
 
@@ -147,31 +191,44 @@ def test_the_providers_url_is_opened_once_and_shown() -> None:
     assert first == browser.Decision(show=True, open=True, host="auth.x.ai")
     assert policy.decide(AUTH, "authorize") is None  # the same URL again: nothing to do
     second = policy.decide(AUTH + "2", "authorize")
-    assert second is not None and second.show and not second.open and "one was opened already" in str(second.warning)
+    assert (
+        second is not None
+        and second.show
+        and not second.open
+        and "one was opened already" in str(second.warning)
+    )
     # one verification URL may still be opened
     assert policy.decide("https://accounts.x.ai/device?user_code=ABCD", "verification").open  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("url,host", [
-    ("https://auth.x.ai.evil.test/oauth2/auth?client_id=x", "auth.x.ai.evil.test"),
-    ("https://evil.test/x?u=https://auth.x.ai/", "evil.test"),
-    ("https://аuth.x.ai/oauth2/auth", "аuth.x.ai"),  # Cyrillic a
-])
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://auth.x.ai.evil.test/oauth2/auth?client_id=x", "auth.x.ai.evil.test"),
+        ("https://evil.test/x?u=https://auth.x.ai/", "evil.test"),
+        ("https://аuth.x.ai/oauth2/auth", "аuth.x.ai"),  # noqa: RUF001 - a Cyrillic a, on purpose
+    ],
+)
 def test_a_url_off_the_providers_hosts_is_shown_not_opened(url: str, host: str) -> None:
     decision = browser.Policy(XAI).decide(url, "authorize")
     assert decision is not None and decision.show and not decision.open
-    assert f"the URL is on {host}" in str(decision.warning) and f"--allow-host {host} opens it" in str(decision.warning)
+    assert f"the URL is on {host}" in str(
+        decision.warning
+    ) and f"--allow-host {host} opens it" in str(decision.warning)
     allowed = browser.Policy(XAI, (host,)).decide(url, "authorize")
     assert allowed is not None and allowed.open and allowed.warning is None
 
 
-@pytest.mark.parametrize("url", [
-    "https://auth.x.ai/oauth2/auth?client_id=x\x1b[8m",
-    "https://auth.x.ai/oauth2/auth?client_id=x\x9b",
-    "https://auth.x.ai/oauth2/auth?client_id=x\u202e",
-    "https://auth.x.ai/oauth2/auth?client_id=x y",
-    "https://auth.x.ai/oauth2/auth?client_id=x\r",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://auth.x.ai/oauth2/auth?client_id=x\x1b[8m",
+        "https://auth.x.ai/oauth2/auth?client_id=x\x9b",
+        "https://auth.x.ai/oauth2/auth?client_id=x\u202e",
+        "https://auth.x.ai/oauth2/auth?client_id=x y",
+        "https://auth.x.ai/oauth2/auth?client_id=x\r",
+    ],
+)
 def test_a_url_that_needed_cleaning_is_never_opened(url: str) -> None:
     decision = browser.Policy(XAI, ("auth.x.ai",)).decide(url, "authorize")
     assert decision is not None and decision.show and not decision.open
@@ -180,11 +237,14 @@ def test_a_url_that_needed_cleaning_is_never_opened(url: str) -> None:
     assert run is not None and not run.open
 
 
-@pytest.mark.parametrize("url,why", [
-    ("javascript:alert(1)//?client_id=x", "javascript"),
-    ("https://user:pw@auth.x.ai/oauth2/auth", "credentials"),
-    ("https:///nohost", "without a host"),
-])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("javascript:alert(1)//?client_id=x", "javascript"),
+        ("https://user:pw@auth.x.ai/oauth2/auth", "credentials"),
+        ("https:///nohost", "without a host"),
+    ],
+)
 def test_urls_never_to_open_are_refused(url: str, why: str) -> None:
     with pytest.raises(browser.UnsafeUrl, match=why):
         browser.Policy(XAI).decide(url, "authorize")
@@ -206,11 +266,14 @@ def test_run_opens_one_url_per_callback_port_and_a_few_in_all() -> None:
     again = policy.decide("https://login.example.test/a?x=2", "authorize", 8000)
     assert again is not None and not again.open
     assert policy.decide("https://other.example.test/a", "authorize", 18000).open  # type: ignore[union-attr]
-    opened = [policy.decide(f"https://x.example.test/{p}", "authorize", p) for p in range(20000, 20010)]
+    opened = [
+        policy.decide(f"https://x.example.test/{p}", "authorize", p) for p in range(20000, 20010)
+    ]
     assert sum(bool(d and d.open) for d in opened) == browser.MAX_RUN_OPENS - 2
 
 
 # -- laptop ports -----------------------------------------------------------------------------------
+
 
 def test_privileged_ports_are_refused_once_with_a_warning() -> None:
     budget = localport.PortBudget(localport.MAX_LOGIN_PORTS, "a login")
@@ -239,30 +302,41 @@ def test_a_refused_busy_port_frees_its_place() -> None:
 
 # -- redaction at -v --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line,secret", [
-    ("GET /callback?code=SECRET1&state=SECRET2 HTTP/1.1", "SECRET"),
-    ("redirect%3Fcode%3DSECRET1%252F%26state%3DSECRET2%26x%3D1", "SECRET"),
-    ("body=%7B%22access_token%22%3A%22SECRET1%22%2C%22x%22%3A1%7D", "SECRET"),
-    ('{"access_token": "SECRET1", "refresh_token":"SECRET2", "id_token" : "SECRET3"}', "SECRET"),
-    ('{"accessToken":"SECRET1","password": "SECRET2"}', "SECRET"),
-    ("client_secret=SECRET1&code_verifier=SECRET2", "SECRET"),
-    ("Authorization: Bearer SECRET1", "SECRET"),
-    ("Authorization: Basic SECRET1", "SECRET"),
-    ("token=SECRET1 and more", "SECRET"),
-    ('{\\"id_token\\": \\"SECRET1\\"}', "SECRET"),
-])
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ("GET /callback?code=SECRET1&state=SECRET2 HTTP/1.1", "SECRET"),
+        ("redirect%3Fcode%3DSECRET1%252F%26state%3DSECRET2%26x%3D1", "SECRET"),
+        ("body=%7B%22access_token%22%3A%22SECRET1%22%2C%22x%22%3A1%7D", "SECRET"),
+        (
+            '{"access_token": "SECRET1", "refresh_token":"SECRET2", "id_token" : "SECRET3"}',
+            "SECRET",
+        ),
+        ('{"accessToken":"SECRET1","password": "SECRET2"}', "SECRET"),
+        ("client_secret=SECRET1&code_verifier=SECRET2", "SECRET"),
+        ("Authorization: Bearer SECRET1", "SECRET"),
+        ("Authorization: Basic SECRET1", "SECRET"),
+        ("token=SECRET1 and more", "SECRET"),
+        ('{\\"id_token\\": \\"SECRET1\\"}', "SECRET"),
+    ],
+)
 def test_redact_covers_encoded_and_usual_token_names(line: str, secret: str) -> None:
     shown = parse.redact(line)
     assert secret not in shown and "[hidden]" in shown, shown
 
 
 def test_redact_keeps_ordinary_lines() -> None:
-    for line in ("xAI token exchange failed (HTTP 400). Response: {}", "Waiting for callback on http://127.0.0.1:56121/callback",
-                 "response_type=code&client_id=lab"):
+    for line in (
+        "xAI token exchange failed (HTTP 400). Response: {}",
+        "Waiting for callback on http://127.0.0.1:56121/callback",
+        "response_type=code&client_id=lab",
+    ):
         assert parse.redact(line) == line
 
 
 # -- the doctor's report -----------------------------------------------------------------------------
+
 
 @settings(max_examples=50, deadline=None)
 @given(TEXT)
@@ -270,7 +344,9 @@ def test_doctor_report_is_inert_in_table_and_json(text: str) -> None:
     from tunnelauth.doctor.model import Check, DestinationReport, DoctorReport, Status
     from tunnelauth.doctor.render import as_json, as_table
 
-    report = DoctorReport((DestinationReport(text, (Check(text, Status.WARN, f"hermes {text} found", 0.1),)),))
+    report = DoctorReport(
+        (DestinationReport(text, (Check(text, Status.WARN, f"hermes {text} found", 0.1),)),)
+    )
     table, doc = io.StringIO(), io.StringIO()
     as_table(report, table)
     as_json(report, doc)

@@ -26,13 +26,17 @@ pytestmark = pytest.mark.lab
 XAI_PORT = 56121
 
 
-
-
-
-
 def fake(lab: Lab, provider: e2e.Provider, hermes: Path, version: str = "0.18.0") -> list[str]:
-    return ["--hermes", str(hermes), "--remote-env", f"FAKE_HERMES_VERSION={version}",
-            "--remote-env", f"FAKE_HERMES_PROVIDER={provider.url}", "--allow-host", lab.provider_ip]
+    return [
+        "--hermes",
+        str(hermes),
+        "--remote-env",
+        f"FAKE_HERMES_VERSION={version}",
+        "--remote-env",
+        f"FAKE_HERMES_PROVIDER={provider.url}",
+        "--allow-host",
+        lab.provider_ip,
+    ]
 
 
 def one_error_line(stderr: str) -> str:
@@ -48,13 +52,18 @@ def connections(lab: Lab, host: str = "bastion") -> int:
 
 # == 1. host keys, strict on every hop ===========================================================
 
+
 def recorded(known: Path, name: str, key: str) -> bool:
     """`name key` is in `known`, in plain or hashed form (the machine's ssh_config may say
     HashKnownHosts yes, as Debian's does; tunnelauth then hashes as ssh would)."""
-    found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(known)], capture_output=True,
-                           text=True, check=False).stdout
-    return any(line.split()[1:3] == key.split()[:2] for line in found.splitlines()
-               if line and not line.startswith("#"))
+    found = subprocess.run(
+        ["ssh-keygen", "-F", name, "-f", str(known)], capture_output=True, text=True, check=False
+    ).stdout
+    return any(
+        line.split()[1:3] == key.split()[:2]
+        for line in found.splitlines()
+        if line and not line.startswith("#")
+    )
 
 
 def host_key(lab: Lab, host: str) -> str:
@@ -64,30 +73,38 @@ def host_key(lab: Lab, host: str) -> str:
 
 def without(home: Path, ip: str) -> Path:
     known = home / ".ssh" / "known_hosts"
-    known.write_text("".join(line + "\n" for line in known.read_text().splitlines()
-                             if not line.startswith(ip + " ")))
+    known.write_text(
+        "".join(
+            line + "\n" for line in known.read_text().splitlines() if not line.startswith(ip + " ")
+        )
+    )
     return known
 
 
-def test_unknown_bastion_key_stops_before_authenticating(lab: Lab, laptop: e2e.Laptop,
-                                                         provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_unknown_bastion_key_stops_before_authenticating(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     laptop.home = e2e.fresh_home(lab, "p1-nokh", known_hosts=False)
     before = {host: e2e.sshd_log(lab, host) for host in ("bastion", "target")}
     run = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes)])
     assert run.returncode == 4, run.output
     line = one_error_line(run.stderr)
-    fingerprint = lab.run("laptop", ["ssh-keygen", "-l", "-f", str(lab.root / "bastion" / "ssh_host_ed25519_key.pub")],
-                          check=True).stdout.split()[1]
+    fingerprint = lab.run(
+        "laptop",
+        ["ssh-keygen", "-l", "-f", str(lab.root / "bastion" / "ssh_host_ed25519_key.pub")],
+        check=True,
+    ).stdout.split()[1]
     assert lab.bastion_ip in line and fingerprint in line and "--accept-new" in line, line
     for host in ("bastion", "target"):
-        new = e2e.sshd_log(lab, host)[len(before[host]):]
+        new = e2e.sshd_log(lab, host)[len(before[host]) :]
         assert "Accepted publickey" not in new and "session" not in new.lower(), (host, new)
     assert not lab.target_processes("fake-hermes")
     assert not (laptop.home / ".ssh" / "known_hosts").exists()
 
 
-def test_unknown_target_key_stops_before_any_remote_command(lab: Lab, laptop: e2e.Laptop,
-                                                            provider: e2e.Provider, fake_hermes: Path) -> None:
+def test_unknown_target_key_stops_before_any_remote_command(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     laptop.home = e2e.fresh_home(lab, "p1-bastion-only")
     known = without(laptop.home, lab.target_ip)
     kept = known.read_text()
@@ -95,73 +112,107 @@ def test_unknown_target_key_stops_before_any_remote_command(lab: Lab, laptop: e2
     run = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes)])
     assert run.returncode == 4, run.output
     line = one_error_line(run.stderr)
-    fingerprint = lab.run("laptop", ["ssh-keygen", "-l", "-f", str(lab.root / "target" / "ssh_host_ed25519_key.pub")],
-                          check=True).stdout.split()[1]
+    fingerprint = lab.run(
+        "laptop",
+        ["ssh-keygen", "-l", "-f", str(lab.root / "target" / "ssh_host_ed25519_key.pub")],
+        check=True,
+    ).stdout.split()[1]
     assert lab.target_ip in line and fingerprint in line and "--accept-new" in line, line
-    new = e2e.sshd_log(lab, "target")[len(before):]
+    new = e2e.sshd_log(lab, "target")[len(before) :]
     # The target saw a key exchange, nothing more: no login, no session, no command.
     assert "Accepted publickey" not in new and "session" not in new.lower(), new
     assert not lab.target_processes("fake-hermes") and not lab.target_processes("import base64")
     assert known.read_text() == kept
 
 
-@pytest.mark.parametrize("how", [["--accept-new"], ["-o", "StrictHostKeyChecking=accept-new"],
-                                 ["-o", "StrictHostKeyChecking=no"]], ids=["flag", "o-accept-new", "o-no"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["--accept-new"],
+        ["-o", "StrictHostKeyChecking=accept-new"],
+        ["-o", "StrictHostKeyChecking=no"],
+    ],
+    ids=["flag", "o-accept-new", "o-no"],
+)
 def test_accept_new_records_both_keys_and_the_next_run_needs_no_flag(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, how: list[str]) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path, how: list[str]
+) -> None:
     laptop.home = e2e.fresh_home(lab, "p1-accept", known_hosts=False)
     known = laptop.home / ".ssh" / "known_hosts"
     run = laptop.run(["xai", "target", *how, *fake(lab, provider, fake_hermes, "0.19.0")])
     assert run.returncode == 0, run.output
     lines = known.read_text().splitlines()
-    assert recorded(known, f"{lab.bastion_ip}", host_key(lab, 'bastion')), lines
-    assert recorded(known, f"{lab.target_ip}", host_key(lab, 'target')), lines
+    assert recorded(known, f"{lab.bastion_ip}", host_key(lab, "bastion")), lines
+    assert recorded(known, f"{lab.target_ip}", host_key(lab, "target")), lines
     again = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes, "0.19.0")])
     assert again.returncode == 0, again.output
     assert known.read_text().splitlines() == lines  # nothing recorded twice
 
 
 def test_accept_new_appends_to_a_known_hosts_without_final_newline(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     laptop.home = e2e.fresh_home(lab, "p1-nonl")
     known = without(laptop.home, lab.target_ip)
     known.write_text(known.read_text().rstrip("\n"))  # as hand-edited files often end
     run = laptop.run(["xai", "target", "--accept-new", *fake(lab, provider, fake_hermes, "0.19.0")])
     assert run.returncode == 0, run.output
     lines = known.read_text().splitlines()
-    assert recorded(known, f"{lab.bastion_ip}", host_key(lab, 'bastion')), lines
-    assert recorded(known, f"{lab.target_ip}", host_key(lab, 'target')), lines
+    assert recorded(known, f"{lab.bastion_ip}", host_key(lab, "bastion")), lines
+    assert recorded(known, f"{lab.target_ip}", host_key(lab, "target")), lines
     again = laptop.run(["xai", "target", *fake(lab, provider, fake_hermes, "0.19.0")])
     assert again.returncode == 0, again.output
 
 
 def test_accept_new_records_a_non_default_port_as_bracketed_host(
-        lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path) -> None:
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     lab.start_sshd("bastion", extra=[f"ListenAddress {lab.bastion_ip}:2222"])
     laptop.home = e2e.fresh_home(lab, "p1-port", known_hosts=False)
     known = laptop.home / ".ssh" / "known_hosts"
-    hops = [f"{lab.user}@{lab.target_ip}", "-J", f"{lab.user}@{lab.bastion_ip}:2222", "-i", laptop.key]
+    hops = [
+        f"{lab.user}@{lab.target_ip}",
+        "-J",
+        f"{lab.user}@{lab.bastion_ip}:2222",
+        "-i",
+        laptop.key,
+    ]
     run = laptop.run(["xai", *hops, "--accept-new", *fake(lab, provider, fake_hermes, "0.19.0")])
     assert run.returncode == 0, run.output
     lines = known.read_text().splitlines()
-    assert recorded(known, f"[{lab.bastion_ip}]:2222", host_key(lab, 'bastion')), lines
-    assert recorded(known, f"{lab.target_ip}", host_key(lab, 'target')), lines
+    assert recorded(known, f"[{lab.bastion_ip}]:2222", host_key(lab, "bastion")), lines
+    assert recorded(known, f"{lab.target_ip}", host_key(lab, "target")), lines
     again = laptop.run(["xai", *hops, *fake(lab, provider, fake_hermes, "0.19.0")])
     assert again.returncode == 0, again.output
 
 
-@pytest.mark.parametrize("mode", [[], ["--accept-new"], ["-o", "StrictHostKeyChecking=accept-new"],
-                                  ["-o", "StrictHostKeyChecking=no"],
-                                  ["--accept-new", "-o", "StrictHostKeyChecking=no"]],
-                         ids=["default", "accept-new", "o-accept-new", "o-no", "both"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        [],
+        ["--accept-new"],
+        ["-o", "StrictHostKeyChecking=accept-new"],
+        ["-o", "StrictHostKeyChecking=no"],
+        ["--accept-new", "-o", "StrictHostKeyChecking=no"],
+    ],
+    ids=["default", "accept-new", "o-accept-new", "o-no", "both"],
+)
 @pytest.mark.parametrize("hop", ["bastion", "target"])
-def test_changed_key_is_refused_in_every_mode(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                              fake_hermes: Path, hop: str, mode: list[str]) -> None:
+def test_changed_key_is_refused_in_every_mode(
+    lab: Lab,
+    laptop: e2e.Laptop,
+    provider: e2e.Provider,
+    fake_hermes: Path,
+    hop: str,
+    mode: list[str],
+) -> None:
     ip = lab.bastion_ip if hop == "bastion" else lab.target_ip
     laptop.home = e2e.fresh_home(lab, f"p1-changed-{hop}")
     known = without(laptop.home, ip)
     impostor = laptop.home / "impostor"
-    lab.run("laptop", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    lab.run(
+        "laptop", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True
+    )
     with known.open("a") as handle:
         handle.write(f"{ip} {' '.join(impostor.with_suffix('.pub').read_text().split()[:2])}\n")
     kept = known.read_bytes()
@@ -173,18 +224,23 @@ def test_changed_key_is_refused_in_every_mode(lab: Lab, laptop: e2e.Laptop, prov
     assert known.read_bytes() == kept
     if hop == "bastion":
         assert lab.target_ip not in line
-    assert "Accepted publickey" not in e2e.sshd_log(lab, "target")[len(before):]
+    assert "Accepted publickey" not in e2e.sshd_log(lab, "target")[len(before) :]
     assert not lab.target_processes("fake-hermes")
 
 
-def test_changed_key_in_a_hashed_known_hosts_is_refused(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                        fake_hermes: Path) -> None:
+def test_changed_key_in_a_hashed_known_hosts_is_refused(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     laptop.home = e2e.fresh_home(lab, "p1-hashed")
     known = without(laptop.home, lab.bastion_ip)
     impostor = laptop.home / "impostor"
-    lab.run("laptop", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    lab.run(
+        "laptop", ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True
+    )
     with known.open("a") as handle:
-        handle.write(f"{lab.bastion_ip} {' '.join(impostor.with_suffix('.pub').read_text().split()[:2])}\n")
+        handle.write(
+            f"{lab.bastion_ip} {' '.join(impostor.with_suffix('.pub').read_text().split()[:2])}\n"
+        )
     lab.run("laptop", ["ssh-keygen", "-H", "-f", str(known)], check=True)
     assert lab.bastion_ip not in known.read_text()  # names are hashed now
     kept = known.read_bytes()
@@ -215,14 +271,19 @@ def connect(lab: Lab, host: str, ip: str, port: int) -> str:
     return str(lab.run(host, ["/usr/bin/python3", "-c", CONNECT, ip, str(port)]).stdout).strip()
 
 
-def test_forward_accepts_on_loopback_only(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                          fake_hermes: Path) -> None:
+def test_forward_accepts_on_loopback_only(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     addresses = lab.run("laptop", ["ip", "-o", "-4", "addr", "show"], check=True).stdout
     assert "198.18.1.1/" in addresses  # the laptop's non-loopback address the probes aim at
     proc = laptop.start(["xai", "target", "--no-open", *fake(lab, provider, fake_hermes)])
     e2e.wait_for_stderr(proc, "Open this URL")
-    listeners = lab.run("laptop", ["ss", "-Hltn", f"sport = :{XAI_PORT}"], check=True).stdout.split("\n")
-    assert [line.split()[3] for line in listeners if line.strip()] == [f"127.0.0.1:{XAI_PORT}"], listeners
+    listeners = lab.run("laptop", ["ss", "-Hltn", f"sport = :{XAI_PORT}"], check=True).stdout.split(
+        "\n"
+    )
+    assert [line.split()[3] for line in listeners if line.strip()] == [f"127.0.0.1:{XAI_PORT}"], (
+        listeners
+    )
     assert connect(lab, "laptop", "198.18.1.1", XAI_PORT) == "ERR 111"
     assert connect(lab, "bastion", "198.18.1.1", XAI_PORT) == "ERR 111"
     # Last, as it spends hermes's one-shot listener: the loopback side does accept.
@@ -266,10 +327,14 @@ def assert_no_secrets(output: str, secrets: set[str], states: set[str]) -> None:
             if state in line:
                 # Only the authorize URL itself, printed for the person to open, may hold the state.
                 url = line.strip()
-                assert re.fullmatch(r"https?://\S+", url) and f"state={state}" in url, f"state leaked: {line}"
+                assert re.fullmatch(r"https?://\S+", url) and f"state={state}" in url, (
+                    f"state leaked: {line}"
+                )
 
 
-def login_secrets(lab: Lab, provider: e2e.Provider, seen: int, token_file: Path) -> tuple[set[str], set[str]]:
+def login_secrets(
+    lab: Lab, provider: e2e.Provider, seen: int, token_file: Path
+) -> tuple[set[str], set[str]]:
     codes = new_codes(lab, provider, seen)
     secrets = {str(c["code"]) for c in codes} | token_values(e2e.tokens(token_file))
     for c in codes:
@@ -280,8 +345,9 @@ def login_secrets(lab: Lab, provider: e2e.Provider, seen: int, token_file: Path)
     return secrets, states
 
 
-def test_xai_loopback_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                  fake_hermes: Path) -> None:
+def test_xai_loopback_at_verbose_prints_no_secret(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     seen = code_count(lab, provider)
     run = laptop.run(["xai", "target", "-v", *fake(lab, provider, fake_hermes)])
     assert run.returncode == 0, run.output
@@ -291,35 +357,55 @@ def test_xai_loopback_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Laptop, 
     assert_no_secrets(run.output, secrets, states)
 
 
-def test_denied_login_at_verbose_prints_no_state(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                 fake_hermes: Path) -> None:
+def test_denied_login_at_verbose_prints_no_state(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     events = len(e2e.provider_log(lab, provider)["events"])  # type: ignore[arg-type]
-    run = laptop.run(["xai", "target", "-v", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_MODE="deny")
+    run = laptop.run(
+        ["xai", "target", "-v", *fake(lab, provider, fake_hermes)], FAKE_BROWSER_MODE="deny"
+    )
     assert run.returncode == 1, run.output
-    denied = [e for e in e2e.provider_log(lab, provider)["events"][events:]  # type: ignore[index]
-              if e["event"] == "authorize_denied"]
+    denied = [
+        e
+        for e in e2e.provider_log(lab, provider)["events"][events:]  # type: ignore[index]
+        if e["event"] == "authorize_denied"
+    ]
     assert len(denied) == 1
     states = set(re.findall(r"[?&]state=([A-Za-z0-9_-]{8,})", run.stderr))
     assert states  # the authorize URL, shown for the person, carries it
     assert_no_secrets(run.output, set(), states)
 
 
-def test_spotify_real_hermes_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Laptop,
-                                                         provider: e2e.Provider) -> None:
+def test_spotify_real_hermes_at_verbose_prints_no_secret(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider
+) -> None:
     hermes = e2e.REAL_HERMES["0.19.0"]
     e2e.need(hermes.exists(), f"real hermes-agent 0.19.0 is not installed at {hermes}")
     seen = code_count(lab, provider)
-    run = laptop.run(["spotify", "target", "-v", "--hermes", str(hermes),
-                      "--remote-env", f"HERMES_SPOTIFY_ACCOUNTS_BASE_URL={provider.url}",
-                      "--remote-env", "HERMES_SPOTIFY_CLIENT_ID=labclient", "--allow-host", lab.provider_ip])
+    run = laptop.run(
+        [
+            "spotify",
+            "target",
+            "-v",
+            "--hermes",
+            str(hermes),
+            "--remote-env",
+            f"HERMES_SPOTIFY_ACCOUNTS_BASE_URL={provider.url}",
+            "--remote-env",
+            "HERMES_SPOTIFY_CLIENT_ID=labclient",
+            "--allow-host",
+            lab.provider_ip,
+        ]
+    )
     assert run.returncode == 0, run.output
     assert "remote stdout:" in run.stderr
     secrets, states = login_secrets(lab, provider, seen, lab.user_home / ".hermes" / "auth.json")
     assert_no_secrets(run.output, secrets, states)
 
 
-def test_xai_device_code_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                     fake_hermes: Path) -> None:
+def test_xai_device_code_at_verbose_prints_no_secret(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     before = len(e2e.provider_log(lab, provider)["devices"])  # type: ignore[arg-type]
     run = laptop.run(["xai", "target", "-v", *fake(lab, provider, fake_hermes, "0.19.0")])
     assert run.returncode == 0, run.output
@@ -330,10 +416,13 @@ def test_xai_device_code_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Lapto
     assert_no_secrets(run.output, secrets, set())
 
 
-def test_anthropic_paste_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                                     fake_hermes: Path) -> None:
+def test_anthropic_paste_at_verbose_prints_no_secret(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, fake_hermes: Path
+) -> None:
     seen = code_count(lab, provider)
-    proc, tty = laptop.start_with_tty(["anthropic", "target", "-v", *fake(lab, provider, fake_hermes, "0.19.0")])
+    proc, tty = laptop.start_with_tty(
+        ["anthropic", "target", "-v", *fake(lab, provider, fake_hermes, "0.19.0")]
+    )
     try:
         e2e.wait_for_stderr(proc, "Authorization code")
         issued: list[dict[str, object]] = []
@@ -355,7 +444,10 @@ def test_anthropic_paste_at_verbose_prints_no_secret(lab: Lab, laptop: e2e.Lapto
 
 # == 4. the browser only ever opens a safe URL ===================================================
 
-def hostile_hermes(lab: Lab, lines: list[str], listen: int | None = None, sleep: float = 60) -> Path:
+
+def hostile_hermes(
+    lab: Lab, lines: list[str], listen: int | None = None, sleep: float = 60
+) -> Path:
     """A 'hermes' that binds a callback listener (optional), prints lines, then waits."""
     body = textwrap.dedent(f"""\
         #!/usr/bin/python3
@@ -383,38 +475,46 @@ def loopback_url(host: str, path: str = "/oauth2/auth", userinfo: str = "") -> s
 WAITING = f"Waiting for callback on http://127.0.0.1:{XAI_PORT}/callback"
 
 
-def test_non_http_urls_are_never_opened(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider) -> None:
+def test_non_http_urls_are_never_opened(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider
+) -> None:
     control = f"{provider.url}/oauth2/auth?response_type=code&client_id=control"
-    hermes = hostile_hermes(lab, [
-        "Open this URL to authorize Hermes with xAI:",
-        "javascript:alert(document.cookie)//?response_type=code&client_id=x&redirect_uri=http://127.0.0.1:56121/",
-        "  JavaScript:fetch('http://198.18.3.1/')?client_id=x&response_type=code",
-        "file:///etc/shadow?client_id=x&response_type=code",
-        "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==?client_id=x&response_type=code",
-        "1. Open this URL in your browser:",
-        "   file:///etc/passwd",
-        "1. Open: javascript:alert(1)",
-        "Waiting for callback on javascript:alert(1)",
-        "vbscript:msgbox(1)?client_id=x&response_type=code",
-        "Open this URL to authorize Hermes with xAI:",
-        control,
-    ])
+    hermes = hostile_hermes(
+        lab,
+        [
+            "Open this URL to authorize Hermes with xAI:",
+            "javascript:alert(document.cookie)//?response_type=code&client_id=x&redirect_uri=http://127.0.0.1:56121/",
+            "  JavaScript:fetch('http://198.18.3.1/')?client_id=x&response_type=code",
+            "file:///etc/shadow?client_id=x&response_type=code",
+            "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==?client_id=x&response_type=code",
+            "1. Open this URL in your browser:",
+            "   file:///etc/passwd",
+            "1. Open: javascript:alert(1)",
+            "Waiting for callback on javascript:alert(1)",
+            "vbscript:msgbox(1)?client_id=x&response_type=code",
+            "Open this URL to authorize Hermes with xAI:",
+            control,
+        ],
+    )
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the control URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the control URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     opened = [r["url"] for r in laptop.browser_runs()]
     assert opened == [control.split("?")[0]], opened
 
 
-def test_url_with_shell_metacharacters_reaches_the_browser_unharmed(lab: Lab, laptop: e2e.Laptop,
-                                                                  provider: e2e.Provider) -> None:
+def test_url_with_shell_metacharacters_reaches_the_browser_unharmed(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider
+) -> None:
     marker = lab.root / f"marker-url-{uuid.uuid4().hex[:8]}"
-    url = (f"{provider.url}/oauth2/auth?response_type=code&client_id=x;touch${{IFS}}{marker}"
-           f"&scope=$(touch${{IFS}}{marker})|touch${{IFS}}{marker}&state=a;b")
+    url = (
+        f"{provider.url}/oauth2/auth?response_type=code&client_id=x;touch${{IFS}}{marker}"
+        f"&scope=$(touch${{IFS}}{marker})|touch${{IFS}}{marker}&state=a;b"
+    )
     hermes = hostile_hermes(lab, [url])
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     assert [r["url"] for r in laptop.browser_runs()] == [url.split("?")[0]]
@@ -423,15 +523,31 @@ def test_url_with_shell_metacharacters_reaches_the_browser_unharmed(lab: Lab, la
 
 @pytest.mark.parametrize("userinfo", ["user:pass@", "user@", ":@"])
 @pytest.mark.parametrize("loopback", [True, False], ids=["loopback-redirect", "no-redirect"])
-def test_url_with_credentials_is_refused(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                         userinfo: str, loopback: bool) -> None:
+def test_url_with_credentials_is_refused(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider, userinfo: str, loopback: bool
+) -> None:
     host = provider.url.split("//", 1)[1]
     if loopback:
-        hermes = hostile_hermes(lab, [loopback_url(host, userinfo=userinfo), WAITING], listen=XAI_PORT)
+        hermes = hostile_hermes(
+            lab, [loopback_url(host, userinfo=userinfo), WAITING], listen=XAI_PORT
+        )
     else:
-        hermes = hostile_hermes(lab, [f"http://{userinfo}{host}/oauth2/auth?response_type=code&client_id=lab"])
-    run = laptop.run(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip,
-                      "--timeout", "20"], timeout=40)
+        hermes = hostile_hermes(
+            lab, [f"http://{userinfo}{host}/oauth2/auth?response_type=code&client_id=lab"]
+        )
+    run = laptop.run(
+        [
+            "xai",
+            "target",
+            "--hermes",
+            str(hermes),
+            "--allow-host",
+            lab.provider_ip,
+            "--timeout",
+            "20",
+        ],
+        timeout=40,
+    )
     assert run.returncode not in (0, 8), run.output  # refused, not opened nor waited out
     line = one_error_line(run.stderr)
     assert "credentials" in line, line
@@ -439,8 +555,9 @@ def test_url_with_credentials_is_refused(lab: Lab, laptop: e2e.Laptop, provider:
     assert e2e.gone_within(lab, "hostile-", 5)
 
 
-def test_unexpected_host_is_shown_with_a_warning_and_not_opened(lab: Lab, laptop: e2e.Laptop,
-                                                               provider: e2e.Provider) -> None:
+def test_unexpected_host_is_shown_with_a_warning_and_not_opened(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider
+) -> None:
     host = provider.url.split("//", 1)[1]
     hermes = hostile_hermes(lab, [loopback_url(host), WAITING], listen=XAI_PORT)
     proc = laptop.start(["xai", "target", "--hermes", str(hermes)])
@@ -455,11 +572,13 @@ def test_unexpected_host_is_shown_with_a_warning_and_not_opened(lab: Lab, laptop
     assert warning < lines.index("Open this URL in your browser (authorize):")
 
 
-def test_allowed_host_opens_without_warning(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider) -> None:
+def test_allowed_host_opens_without_warning(
+    lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider
+) -> None:
     host = provider.url.split("//", 1)[1]
     hermes = hostile_hermes(lab, [loopback_url(host), WAITING], listen=XAI_PORT)
     proc = laptop.start(["xai", "target", "--hermes", str(hermes), "--allow-host", lab.provider_ip])
-    e2e.wait_until(lambda: laptop.browser_runs(), 20, "the URL was never opened")
+    e2e.wait_until(laptop.browser_runs, 20, "the URL was never opened")
     run = e2e.finish(proc, e2e.SIGTERM)
     assert run.returncode == 143, run.output
     # (The fake browser's 400 from the mock may add a "browser ... reported a failure" warning; that is not it.)
@@ -479,6 +598,7 @@ def test_lookalike_host_warns(lab: Lab, laptop: e2e.Laptop, host: str) -> None:
 
 
 # == 5. nothing the user passes is run by a shell ================================================
+
 
 @pytest.fixture
 def markers(lab: Lab) -> Iterator[Path]:
@@ -500,25 +620,29 @@ def touched(where: Path) -> list[str]:
     return sorted(p.name for p in where.iterdir() if p.name.startswith("marker"))
 
 
-@pytest.mark.parametrize("template,login", [
-    ("/bin/true; touch {m}", "user"),
-    ("/bin/true && touch {m}", "user"),
-    ("$(touch {m})", "user"),
-    ("`touch {m}`", "user"),
-    ("/bin/true\ntouch {m}", "user"),
-    ("/bin/true; touch {m}", "root-as-user"),
-    # Without a '/', hermes is looked up through the remote login shell.
-    ("nohermes;touch {rel}", "user"),
-    ("nohermes$(touch {rel})", "user"),
-    ("nohermes`touch {rel}`", "user"),
-    ("nohermes||touch {rel}", "user"),
-    ("nohermes'$(touch {rel})'", "user"),
-    ("nohermes\"$(touch {rel})\"", "user"),
-    ("-v;touch {rel}", "user"),
-    ("nohermes;cd;touch {rel}", "root-as-user"),
-])
-def test_hostile_hermes_value_runs_nothing(lab: Lab, laptop: e2e.Laptop, markers: Path,
-                                           template: str, login: str) -> None:
+@pytest.mark.parametrize(
+    ("template", "login"),
+    [
+        ("/bin/true; touch {m}", "user"),
+        ("/bin/true && touch {m}", "user"),
+        ("$(touch {m})", "user"),
+        ("`touch {m}`", "user"),
+        ("/bin/true\ntouch {m}", "user"),
+        ("/bin/true; touch {m}", "root-as-user"),
+        # Without a '/', hermes is looked up through the remote login shell.
+        ("nohermes;touch {rel}", "user"),
+        ("nohermes$(touch {rel})", "user"),
+        ("nohermes`touch {rel}`", "user"),
+        ("nohermes||touch {rel}", "user"),
+        ("nohermes'$(touch {rel})'", "user"),
+        ('nohermes"$(touch {rel})"', "user"),
+        ("-v;touch {rel}", "user"),
+        ("nohermes;cd;touch {rel}", "root-as-user"),
+    ],
+)
+def test_hostile_hermes_value_runs_nothing(
+    lab: Lab, laptop: e2e.Laptop, markers: Path, template: str, login: str
+) -> None:
     marker = markers / "marker"
     # Without a slash hermes is looked up by name; a relative path lands in the user's home.
     rel = f"marker-{uuid.uuid4().hex[:8]}"
@@ -534,7 +658,10 @@ def test_hostile_hermes_value_runs_nothing(lab: Lab, laptop: e2e.Laptop, markers
 
 def env_dump(lab: Lab, out: Path) -> Path:
     """A 'hermes' that writes the variables X* it was given to a file and fails."""
-    return e2e.write_script(lab, f"env-dump-{uuid.uuid4().hex[:6]}", textwrap.dedent(f"""\
+    return e2e.write_script(
+        lab,
+        f"env-dump-{uuid.uuid4().hex[:6]}",
+        textwrap.dedent(f"""\
         #!/usr/bin/python3
         import json, os
         with open({str(out)!r}, "w") as f:
@@ -542,12 +669,14 @@ def env_dump(lab: Lab, out: Path) -> Path:
         os.chmod({str(out)!r}, 0o666)
         print("Error: env dumped")
         raise SystemExit(1)
-        """))
+        """),
+    )
 
 
 @pytest.mark.parametrize("login", ["user", "root-as-user"])
-def test_hostile_remote_env_values_arrive_verbatim(lab: Lab, laptop: e2e.Laptop, markers: Path,
-                                                   login: str) -> None:
+def test_hostile_remote_env_values_arrive_verbatim(
+    lab: Lab, laptop: e2e.Laptop, markers: Path, login: str
+) -> None:
     m = markers / "marker"
     values = {
         "X1": f"$(touch {m}1)",
@@ -570,12 +699,20 @@ def test_hostile_remote_env_values_arrive_verbatim(lab: Lab, laptop: e2e.Laptop,
 
 
 @pytest.mark.parametrize("login", ["user", "root"])
-def test_hostile_hermes_home_is_a_plain_path(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                             fake_hermes: Path, markers: Path, login: str) -> None:
+def test_hostile_hermes_home_is_a_plain_path(
+    lab: Lab,
+    laptop: e2e.Laptop,
+    provider: e2e.Provider,
+    fake_hermes: Path,
+    markers: Path,
+    login: str,
+) -> None:
     m = markers / "marker"
     home = f"{markers}/hh; touch {m}1 $(touch {m}2) `touch {m}3`"
     who = "target" if login == "user" else "root@target"
-    run = laptop.run(["xai", who, "--hermes-home", home, *fake(lab, provider, fake_hermes, "0.19.0")])
+    run = laptop.run(
+        ["xai", who, "--hermes-home", home, *fake(lab, provider, fake_hermes, "0.19.0")]
+    )
     assert run.returncode == 0, run.output
     assert f"{home}/auth.json" in run.stdout
     assert (Path(home) / "auth.json").is_file()
@@ -637,9 +774,14 @@ def run_all(laptop: e2e.Laptop, arglists: list[list[str]]) -> list[tuple[list[st
 
 def test_metacharacters_are_refused_locally(lab: Lab, laptop: e2e.Laptop, markers: Path) -> None:
     before = connections(lab)
-    runs = run_all(laptop, [[a.format(m=markers / "marker") for a in args] for args in METACHARACTERS])
-    wrong = [(args, run.returncode, run.stderr[-300:]) for args, run in runs
-             if run.returncode != 2 or "Traceback" in run.stderr]
+    runs = run_all(
+        laptop, [[a.format(m=markers / "marker") for a in args] for args in METACHARACTERS]
+    )
+    wrong = [
+        (args, run.returncode, run.stderr[-300:])
+        for args, run in runs
+        if run.returncode != 2 or "Traceback" in run.stderr
+    ]
     assert not wrong, wrong
     assert touched(markers) == []
     assert connections(lab) == before
@@ -647,10 +789,15 @@ def test_metacharacters_are_refused_locally(lab: Lab, laptop: e2e.Laptop, marker
 
 def test_invalid_values_exit_2_before_connecting(lab: Lab, laptop: e2e.Laptop) -> None:
     before = connections(lab)
-    arglists = [["xai", "target", *args] for args in INVALID] + [["xai", d] for d in INVALID_DESTINATIONS]
+    arglists = [["xai", "target", *args] for args in INVALID] + [
+        ["xai", d] for d in INVALID_DESTINATIONS
+    ]
     runs = run_all(laptop, arglists)
-    wrong = [(args, run.returncode, run.stderr[-300:]) for args, run in runs
-             if run.returncode != 2 or "Traceback" in run.stderr]
+    wrong = [
+        (args, run.returncode, run.stderr[-300:])
+        for args, run in runs
+        if run.returncode != 2 or "Traceback" in run.stderr
+    ]
     assert not wrong, wrong
     assert connections(lab) == before
 
@@ -662,36 +809,70 @@ SUPERVISOR = "import base64,sys,zlib"
 
 def secret_hermes(lab: Lab, fake_hermes: Path, seen: Path) -> Path:
     """fake hermes, after writing down a hash of the secrets it was given and who it runs as."""
-    return e2e.write_script(lab, f"secret-hermes-{uuid.uuid4().hex[:6]}", textwrap.dedent(f"""\
+    return e2e.write_script(
+        lab,
+        f"secret-hermes-{uuid.uuid4().hex[:6]}",
+        textwrap.dedent(f"""\
         #!/usr/bin/python3
         import hashlib, os, sys
         with open({str(seen)!r}, "w") as f:
             for name in ("TA_TYPED", "TA_FROM_ENV"):
                 f.write(name + " " + hashlib.sha256(os.environ.get(name, "").encode()).hexdigest() + "\\n")
         os.execv({str(fake_hermes)!r}, [{str(fake_hermes)!r}] + sys.argv[1:])
-        """))
+        """),
+    )
 
 
 @pytest.mark.parametrize("login", ["user", "root-as-user"])
-def test_no_secret_in_any_process_table(lab: Lab, laptop: e2e.Laptop, provider: e2e.Provider,
-                                        fake_hermes: Path, markers: Path, login: str) -> None:
+def test_no_secret_in_any_process_table(
+    lab: Lab,
+    laptop: e2e.Laptop,
+    provider: e2e.Provider,
+    fake_hermes: Path,
+    markers: Path,
+    login: str,
+) -> None:
     typed, from_env = secrets.token_hex(20), secrets.token_hex(20)
     home = markers / f"hermes-home-{secrets.token_hex(12)}"
     seen = markers / "seen"
     hermes = secret_hermes(lab, fake_hermes, seen)
     who = ["target"] if login == "user" else ["root@target", "--as-user", lab.user]
-    args = ["xai", *who, *fake(lab, provider, hermes), "--remote-env", f"TA_TYPED={typed}",
-            "--remote-env", "TA_FROM_ENV", "--hermes-home", str(home)]
-    needles = {"the typed --remote-env value": typed.encode(), "the --remote-env value from the environment":
-               from_env.encode(), "HERMES_HOME": home.name.encode()}
+    args = [
+        "xai",
+        *who,
+        *fake(lab, provider, hermes),
+        "--remote-env",
+        f"TA_TYPED={typed}",
+        "--remote-env",
+        "TA_FROM_ENV",
+        "--hermes-home",
+        str(home),
+    ]
+    needles = {
+        "the typed --remote-env value": typed.encode(),
+        "the --remote-env value from the environment": from_env.encode(),
+        "HERMES_HOME": home.name.encode(),
+    }
     typed_by_the_user = {"the typed --remote-env value", "HERMES_HOME"}
-    with e2e.ProcessTableWatch(lab, needles, typed_by_the_user, pwd.getpwnam(lab.user).pw_uid, "xai",
-                               looking_for=(SUPERVISOR, "fake-hermes")) as watch:
+    with e2e.ProcessTableWatch(
+        lab,
+        needles,
+        typed_by_the_user,
+        pwd.getpwnam(lab.user).pw_uid,
+        "xai",
+        looking_for=(SUPERVISOR, "fake-hermes"),
+    ) as watch:
         run = e2e.finish(laptop.start(args, TA_FROM_ENV=from_env), timeout=60)
     assert run.returncode == 0, run.output
-    assert watch.saw == {SUPERVISOR, "fake-hermes"} and watch.rounds > 10, "the scan missed the login"
+    assert watch.saw == {SUPERVISOR, "fake-hermes"} and watch.rounds > 10, (
+        "the scan missed the login"
+    )
     assert not watch.found, watch.found
     # The login still got every value.
-    assert seen.read_text().split() == ["TA_TYPED", hashlib.sha256(typed.encode()).hexdigest(),
-                                        "TA_FROM_ENV", hashlib.sha256(from_env.encode()).hexdigest()]
+    assert seen.read_text().split() == [
+        "TA_TYPED",
+        hashlib.sha256(typed.encode()).hexdigest(),
+        "TA_FROM_ENV",
+        hashlib.sha256(from_env.encode()).hexdigest(),
+    ]
     e2e.tokens(home / "auth.json")

@@ -14,8 +14,8 @@ import asyncssh
 import pytest
 
 from tunnelauth import destination, ssh
-from tunnelauth.errors import HostKeyError, UsageError
 from tunnelauth.destination import Endpoint, SshSettings, parse_endpoint, parse_jumps, parse_option
+from tunnelauth.errors import HostKeyError, UsageError
 from tunnelauth.ssh import Hop, plan
 
 LOCAL_USER = "localme"
@@ -44,7 +44,9 @@ def config_file(tmp_path: Path) -> Callable[[str], Path]:
     return write
 
 
-def hops_for(destination: str, cfg: Path | None = None, jumps: str | None = None, **settings: object) -> list[Hop]:
+def hops_for(
+    destination: str, cfg: Path | None = None, jumps: str | None = None, **settings: object
+) -> list[Hop]:
     return plan(
         parse_endpoint(destination),
         parse_jumps(jumps) if jumps is not None else None,
@@ -78,7 +80,10 @@ class TestParseEndpoint:
             ("ssh://user@host:2200", Endpoint("host", user="user", port=2200)),
             ("ssh://host", Endpoint("host")),
             ("::1", Endpoint("::1")),
-            ("deploy.user@bastion.example.com:65535", Endpoint("bastion.example.com", user="deploy.user", port=65535)),
+            (
+                "deploy.user@bastion.example.com:65535",
+                Endpoint("bastion.example.com", user="deploy.user", port=65535),
+            ),
             ("host:1", Endpoint("host", port=1)),
         ],
     )
@@ -212,7 +217,9 @@ class TestParseOption:
             assert parse_option(f"{key.upper()} {value}") == (key, value)
 
     @pytest.mark.parametrize("value", ["maybe", "2", "strict"])
-    def test_a_strict_host_key_checking_value_ssh_does_not_know_is_refused(self, value: str) -> None:
+    def test_a_strict_host_key_checking_value_ssh_does_not_know_is_refused(
+        self, value: str
+    ) -> None:
         with pytest.raises(UsageError) as excinfo:
             parse_option(f"StrictHostKeyChecking={value}")
         assert "is not yes, accept-new or no" in usage_error(excinfo)
@@ -223,14 +230,19 @@ class TestParseOption:
         message = usage_error(excinfo)
         assert "'Bogus'" in message and "ssh_config(5)" in message
 
-    @pytest.mark.parametrize("text,expected", [
-        ("identityagent=none", ("IdentityAgent", "none")),
-        ("HostKeyAlias=bastion", ("HostKeyAlias", "bastion")),
-        ("certificatefile ~/.ssh/c-cert.pub", ("CertificateFile", "~/.ssh/c-cert.pub")),
-        ("ControlMaster=auto", ("ControlMaster", "auto")),
-        ("HashKnownHosts=yes", ("HashKnownHosts", "yes")),
-    ])
-    def test_every_ssh_config_keyword_is_accepted(self, text: str, expected: tuple[str, str]) -> None:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("identityagent=none", ("IdentityAgent", "none")),
+            ("HostKeyAlias=bastion", ("HostKeyAlias", "bastion")),
+            ("certificatefile ~/.ssh/c-cert.pub", ("CertificateFile", "~/.ssh/c-cert.pub")),
+            ("ControlMaster=auto", ("ControlMaster", "auto")),
+            ("HashKnownHosts=yes", ("HashKnownHosts", "yes")),
+        ],
+    )
+    def test_every_ssh_config_keyword_is_accepted(
+        self, text: str, expected: tuple[str, str]
+    ) -> None:
         assert parse_option(text) == expected
 
     def test_the_first_value_given_wins_as_with_ssh(self) -> None:
@@ -256,7 +268,9 @@ class TestParseOption:
 
 
 class TestPlanFromConfig:
-    def test_values_resolved_from_the_config(self, config_file: Callable[..., Path], home: Path) -> None:
+    def test_values_resolved_from_the_config(
+        self, config_file: Callable[..., Path], home: Path
+    ) -> None:
         cfg = config_file(
             """
             Host target
@@ -292,7 +306,9 @@ class TestPlanFromConfig:
         assert hop.keepalive_interval == ssh.KEEPALIVE_INTERVAL
         assert hop.keepalive_count_max == ssh.KEEPALIVE_COUNT_MAX
 
-    def test_destination_user_and_port_beat_the_config(self, config_file: Callable[..., Path]) -> None:
+    def test_destination_user_and_port_beat_the_config(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file(
             """
             Host target
@@ -314,7 +330,8 @@ class TestPlanFromConfig:
             """
         )
         [hop] = hops_for(
-            "target", cfg,
+            "target",
+            cfg,
             identities=(str(home / ".ssh/from_cli"),),
             options={"IdentityFile": "~/.ssh/from_option"},
         )
@@ -324,7 +341,9 @@ class TestPlanFromConfig:
             str(home / ".ssh/from_config"),
         )
 
-    def test_percent_tokens_in_identity_file_are_expanded(self, config_file: Callable[..., Path], home: Path) -> None:
+    def test_percent_tokens_in_identity_file_are_expanded(
+        self, config_file: Callable[..., Path], home: Path
+    ) -> None:
         cfg = config_file(
             """
             Host target
@@ -352,7 +371,9 @@ class TestPlanFromConfig:
         assert (lab.user, lab.port) == ("labuser", 2022)
         assert (skipped.user, skipped.port) == ("fallback", 2999)
 
-    def test_a_broken_config_is_a_usage_error_naming_file_and_line(self, config_file: Callable[..., Path]) -> None:
+    def test_a_broken_config_is_a_usage_error_naming_file_and_line(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file(
             """
             Host target
@@ -380,9 +401,13 @@ class TestWhichConfigIsRead:
         [hop] = hops_for("target")
         assert hop.host == "from-home.example"
 
-    def test_home_config_is_not_read_when_f_is_given(self, home: Path, config_file: Callable[..., Path]) -> None:
+    def test_home_config_is_not_read_when_f_is_given(
+        self, home: Path, config_file: Callable[..., Path]
+    ) -> None:
         (home / ".ssh").mkdir()
-        (home / ".ssh/config").write_text("Host *\n  HostName from-home.example\n  User homeuser\n  Port 2999\n")
+        (home / ".ssh/config").write_text(
+            "Host *\n  HostName from-home.example\n  User homeuser\n  Port 2999\n"
+        )
         cfg = config_file("Host other\n  User other\n")
         [hop] = hops_for("target", cfg)
         assert (hop.host, hop.user, hop.port) == ("target", LOCAL_USER, 22)
@@ -390,12 +415,16 @@ class TestWhichConfigIsRead:
 
 class TestMatchAndInclude:
     def test_include_with_an_absolute_path(self, config_file: Callable[..., Path]) -> None:
-        included = config_file("Host target\n  HostName included.example\n  User inc\n", name="included")
+        included = config_file(
+            "Host target\n  HostName included.example\n  User inc\n", name="included"
+        )
         cfg = config_file(f"Include {included}\n")
         [hop] = hops_for("target", cfg)
         assert (hop.host, hop.user) == ("included.example", "inc")
 
-    def test_include_relative_to_home_ssh_with_a_glob(self, config_file: Callable[..., Path], home: Path) -> None:
+    def test_include_relative_to_home_ssh_with_a_glob(
+        self, config_file: Callable[..., Path], home: Path
+    ) -> None:
         (home / ".ssh/conf.d").mkdir(parents=True)
         (home / ".ssh/conf.d/10-target.conf").write_text("Host target\n  Port 2345\n")
         cfg = config_file("Include conf.d/*.conf\n")
@@ -477,7 +506,9 @@ CHAIN = """
 
 
 class TestJumpChains:
-    def test_config_proxyjump_chain_is_followed_in_order(self, config_file: Callable[..., Path]) -> None:
+    def test_config_proxyjump_chain_is_followed_in_order(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         hops = hops_for("target", config_file(CHAIN))
         assert names(hops) == ["edge", "mid", "target"]
         assert [(h.host, h.user, h.port) for h in hops] == [
@@ -505,24 +536,35 @@ class TestJumpChains:
         # config ProxyJump, edge: what OpenSSH does.
         hops = hops_for("target", config_file(CHAIN), jumps="a,b")
         assert names(hops) == ["edge", "a", "b", "target"]
-        assert [h.host for h in hops] == ["edge.example.com", "a.example.com", "b.example.com", "target.internal"]
+        assert [h.host for h in hops] == [
+            "edge.example.com",
+            "a.example.com",
+            "b.example.com",
+            "target.internal",
+        ]
 
     def test_dash_j_without_config_jumps(self, config_file: Callable[..., Path]) -> None:
         cfg = config_file("Host target\n  ProxyJump mid\n")
         assert names(hops_for("target", cfg, jumps="x,y")) == ["x", "y", "target"]
 
-    def test_dash_j_none_disables_the_config_proxyjump(self, config_file: Callable[..., Path]) -> None:
+    def test_dash_j_none_disables_the_config_proxyjump(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         assert names(hops_for("target", config_file(CHAIN), jumps="none")) == ["target"]
 
     def test_config_proxyjump_none(self, config_file: Callable[..., Path]) -> None:
         cfg = config_file("Host target\n  ProxyJump none\nHost *\n  ProxyJump edge\n")
         assert names(hops_for("target", cfg)) == ["target"]
 
-    def test_dash_o_proxyjump_applies_to_the_destination(self, config_file: Callable[..., Path]) -> None:
+    def test_dash_o_proxyjump_applies_to_the_destination(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         hops = hops_for("target", config_file(CHAIN), options={"ProxyJump": "a"})
         assert names(hops) == ["edge", "a", "target"]
 
-    def test_bad_proxyjump_in_the_config_is_a_usage_error(self, config_file: Callable[..., Path]) -> None:
+    def test_bad_proxyjump_in_the_config_is_a_usage_error(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file("Host target\n  ProxyJump ok,bad;host\n")
         with pytest.raises(UsageError) as excinfo:
             hops_for("target", cfg)
@@ -537,14 +579,18 @@ class TestJumpChains:
         ],
         ids=["a-b-a", "self", "a-b-c-a"],
     )
-    def test_proxyjump_loop_is_a_usage_error(self, config_file: Callable[..., Path], text: str) -> None:
+    def test_proxyjump_loop_is_a_usage_error(
+        self, config_file: Callable[..., Path], text: str
+    ) -> None:
         with pytest.raises(UsageError) as excinfo:
             hops_for("a", config_file(text))
         message = usage_error(excinfo)
         assert "ProxyJump" in message
         assert "loop" in message
 
-    def test_a_loop_reached_through_dash_j_is_also_caught(self, config_file: Callable[..., Path]) -> None:
+    def test_a_loop_reached_through_dash_j_is_also_caught(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n")
         with pytest.raises(UsageError, match="loop"):
             hops_for("target", cfg, jumps="a")
@@ -556,7 +602,9 @@ class TestJumpChains:
 
 
 class TestCommandLineScope:
-    def test_dash_l_and_dash_p_apply_to_the_destination_only(self, config_file: Callable[..., Path]) -> None:
+    def test_dash_l_and_dash_p_apply_to_the_destination_only(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file("Host target\n  ProxyJump jump\n")
         jump, target = hops_for("target", cfg, login="cliuser", port=2022)
         assert (target.user, target.port) == ("cliuser", 2022)
@@ -578,21 +626,27 @@ class TestCommandLineScope:
             """
         )
         jump, target = hops_for(
-            "target", cfg,
+            "target",
+            cfg,
             options={"HostName": "override.example", "User": "ouser", "Port": "2023"},
         )
         assert (target.host, target.user, target.port) == ("override.example", "ouser", 2023)
         assert (jump.host, jump.user, jump.port) == ("jump.example", LOCAL_USER, 22)
 
-    def test_dash_o_proxyjump_is_not_applied_to_jump_hosts(self, config_file: Callable[..., Path]) -> None:
+    def test_dash_o_proxyjump_is_not_applied_to_jump_hosts(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         # If it were, the jump host would be asked to jump through itself.
         hops = hops_for("target", None, jumps="j1", options={"ProxyJump": "zzz"})
         assert names(hops) == ["j1", "target"]
 
-    def test_per_hop_options_reach_every_hop(self, config_file: Callable[..., Path], home: Path) -> None:
+    def test_per_hop_options_reach_every_hop(
+        self, config_file: Callable[..., Path], home: Path
+    ) -> None:
         cfg = config_file(CHAIN)
         hops = hops_for(
-            "target", cfg,
+            "target",
+            cfg,
             options={
                 "UserKnownHostsFile": "~/kh/a ~/kh/b",
                 "StrictHostKeyChecking": "accept-new",
@@ -609,7 +663,11 @@ class TestCommandLineScope:
             assert hop.accept_new is True, hop.name
             assert hop.identities == (str(home / "keys/id_all"),), hop.name
             assert hop.identities_only is True, hop.name
-            assert (hop.connect_timeout, hop.keepalive_interval, hop.keepalive_count_max) == (3, 9, 2), hop.name
+            assert (hop.connect_timeout, hop.keepalive_interval, hop.keepalive_count_max) == (
+                3,
+                9,
+                2,
+            ), hop.name
 
     def test_dash_i_reaches_every_hop(self, config_file: Callable[..., Path]) -> None:
         hops = hops_for("target", config_file(CHAIN), identities=("/keys/id_cli",))
@@ -617,14 +675,21 @@ class TestCommandLineScope:
 
     @pytest.mark.parametrize(
         ("key", "value"),
-        [("ConnectTimeout", "soon"), ("ConnectTimeout", "-1"), ("ServerAliveInterval", "x"), ("Port", "99999")],
+        [
+            ("ConnectTimeout", "soon"),
+            ("ConnectTimeout", "-1"),
+            ("ServerAliveInterval", "x"),
+            ("Port", "99999"),
+        ],
     )
     def test_bad_option_values_are_usage_errors(self, key: str, value: str) -> None:
         with pytest.raises(UsageError) as excinfo:
             hops_for("target", options={key: value})
         assert repr(value) in usage_error(excinfo)
 
-    def test_dash_o_hostname_reaches_a_config_proxycommand(self, config_file: Callable[..., Path]) -> None:
+    def test_dash_o_hostname_reaches_a_config_proxycommand(
+        self, config_file: Callable[..., Path]
+    ) -> None:
         cfg = config_file("Host target\n  HostName cfg.example\n  ProxyCommand nc %h %p\n")
         [hop] = hops_for("target", cfg, options={"HostName": "real.example"})
         assert hop.host == "real.example"
@@ -733,12 +798,16 @@ class TestKnownHosts:
         (tmp_path / "kh1").write_text(line_1)
         (tmp_path / "kh2").write_text(line_2)
         known = ssh._known_hosts(_hop_with((tmp_path / "kh1", tmp_path / "kh2")))
-        assert sorted(_trusted(known, "dup.example")) == sorted([key_1.public_data, key_2.public_data])
+        assert sorted(_trusted(known, "dup.example")) == sorted(
+            [key_1.public_data, key_2.public_data]
+        )
 
     def test_a_missing_file_is_fine(self, tmp_path: Path) -> None:
         line, key = _key_line("alpha.example")
         (tmp_path / "kh").write_text(line)
-        known = ssh._known_hosts(_hop_with((tmp_path / "missing", tmp_path / "kh", tmp_path / "gone/too")))
+        known = ssh._known_hosts(
+            _hop_with((tmp_path / "missing", tmp_path / "kh", tmp_path / "gone/too"))
+        )
         assert _trusted(known, "alpha.example") == [key.public_data]
 
     def test_all_files_missing_trusts_nothing(self, tmp_path: Path) -> None:
@@ -766,6 +835,6 @@ class TestKnownHosts:
         try:
             known = ssh._known_hosts(_hop_with((kh,)))
         except HostKeyError as exc:  # acceptable: a clear error naming the file
-            assert str(kh) in str(exc)
+            assert str(kh) in str(exc)  # noqa: PT017 - either outcome is valid here
         else:  # also acceptable: the bad line is skipped like OpenSSH does
             assert _trusted(known, "alpha.example") == [key.public_data]

@@ -8,6 +8,8 @@ import base64
 import socket
 import sys
 
+import pytest
+
 from tunnelauth import remote, supervisor
 from tunnelauth._compat import timeout
 from tunnelauth.errors import RemoteSetupError
@@ -33,8 +35,12 @@ class LocalProcess:
 
 async def start(*command: str) -> supervisor.SupervisorChannel:
     proc = await asyncio.create_subprocess_exec(
-        "sh", "-c", remote.command_line(),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "sh",
+        "-c",
+        remote.command_line(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     channel = supervisor.SupervisorChannel(LocalProcess(proc))
     channel.configure(remote.RemoteSpec(command=command))
@@ -55,8 +61,13 @@ def output(seen: list[supervisor.Frame], stream: str) -> bytes:
 
 
 def test_output_and_exit_status_come_back_as_typed_frames() -> None:
-    seen = asyncio.run(frames_of(sys.executable, "-c",
-                                 "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"))
+    seen = asyncio.run(
+        frames_of(
+            sys.executable,
+            "-c",
+            "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+        )
+    )
     assert output(seen, "stdout") == b"out\n" and output(seen, "stderr") == b"err\n"
     assert seen[-1] == supervisor.Exited(3)
 
@@ -110,7 +121,7 @@ class Chunks:
     """A stdout that hands out the given pieces, one per read, then EOF."""
 
     def __init__(self, data: bytes, size: int) -> None:
-        self.pieces = [data[i:i + size] for i in range(0, len(data), size)]
+        self.pieces = [data[i : i + size] for i in range(0, len(data), size)]
 
     async def read(self, n: int = -1) -> bytes:
         return self.pieces.pop(0) if self.pieces else b""
@@ -129,26 +140,37 @@ def decoded(data: bytes, size: int) -> list[supervisor.Frame]:
 
 
 def test_frames_split_anywhere_after_a_chatty_shell_are_decoded() -> None:
-    stream = (b"Welcome! (a .bashrc that prints)\n" + remote.HELLO + frame("o", b"abc")
-              + frame("e", b"x:y") + frame("L", b"56121 ::1") + frame("Z", b"a kind from a newer agent")
-              + frame("f", b'{"path": "x"}') + frame("x", b"0"))
-    expected = [supervisor.Output("stdout", b"abc"), supervisor.Output("stderr", b"x:y"),
-                supervisor.Listening(56121, "::1"), supervisor.TokenInfo({"path": "x"}),
-                supervisor.Exited(0)]
+    stream = (
+        b"Welcome! (a .bashrc that prints)\n"
+        + remote.HELLO
+        + frame("o", b"abc")
+        + frame("e", b"x:y")
+        + frame("L", b"56121 ::1")
+        + frame("Z", b"a kind from a newer agent")
+        + frame("f", b'{"path": "x"}')
+        + frame("x", b"0")
+    )
+    expected = [
+        supervisor.Output("stdout", b"abc"),
+        supervisor.Output("stderr", b"x:y"),
+        supervisor.Listening(56121, "::1"),
+        supervisor.TokenInfo({"path": "x"}),
+        supervisor.Exited(0),
+    ]
     for size in (1, 2, 5, 7, len(stream)):
         assert decoded(stream, size) == expected, size
 
 
 def test_a_malformed_frame_is_an_error() -> None:
-    try:
+    with pytest.raises(RemoteSetupError, match="malformed frame"):
         decoded(remote.HELLO + b"oXYZ:abc" + b"." * 20, 64)
-    except RemoteSetupError as exc:
-        assert "malformed frame" in str(exc)
-    else:
-        raise AssertionError("a malformed frame was accepted")
 
 
 def test_lines_are_the_protocols() -> None:
     assert supervisor.input_line(b"\x00a\n") == b"i" + base64.b64encode(b"\x00a\n") + b"\n"
     assert supervisor.watch_line(43827) == b"w43827\n"
-    assert (supervisor.HEARTBEAT_LINE, supervisor.CLOSE_INPUT_LINE, supervisor.KILL_LINE) == (b"h\n", b"c\n", b"k\n")
+    assert (supervisor.HEARTBEAT_LINE, supervisor.CLOSE_INPUT_LINE, supervisor.KILL_LINE) == (
+        b"h\n",
+        b"c\n",
+        b"k\n",
+    )

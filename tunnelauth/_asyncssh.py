@@ -24,8 +24,16 @@ def _import() -> None:
 
     real = ctypes.util.find_library
     dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-    dirs += ["/usr/local/lib", "/usr/local/lib64", "/usr/lib", "/usr/lib64", "/lib", "/lib64",
-             *glob.glob("/usr/lib/*-linux-gnu*"), *glob.glob("/lib/*-linux-gnu*")]
+    dirs += [
+        "/usr/local/lib",
+        "/usr/local/lib64",
+        "/usr/lib",
+        "/usr/lib64",
+        "/lib",
+        "/lib64",
+        *glob.glob("/usr/lib/*-linux-gnu*"),
+        *glob.glob("/lib/*-linux-gnu*"),
+    ]
 
     def find_library(name: str) -> str | None:
         stem = name if name.startswith("lib") else "lib" + name
@@ -51,7 +59,11 @@ def _quiet_packet_logging() -> None:
     logger drops it below debug level 3. Skipping that work when it would be dropped changes
     no output, and takes microseconds off each packet of each callback through the tunnel."""
     log_packet = getattr(SSHPacketLogger, "_log_packet", None)
-    if log_packet is None or getattr(log_packet, "_tunnelauth", False) or not _internals.usable("packet_logging"):
+    if (
+        log_packet is None
+        or getattr(log_packet, "_tunnelauth", False)
+        or not _internals.usable("packet_logging")
+    ):
         return
 
     def _log_packet(self: SSHPacketLogger, *args: object) -> None:

@@ -13,6 +13,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     from taskgroup import TaskGroup, timeout
 
 # On 3.10 asyncio.TimeoutError is not the builtin TimeoutError.
-TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
+TIMEOUTS: tuple[type[TimeoutError], type[asyncio.TimeoutError]] = (
+    TimeoutError,
+    asyncio.TimeoutError,
+)
 
 __all__ = ["TIMEOUTS", "BaseExceptionGroup", "TaskGroup", "timeout"]

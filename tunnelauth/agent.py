@@ -76,12 +76,15 @@ except OSError as exc:
     sys.exit(126)
 """
 # Finds python3 for the --as-user user (sudo's secure_path), then runs STUB ("$0").
-STUB_BOOT = ('for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
-             'exec "$p" -I -S -c "$0" "$@"; done; '
-             'echo "tunnelauth: no python3 for this user" >&2; exit 127')
+STUB_BOOT = (
+    'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
+    'exec "$p" -I -S -c "$0" "$@"; done; '
+    'echo "tunnelauth: no python3 for this user" >&2; exit 127'
+)
 # 127.0.0.1:P, localhost:P, [::1]:P, also URL-encoded (a redirect_uri parameter).
 LOOPBACK_PORT = re.compile(
-    rb"(?:127\.0\.0\.1|localhost|\[::1\]|%5B%3A%3A1%5D)(?::|%3A)(\d{1,5})(?!\d)", re.I)
+    rb"(?:127\.0\.0\.1|localhost|\[::1\]|%5B%3A%3A1%5D)(?::|%3A)(\d{1,5})(?!\d)", re.I
+)
 
 
 class ChannelGone(Exception):
@@ -94,11 +97,11 @@ def frame(kind, payload):
     data = kind.encode() + str(len(payload)).encode() + b":" + payload
     while data:
         try:
-            data = data[os.write(OUT, data):]
+            data = data[os.write(OUT, data) :]
         except BlockingIOError:
             select.select([], [OUT], [], 1)
         except OSError:
-            raise ChannelGone()
+            raise ChannelGone() from None
 
 
 def home_of(user):
@@ -125,10 +128,19 @@ def candidates(home):
 def login_shell_which(name):
     shell = os.environ.get("SHELL") or "/bin/sh"
     try:
-        out = subprocess.run(
-            [shell, "-lc", "command -v -- " + shlex.quote(name)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5,
-        ).stdout.decode(errors="replace").strip().splitlines()
+        out = (
+            subprocess.run(
+                [shell, "-lc", "command -v -- " + shlex.quote(name)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                timeout=5,
+                check=False,
+            )
+            .stdout.decode(errors="replace")
+            .strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out[-1] if out and out[-1].startswith("/") else None
@@ -138,13 +150,21 @@ def as_user(user, argv, timeout=10, data=None):
     """Run argv as user through sudo -n, `data` on its stdin; (returncode, stdout, stderr)."""
     try:
         done = subprocess.run(
-            ["sudo", "-n", "-H", "-u", user, "--"] + argv, input=data,
+            ["sudo", "-n", "-H", "-u", user, "--", *argv],
+            input=data,
             stdin=None if data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return 127, "", str(exc)
-    return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    return (
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+    )
 
 
 def find_command(name, home, user=None):
@@ -179,7 +199,8 @@ def find_command(name, home, user=None):
 def listening(port):
     """The address something LISTENs on at port ('127.0.0.1', '::1', ...), or None.
     tcp_listeners and read_tcp_tables: remote_lib/listeners.py, sent in front of this file."""
-    found = tcp_listeners(read_tcp_tables(), port).get(port, ())  # noqa: F821
+    tables = read_tcp_tables()  # type: ignore[name-defined]  # noqa: F821
+    found = tcp_listeners(tables, port).get(port, ())  # type: ignore[name-defined]  # noqa: F821
     # An IPv4 listener is what a plain 127.0.0.1 forward reaches; prefer it when both exist.
     for address in ("127.0.0.1", "0.0.0.0", "::", "::1"):
         if address in found:
@@ -203,7 +224,7 @@ print("%o %d %o" % (a.st_mode & 0o7777, a.st_size, d.st_mode & 0o7777))
 def token_file(user, home_env):
     home = home_env or os.path.join(home_of(user), ".hermes")
     path = os.path.join(home, "auth.json")
-    info = {"path": path}
+    info = {"path": path}  # type: dict[str, object]
     if user:
         rc, out, err = as_user(user, ["/bin/sh", "-c", STUB_BOOT, STAT], data=home.encode())
         if rc != 0:
@@ -231,6 +252,7 @@ class PtyChild(object):
         self.stdin = self
         self.stdout = self
         self.stderr = None
+        self.setup = None  # type: object  # the --as-user STUB's stdin pipe (via_pipe)
 
     def fileno(self):
         return self.master
@@ -269,8 +291,15 @@ def start_in_pty(argv, env, cwd, size, via_pipe=False):
     env = dict(env)
     env.setdefault("TERM", "xterm-256color")
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE if via_pipe else slave, stdout=slave, stderr=slave, env=env,
-        cwd=cwd, start_new_session=True, preexec_fn=controlling_tty,
+        argv,
+        stdin=subprocess.PIPE if via_pipe else slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        # preexec_fn: the supervisor starts no threads; it makes the pty the child's terminal.
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=controlling_tty,  # noqa: PLW1509
     )
     os.close(slave)
     child = PtyChild(proc, master)
@@ -328,24 +357,43 @@ def supervise(config, rest=b""):
     if user:
         rc, _, err = as_user(user, ["true"])
         if rc != 0:
-            frame("S", json.dumps({"user": user, "error": (err.strip().splitlines() or ["sudo failed"])[-1]}))
+            frame(
+                "S",
+                json.dumps(
+                    {"user": user, "error": (err.strip().splitlines() or ["sudo failed"])[-1]}
+                ),
+            )
             return 127
     name = config["command"][0]
     path = find_command(name, home, user)
     if path is None:
-        looked = ["$PATH", "the login shell's PATH"] + (list(candidates(home)) if name == "hermes" else [])
+        looked = ["$PATH", "the login shell's PATH"] + (
+            list(candidates(home)) if name == "hermes" else []
+        )
         frame("n", json.dumps({"command": name, "looked": looked}))
         return 127
     added = dict(config.get("env", {}))
     added["PYTHONUNBUFFERED"] = "1"
     env = dict(os.environ)
     env.update(added)
-    argv = [path] + config["command"][1:]
+    argv = [path, *config["command"][1:]]
     pty_mode = bool(config.get("pty"))
     if user:
         # Not `sudo ... env K=V cmd`: that puts the values in a command line anyone can read.
-        argv = ["sudo", "-n", "-H", "-u", user, "--", "/bin/sh", "-c", STUB_BOOT, STUB,
-                "t" if pty_mode else "p"] + argv
+        argv = [
+            "sudo",
+            "-n",
+            "-H",
+            "-u",
+            user,
+            "--",
+            "/bin/sh",
+            "-c",
+            STUB_BOOT,
+            STUB,
+            "t" if pty_mode else "p",
+            *argv,
+        ]
         env = dict(os.environ)
     cwd = home if os.access(home, os.X_OK) else "/"
     try:
@@ -353,8 +401,13 @@ def supervise(config, rest=b""):
             child = start_in_pty(argv, env, cwd, config.get("size"), via_pipe=bool(user))
         else:
             child = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, start_new_session=True, cwd=cwd,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                cwd=cwd,
             )
     except OSError as exc:
         frame("n", json.dumps({"command": name, "looked": [path], "error": exc.strerror}))
@@ -403,8 +456,8 @@ def report_listening(watch, reported):
 def pump(config, child, kill, user, pending=b""):
     dead_after = float(config.get("dead_after") or DEAD_AFTER)
     last = time.time()
-    watch = {}  # port -> when it was first watched
-    reported = set()
+    watch = {}  # type: dict[int, float]  # port -> when it was first watched
+    reported = set()  # type: set[int]
     tail = b""  # the end of the previous output chunk: a URL may be split between reads
     streams = {child.stdout.fileno(): "o"}
     if child.stderr is not None:

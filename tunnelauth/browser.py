@@ -51,15 +51,19 @@ def vet(url: str, known_hosts: tuple[str, ...], allowed: tuple[str, ...]) -> str
     Raises UnsafeUrl for URLs never to open (not http(s), credentials, no host)."""
     host = host_of(url)
     if needs_cleaning(url):
-        return ("the URL holds control characters or spaces (shown escaped); not opening it, "
-                "as the browser would get something other than what you see")
+        return (
+            "the URL holds control characters or spaces (shown escaped); not opening it, "
+            "as the browser would get something other than what you see"
+        )
     if not known_hosts or host in allowed:
         return None
     if any(host == k or host.endswith("." + k) for k in known_hosts):
         return None
     expected = ", ".join(known_hosts)
-    return (f"the URL is on {host}, not on {expected}: not opening it; check it before approving "
-            f"(--allow-host {host} opens it)")
+    return (
+        f"the URL is on {host}, not on {expected}: not opening it; check it before approving "
+        f"(--allow-host {host} opens it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,24 @@ class Policy:
         host = host_of(url)
         warning = vet(url, self.known_hosts, self.allowed)
         if warning is None and not self._may_open(purpose, port):
-            warning = (f"not opening another {purpose} URL: one was opened already"
-                       if not self.running else
-                       f"not opening another URL: `run` opens at most {MAX_RUN_OPENS}, "
-                       "one per callback port")
+            warning = (
+                f"not opening another {purpose} URL: one was opened already"
+                if not self.running
+                else f"not opening another URL: `run` opens at most {MAX_RUN_OPENS}, "
+                "one per callback port"
+            )
         self.shown += 1
         if self.shown > MAX_SHOWN:
             if self.shown == MAX_SHOWN + 1:
-                return Decision(show=False, open=False, host=host, warning=(
-                    f"the remote printed more than {MAX_SHOWN} URLs; "
-                    "not showing or opening any more"))
+                return Decision(
+                    show=False,
+                    open=False,
+                    host=host,
+                    warning=(
+                        f"the remote printed more than {MAX_SHOWN} URLs; "
+                        "not showing or opening any more"
+                    ),
+                )
             return Decision(show=False, open=False, host=host)
         if warning is None:
             self.opened[purpose] = self.opened.get(purpose, 0) + 1

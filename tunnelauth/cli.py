@@ -6,7 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -14,8 +14,12 @@ from tunnelauth import __version__
 from tunnelauth.errors import EXIT_CODES, TunnelauthError, UsageError
 
 if TYPE_CHECKING:
-    from tunnelauth import openssh  # the login path imports these when it runs; --help stays fast without them
-    from tunnelauth import flow, output, ssh
+    from tunnelauth import (
+        flow,
+        openssh,  # the login path imports these when it runs; --help stays fast without them
+        output,
+        ssh,
+    )
 
 app = typer.Typer(
     add_completion=False,
@@ -40,48 +44,116 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     pass
 
 
 # SSH options shared by every command that connects (typer reuses these defaults).
-JUMP = typer.Option(None, "-J", "--jump", metavar="HOPS", help="Jump hosts: [user@]host[:port][,...], like ssh -J.")
+JUMP = typer.Option(
+    None, "-J", "--jump", metavar="HOPS", help="Jump hosts: [user@]host[:port][,...], like ssh -J."
+)
 PORT = typer.Option(None, "-p", "--port", metavar="PORT", help="SSH port of the destination.")
 LOGIN = typer.Option(None, "-l", "--login", metavar="USER", help="Remote user name.")
-IDENTITY = typer.Option([], "-i", "--identity", metavar="FILE", help="Private key file (repeatable).")
-CONFIG = typer.Option(None, "-F", "--config", metavar="FILE", help="ssh config file (default ~/.ssh/config).")
-OPTION = typer.Option([], "-o", metavar="KEY=VALUE", help="ssh option Key=Value (repeatable), as for ssh -o.")
-ACCEPT_NEW = typer.Option(False, "--accept-new", help="Record unknown host keys in known_hosts (changed keys are always refused).")
-REMOTE_ENV = typer.Option([], "--remote-env", metavar="KEY=VALUE", help="KEY=VALUE for the remote command (repeatable).")
-AS_USER = typer.Option(None, "--as-user", metavar="USER", help="Run the remote command as this user, through sudo -n.")
+IDENTITY = typer.Option(
+    [], "-i", "--identity", metavar="FILE", help="Private key file (repeatable)."
+)
+CONFIG = typer.Option(
+    None, "-F", "--config", metavar="FILE", help="ssh config file (default ~/.ssh/config)."
+)
+OPTION = typer.Option(
+    [], "-o", metavar="KEY=VALUE", help="ssh option Key=Value (repeatable), as for ssh -o."
+)
+ACCEPT_NEW = typer.Option(
+    False,
+    "--accept-new",
+    help="Record unknown host keys in known_hosts (changed keys are always refused).",
+)
+REMOTE_ENV = typer.Option(
+    [], "--remote-env", metavar="KEY=VALUE", help="KEY=VALUE for the remote command (repeatable)."
+)
+AS_USER = typer.Option(
+    None, "--as-user", metavar="USER", help="Run the remote command as this user, through sudo -n."
+)
 NO_OPEN = typer.Option(False, "--no-open", help="Print URLs instead of opening the browser.")
-ALLOW_HOST = typer.Option([], "--allow-host", metavar="HOST", help="Open authorize URLs on this host without a warning (labs).")
-VERBOSE = typer.Option(0, "-v", "--verbose", count=True, show_default=False, help="Show every remote line and every decision.")
-TRANSPORT = typer.Option(None, "--ssh", metavar="asyncssh|openssh", show_default=False, help="Connect with asyncssh (the default) or this machine's own ssh command; also $TUNNELAUTH_SSH.")
-NO_REUSE = typer.Option(False, "--no-reuse", help="Never use a live OpenSSH master connection (ControlMaster) to the destination.")
+ALLOW_HOST = typer.Option(
+    [],
+    "--allow-host",
+    metavar="HOST",
+    help="Open authorize URLs on this host without a warning (labs).",
+)
+VERBOSE = typer.Option(
+    0,
+    "-v",
+    "--verbose",
+    count=True,
+    show_default=False,
+    help="Show every remote line and every decision.",
+)
+TRANSPORT = typer.Option(
+    None,
+    "--ssh",
+    metavar="asyncssh|openssh",
+    show_default=False,
+    help="Connect with asyncssh (the default) or this machine's own ssh command; also $TUNNELAUTH_SSH.",
+)
+NO_REUSE = typer.Option(
+    False,
+    "--no-reuse",
+    help="Never use a live OpenSSH master connection (ControlMaster) to the destination.",
+)
 
 
-def _route(destination: str, jump: str | None, port: int | None, login_name: str | None,
-           identity: list[str], config_file: Path | None, option: list[str], accept_new: bool,
-           transport_name: str | None, no_reuse: bool) -> dict[str, object]:
+def _route(
+    destination: str,
+    jump: str | None,
+    port: int | None,
+    login_name: str | None,
+    identity: list[str],
+    config_file: Path | None,
+    option: list[str],
+    accept_new: bool,
+    transport_name: str | None,
+    no_reuse: bool,
+) -> dict[str, object]:
     """The request's connection fields: the hops (asyncssh), the ssh command line (OpenSSH, and
     for reusing a live master), the transport and whether a live master may be reused."""
     from tunnelauth import transport
 
     chosen = transport.choose(transport_name)
-    hops, target = _hops(destination, jump, port, login_name, identity, config_file, option,
-                         accept_new, head_start=chosen == "asyncssh", plan=chosen == "asyncssh",
-                         command_line=chosen == "openssh" or not no_reuse)
+    hops, target = _hops(
+        destination,
+        jump,
+        port,
+        login_name,
+        identity,
+        config_file,
+        option,
+        accept_new,
+        head_start=chosen == "asyncssh",
+        plan=chosen == "asyncssh",
+        command_line=chosen == "openssh" or not no_reuse,
+    )
     if chosen == "openssh" and target is not None:
         target.require()
     return {"hops": hops, "openssh": target, "transport": chosen, "reuse": not no_reuse}
 
 
-def _hops(destination: str, jump: str | None, port: int | None, login_name: str | None,
-          identity: list[str], config_file: Path | None, option: list[str], accept_new: bool,
-          head_start: bool = True, plan: bool = True,
-          command_line: bool = False) -> tuple[tuple[ssh.Hop, ...], openssh.Target | None]:
+def _hops(
+    destination: str,
+    jump: str | None,
+    port: int | None,
+    login_name: str | None,
+    identity: list[str],
+    config_file: Path | None,
+    option: list[str],
+    accept_new: bool,
+    head_start: bool = True,
+    plan: bool = True,
+    command_line: bool = False,
+) -> tuple[tuple[ssh.Hop, ...], openssh.Target | None]:
     """The hops to connect, from the ssh-style options every connecting command takes, and
     (command_line) the same destination as an `ssh` command line.
 
@@ -128,28 +200,57 @@ def _check_timeout(timeout: float) -> float:
 
 @app.command()
 def login(
-    provider: str = typer.Argument(..., metavar="PROVIDER", help="xai, spotify, anthropic, codex, minimax or nous (see `providers`)."),
-    destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
-    hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command (found on the login PATH and in the usual install places)."),
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
-    client_id: Optional[str] = typer.Option(None, "--client-id", metavar="ID", help="Answer for hermes's `Spotify Client ID:` prompt."),
+    provider: str = typer.Argument(
+        ...,
+        metavar="PROVIDER",
+        help="xai, spotify, anthropic, codex, minimax or nous (see `providers`).",
+    ),
+    destination: str = typer.Argument(
+        ..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."
+    ),
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
+    hermes: str = typer.Option(
+        "hermes",
+        "--hermes",
+        metavar="COMMAND",
+        help="The remote hermes command (found on the login PATH and in the usual install places).",
+    ),
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
+    hermes_home: str | None = typer.Option(
+        None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."
+    ),
+    client_id: str | None = typer.Option(
+        None, "--client-id", metavar="ID", help="Answer for hermes's `Spotify Client ID:` prompt."
+    ),
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
-    allow_host: List[str] = ALLOW_HOST,
-    timeout: float = typer.Option(300, "--timeout", metavar="SECONDS", help="Give up (and stop the remote hermes) after this many seconds."),
+    allow_host: list[str] = ALLOW_HOST,
+    timeout: float = typer.Option(
+        300,
+        "--timeout",
+        metavar="SECONDS",
+        help="Give up (and stop the remote hermes) after this many seconds.",
+    ),
     verbose: int = VERBOSE,
-    transport_name: Optional[str] = TRANSPORT,
+    transport_name: str | None = TRANSPORT,
     no_reuse: bool = NO_REUSE,
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only what needs you (a URL not opened, a code, a prompt), errors and the result."),
-    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure)."),
+    quiet: bool = typer.Option(
+        False,
+        "-q",
+        "--quiet",
+        help="Only what needs you (a URL not opened, a code, a prompt), errors and the result.",
+    ),
+    json_lines: bool = typer.Option(
+        False,
+        "--json",
+        help="One JSON object per line on stdout (connected, forwarded, url, device code, success, failure).",
+    ),
 ) -> None:
     """Log the remote hermes into a provider.
 
@@ -158,7 +259,11 @@ def login(
     """
     from tunnelauth import localport, output, providers, remote
 
-    reporter = output.JsonReporter() if json_lines else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
+    reporter = (
+        output.JsonReporter()
+        if json_lines
+        else output.ConsoleReporter(0 if quiet else 1 + min(verbose, 1))
+    )
 
     def request() -> flow.LoginRequest:
         # Every check of the input comes before _hops, which starts connecting.
@@ -174,8 +279,18 @@ def login(
         if chosen.loopback and chosen.port:
             # A busy callback port costs nothing remote: checked before anything connects.
             localport.ensure_free(chosen.port)
-        route = _route(destination, jump, port, login_name, identity, config_file, option,
-                       accept_new, transport_name, no_reuse)
+        route = _route(
+            destination,
+            jump,
+            port,
+            login_name,
+            identity,
+            config_file,
+            option,
+            accept_new,
+            transport_name,
+            no_reuse,
+        )
         from tunnelauth import flow
 
         return flow.LoginRequest(
@@ -195,22 +310,31 @@ def login(
 
 @app.command()
 def run(
-    destination: str = typer.Argument(..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."),
-    command: List[str] = typer.Argument(..., metavar="COMMAND...", help="The command to run remotely, after `--`."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
+    destination: str = typer.Argument(
+        ..., metavar="DESTINATION", help="[user@]host[:port], or a Host alias from the ssh config."
+    ),
+    command: list[str] = typer.Argument(
+        ..., metavar="COMMAND...", help="The command to run remotely, after `--`."
+    ),
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
     no_open: bool = NO_OPEN,
     accept_new: bool = ACCEPT_NEW,
-    allow_host: List[str] = ALLOW_HOST,
-    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the command after this many seconds (default: no limit)."),
+    allow_host: list[str] = ALLOW_HOST,
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        metavar="SECONDS",
+        help="Stop the command after this many seconds (default: no limit).",
+    ),
     verbose: int = VERBOSE,
-    transport_name: Optional[str] = TRANSPORT,
+    transport_name: str | None = TRANSPORT,
     no_reuse: bool = NO_REUSE,
 ) -> None:
     """Run a remote CLI, forwarding its callbacks.
@@ -230,8 +354,18 @@ def run(
         user = remote.check_user(as_user) if as_user else None
         remote.check_sizes(tuple(command), env)
         limit = _check_timeout(timeout) if timeout is not None else None
-        route = _route(destination, jump, port, login_name, identity, config_file, option,
-                       accept_new, transport_name, no_reuse)
+        route = _route(
+            destination,
+            jump,
+            port,
+            login_name,
+            identity,
+            config_file,
+            option,
+            accept_new,
+            transport_name,
+            no_reuse,
+        )
         from tunnelauth import flow
 
         return flow.RunRequest(
@@ -279,7 +413,9 @@ def run(
     raise typer.Exit(result.exit_status)
 
 
-def _execute(build: Callable[[], flow.Request], reporter: output.ConsoleReporter) -> flow.LoginResult:
+def _execute(
+    build: Callable[[], flow.Request], reporter: output.ConsoleReporter
+) -> flow.LoginResult:
     """Build the request and run it; every failure becomes its message and exit code."""
     from tunnelauth import preconnect
 
@@ -315,17 +451,21 @@ def list_providers() -> None:
 
     rows = [("PROVIDER", "ALIASES", "REMOTE COMMAND", "FLOW", "PORT", "RELEASES")]
     for p in PROVIDERS:
-        rows.append((
-            p.name,
-            ", ".join(n for n in p.names[1:]) or "-",
-            "hermes " + " ".join(p.args),
-            " / ".join(f.value for f in p.flows),
-            str(p.port or "-"),
-            p.releases or "-",
-        ))
+        rows.append(
+            (
+                p.name,
+                ", ".join(n for n in p.names[1:]) or "-",
+                "hermes " + " ".join(p.args),
+                " / ".join(f.value for f in p.flows),
+                str(p.port or "-"),
+                p.releases or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        )
 
 
 @app.command("exit-codes")
@@ -337,23 +477,48 @@ def exit_codes() -> None:
 
 @app.command("doctor")
 def doctor(
-    destinations: List[str] = typer.Argument(..., metavar="DESTINATION...", help="[user@]host[:port] or Host aliases from the ssh config, one or more."),
-    jump: Optional[str] = JUMP,
-    port: Optional[int] = PORT,
-    login_name: Optional[str] = LOGIN,
-    identity: List[str] = IDENTITY,
-    config_file: Optional[Path] = CONFIG,
-    option: List[str] = OPTION,
-    provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER", help="Check for this provider only (default: every provider)."),
-    hermes: str = typer.Option("hermes", "--hermes", metavar="COMMAND", help="The remote hermes command, looked up as a login does."),
-    remote_env: List[str] = REMOTE_ENV,
-    as_user: Optional[str] = AS_USER,
-    hermes_home: Optional[str] = typer.Option(None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."),
+    destinations: list[str] = typer.Argument(
+        ...,
+        metavar="DESTINATION...",
+        help="[user@]host[:port] or Host aliases from the ssh config, one or more.",
+    ),
+    jump: str | None = JUMP,
+    port: int | None = PORT,
+    login_name: str | None = LOGIN,
+    identity: list[str] = IDENTITY,
+    config_file: Path | None = CONFIG,
+    option: list[str] = OPTION,
+    provider: str | None = typer.Option(
+        None,
+        "--provider",
+        metavar="PROVIDER",
+        help="Check for this provider only (default: every provider).",
+    ),
+    hermes: str = typer.Option(
+        "hermes",
+        "--hermes",
+        metavar="COMMAND",
+        help="The remote hermes command, looked up as a login does.",
+    ),
+    remote_env: list[str] = REMOTE_ENV,
+    as_user: str | None = AS_USER,
+    hermes_home: str | None = typer.Option(
+        None, "--hermes-home", metavar="DIR", help="HERMES_HOME for the remote hermes."
+    ),
     accept_new: bool = ACCEPT_NEW,
-    json_output: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
+    json_output: bool = typer.Option(
+        False, "--json", help="One JSON document on stdout instead of a table."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
-    concurrency: int = typer.Option(16, "--concurrency", metavar="N", help="Destinations checked at the same time."),
-    transport_name: Optional[str] = typer.Option("asyncssh", "--ssh", metavar="asyncssh|openssh|both", help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication."),
+    concurrency: int = typer.Option(
+        16, "--concurrency", metavar="N", help="Destinations checked at the same time."
+    ),
+    transport_name: str | None = typer.Option(
+        "asyncssh",
+        "--ssh",
+        metavar="asyncssh|openssh|both",
+        help="Which transport to check logins with; with asyncssh, ssh is tried too when a hop refuses asyncssh's authentication.",
+    ),
 ) -> None:
     """Check that logins would work (for CI).
 
@@ -376,8 +541,24 @@ def doctor(
         remote.check_sizes((hermes, "--version"), env)  # what the probe's `hermes --version` gets
         if transport_name not in ("asyncssh", "openssh", "both"):
             raise UsageError(f"--ssh {transport_name!r} is not one of: asyncssh, openssh, both")
-        routes = [(d, *_hops(d, jump, port, login_name, identity, config_file, option, accept_new,
-                             head_start=False, command_line=True)) for d in destinations]
+        routes = [
+            (
+                d,
+                *_hops(
+                    d,
+                    jump,
+                    port,
+                    login_name,
+                    identity,
+                    config_file,
+                    option,
+                    accept_new,
+                    head_start=False,
+                    command_line=True,
+                ),
+            )
+            for d in destinations
+        ]
         request = checkup.DoctorRequest(
             destinations=tuple((d, hops) for d, hops, _ in routes),
             targets={d: target for d, _, target in routes if target is not None},
@@ -420,15 +601,19 @@ def _shorthand(args: list[str]) -> list[str]:
         if args[0].strip().lower() not in names:
             guess = did_you_mean(args[0], sorted(SUBCOMMANDS) + names)
             commands, known = ", ".join(sorted(SUBCOMMANDS)), ", ".join(p.name for p in PROVIDERS)
-            _usage_error(f"unknown command or provider {args[0]!r}"
-                         + (guess or f" (commands: {commands}; providers: {known})"))
+            _usage_error(
+                f"unknown command or provider {args[0]!r}"
+                + (guess or f" (commands: {commands}; providers: {known})")
+            )
     return ["login", *args]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _shorthand(list(sys.argv[1:] if argv is None else argv))
     # click's UsageError, found through its public subclass (newer typers vendor click).
-    click_usage_error: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_usage_error: Any = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+    )
     try:
         code = app(args=args, prog_name="tunnelauth", standalone_mode=False)
     except click_usage_error as exc:  # a missing argument, an ill-typed option, a typo'd option

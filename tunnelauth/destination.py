@@ -33,28 +33,96 @@ OPTION_KEYS = (
 # Every other keyword ssh_config(5) (OpenSSH 9) knows: -o accepts it as ssh does, and the config
 # evaluation decides what it means (docs/ssh-setup.md lists what is honoured).
 OTHER_KEYS = (
-    "AddKeysToAgent", "AddressFamily", "BatchMode", "BindAddress", "BindInterface",
-    "CanonicalDomains", "CanonicalizeFallbackLocal", "CanonicalizeHostname",
-    "CanonicalizeMaxDots", "CanonicalizePermittedCNAMEs", "CASignatureAlgorithms",
-    "CertificateFile", "ChannelTimeout", "CheckHostIP", "Ciphers", "ClearAllForwardings",
-    "Compression", "ConnectionAttempts", "ControlMaster", "ControlPath", "ControlPersist",
-    "DynamicForward", "EnableEscapeCommandline", "EnableSSHKeySign", "EscapeChar",
-    "ExitOnForwardFailure", "FingerprintHash", "ForkAfterAuthentication", "ForwardAgent",
-    "ForwardX11", "ForwardX11Timeout", "ForwardX11Trusted", "GatewayPorts",
-    "GlobalKnownHostsFile", "GSSAPIAuthentication", "GSSAPIDelegateCredentials",
-    "GSSAPIKeyExchange", "HashKnownHosts", "HostbasedAcceptedAlgorithms",
-    "HostbasedAuthentication", "HostKeyAlgorithms", "HostKeyAlias", "IdentityAgent",
-    "IgnoreUnknown", "IPQoS", "KbdInteractiveAuthentication", "KbdInteractiveDevices",
-    "KexAlgorithms", "KnownHostsCommand", "LocalCommand", "LocalForward", "LogLevel",
-    "LogVerbose", "MACs", "NoHostAuthenticationForLocalhost", "NumberOfPasswordPrompts",
-    "ObscureKeystrokeTiming", "PasswordAuthentication", "PermitLocalCommand",
-    "PermitRemoteOpen", "PKCS11Provider", "PreferredAuthentications", "ProxyUseFdpass",
-    "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes", "PubkeyAuthentication",
-    "RekeyLimit", "RemoteCommand", "RemoteForward", "RequestTTY", "RequiredRSASize",
-    "RevokedHostKeys", "SecurityKeyProvider", "SendEnv", "ServerAliveCountMax", "SessionType",
-    "SetEnv", "StdinNull", "StreamLocalBindMask", "StreamLocalBindUnlink", "SyslogFacility",
-    "Tag", "TCPKeepAlive", "Tunnel", "TunnelDevice", "UpdateHostKeys", "VerifyHostKeyDNS",
-    "VisualHostKey", "XAuthLocation", "ChallengeResponseAuthentication",
+    "AddKeysToAgent",
+    "AddressFamily",
+    "BatchMode",
+    "BindAddress",
+    "BindInterface",
+    "CanonicalDomains",
+    "CanonicalizeFallbackLocal",
+    "CanonicalizeHostname",
+    "CanonicalizeMaxDots",
+    "CanonicalizePermittedCNAMEs",
+    "CASignatureAlgorithms",
+    "CertificateFile",
+    "ChannelTimeout",
+    "CheckHostIP",
+    "Ciphers",
+    "ClearAllForwardings",
+    "Compression",
+    "ConnectionAttempts",
+    "ControlMaster",
+    "ControlPath",
+    "ControlPersist",
+    "DynamicForward",
+    "EnableEscapeCommandline",
+    "EnableSSHKeySign",
+    "EscapeChar",
+    "ExitOnForwardFailure",
+    "FingerprintHash",
+    "ForkAfterAuthentication",
+    "ForwardAgent",
+    "ForwardX11",
+    "ForwardX11Timeout",
+    "ForwardX11Trusted",
+    "GatewayPorts",
+    "GlobalKnownHostsFile",
+    "GSSAPIAuthentication",
+    "GSSAPIDelegateCredentials",
+    "GSSAPIKeyExchange",
+    "HashKnownHosts",
+    "HostbasedAcceptedAlgorithms",
+    "HostbasedAuthentication",
+    "HostKeyAlgorithms",
+    "HostKeyAlias",
+    "IdentityAgent",
+    "IgnoreUnknown",
+    "IPQoS",
+    "KbdInteractiveAuthentication",
+    "KbdInteractiveDevices",
+    "KexAlgorithms",
+    "KnownHostsCommand",
+    "LocalCommand",
+    "LocalForward",
+    "LogLevel",
+    "LogVerbose",
+    "MACs",
+    "NoHostAuthenticationForLocalhost",
+    "NumberOfPasswordPrompts",
+    "ObscureKeystrokeTiming",
+    "PasswordAuthentication",
+    "PermitLocalCommand",
+    "PermitRemoteOpen",
+    "PKCS11Provider",
+    "PreferredAuthentications",
+    "ProxyUseFdpass",
+    "PubkeyAcceptedAlgorithms",
+    "PubkeyAcceptedKeyTypes",
+    "PubkeyAuthentication",
+    "RekeyLimit",
+    "RemoteCommand",
+    "RemoteForward",
+    "RequestTTY",
+    "RequiredRSASize",
+    "RevokedHostKeys",
+    "SecurityKeyProvider",
+    "SendEnv",
+    "ServerAliveCountMax",
+    "SessionType",
+    "SetEnv",
+    "StdinNull",
+    "StreamLocalBindMask",
+    "StreamLocalBindUnlink",
+    "SyslogFacility",
+    "Tag",
+    "TCPKeepAlive",
+    "Tunnel",
+    "TunnelDevice",
+    "UpdateHostKeys",
+    "VerifyHostKeyDNS",
+    "VisualHostKey",
+    "XAuthLocation",
+    "ChallengeResponseAuthentication",
 )
 PER_HOP = frozenset(
     {
@@ -84,7 +152,11 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_.%-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 _USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*")
 _DIGITS = re.compile(r"[0-9]{1,5}")
 STRICT_VALUES = ("yes", "ask", "accept-new", "no", "off")
-_INTEGER_KEYS = {"ConnectTimeout": "seconds", "ServerAliveInterval": "seconds", "ServerAliveCountMax": "probes"}
+_INTEGER_KEYS = {
+    "ConnectTimeout": "seconds",
+    "ServerAliveInterval": "seconds",
+    "ServerAliveCountMax": "probes",
+}
 
 
 @dataclass(frozen=True)
@@ -187,14 +259,18 @@ def check_option(canonical: str, value: str) -> None:
     if canonical == "HostName" and not _HOSTNAME.fullmatch(value):
         raise UsageError(f"-o HostName {value!r} is not a host name")
     if canonical in _INTEGER_KEYS and not _DIGITS.fullmatch(value):
-        raise UsageError(f"-o {canonical} {value!r} is not a whole number of {_INTEGER_KEYS[canonical]}")
+        raise UsageError(
+            f"-o {canonical} {value!r} is not a whole number of {_INTEGER_KEYS[canonical]}"
+        )
     if canonical == "Port":
         parse_port(value, "-o Port")
     if canonical == "StrictHostKeyChecking" and value.strip().lower() not in STRICT_VALUES:
         raise UsageError(f"StrictHostKeyChecking {value!r} is not yes, accept-new or no")
     if canonical == "UserKnownHostsFile" and "none" in value.lower().split():
-        raise UsageError(f"-o UserKnownHostsFile {value} would skip host-key checks",
-                         hint="tunnelauth always checks; name a file, or use --accept-new")
+        raise UsageError(
+            f"-o UserKnownHostsFile {value} would skip host-key checks",
+            hint="tunnelauth always checks; name a file, or use --accept-new",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,22 @@
 """One exception tree; each class carries the exit code the CLI uses.
 
-    TunnelauthError                 1  (base; not raised itself)
-    ├── LoginFailed                 1  the remote login command reported failure
-    ├── UsageError                  2  bad arguments, caught before connecting
-    ├── LocalPortBusy               3  the callback port is taken on the laptop
-    ├── HostKeyError                4  unknown or changed host key on some hop
-    ├── ConnectFailed               5  a hop could not be reached
-    ├── AuthFailed                  6  a hop refused our credentials
-    ├── RemoteSetupError            7  remote side unusable: hermes/python missing,
-    │   │                              forwarding refused, remote port busy
-    │   └── ChannelRefused          7  the target refused a channel (`reason`: its words)
-    │   │   └── ForwardingRefused   7  ... because its sshd forbids forwarding
-    │   └── ChannelFailed           7  a channel failed while the connection lived on
-    ├── LoginTimeout                8  --timeout expired
-    ├── ConnectionLost              9  a hop dropped during the login
-    │   └── StreamLost              9  ... under a remote process or channel (`reason`)
-    ├── Interrupted               130  Ctrl-C
-    └── Terminated                143  SIGTERM
+TunnelauthError                 1  (base; not raised itself)
+├── LoginFailed                 1  the remote login command reported failure
+├── UsageError                  2  bad arguments, caught before connecting
+├── LocalPortBusy               3  the callback port is taken on the laptop
+├── HostKeyError                4  unknown or changed host key on some hop
+├── ConnectFailed               5  a hop could not be reached
+├── AuthFailed                  6  a hop refused our credentials
+├── RemoteSetupError            7  remote side unusable: hermes/python missing,
+│   │                              forwarding refused, remote port busy
+│   └── ChannelRefused          7  the target refused a channel (`reason`: its words)
+│   │   └── ForwardingRefused   7  ... because its sshd forbids forwarding
+│   └── ChannelFailed           7  a channel failed while the connection lived on
+├── LoginTimeout                8  --timeout expired
+├── ConnectionLost              9  a hop dropped during the login
+│   └── StreamLost              9  ... under a remote process or channel (`reason`)
+├── Interrupted               130  Ctrl-C
+└── Terminated                143  SIGTERM
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class StreamLost(ConnectionLost):
     def __init__(self, reason: str = "") -> None:
         super().__init__(f"the connection was lost{f' ({reason})' if reason else ''}")
         self.reason = reason
+
 
 class Interrupted(TunnelauthError):
     exit_code = 130

@@ -14,16 +14,16 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tunnelauth import browser, localport, outcome, parse, remote, ssh, supervisor, transport
 from tunnelauth._compat import TIMEOUTS, BaseExceptionGroup, TaskGroup, timeout
 from tunnelauth.errors import (
-    ConnectionLost,
     ChannelRefused,
+    ConnectionLost,
     Interrupted,
     LocalPortBusy,
     LoginFailed,
@@ -60,7 +60,9 @@ class Reporter(Protocol):
     def detail(self, text: str) -> None: ...
     def remote_line(self, text: str, stream: str) -> None: ...
     def warn(self, text: str) -> None: ...
-    def show_url(self, url: str, purpose: str, opened: bool | None, host: str | None = None) -> None: ...
+    def show_url(
+        self, url: str, purpose: str, opened: bool | None, host: str | None = None
+    ) -> None: ...
     def show_code(self, code: str) -> None: ...
     def ask(self, prompt: str, secret: bool) -> str | None:
         """Blocking; None when there is no person to ask."""
@@ -144,8 +146,12 @@ async def run(request: Request, reporter: Reporter) -> LoginResult:
             loop.remove_signal_handler(signum)
 
 
-async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
-                  connecting: Callable[[str], None] = lambda hop: None) -> transport.Connection:
+async def connect(
+    request: Request,
+    reporter: Reporter,
+    stack: AsyncExitStack,
+    connecting: Callable[[str], None] = lambda hop: None,
+) -> transport.Connection:
     """The connection to the destination through every hop, closed by `stack`: the user's
     live OpenSSH master when there is one (and reuse is on), else a new one with the transport
     asked for. `connecting` hears of each hop as it starts."""
@@ -156,26 +162,35 @@ async def connect(request: Request, reporter: Reporter, stack: AsyncExitStack,
         if request.reuse:
             reused = await openssh.OpenSshConnection.reuse(target)
             if reused is not None:
-                reporter.step(f"reusing your OpenSSH master connection to {target.label} "
-                              f"({reused.control}): no new login", "reused", destination=target.label)
+                reporter.step(
+                    f"reusing your OpenSSH master connection to {target.label} "
+                    f"({reused.control}): no new login",
+                    "reused",
+                    destination=target.label,
+                )
                 stack.push_async_callback(reused.close)
                 return reused
         if request.transport == "openssh":
             through = f" through {target.via}" if target.via else ""
             connecting(target.label)
-            reporter.step(f"connecting to {target.label}{through} with OpenSSH (ssh)", "connecting",
-                          hop=target.label)
-            conn = await openssh.OpenSshConnection.open(target, reuse=False,
-                                                        on_message=_ssh_said(reporter))
-            stack.push_async_callback(conn.close)
-            return conn
+            reporter.step(
+                f"connecting to {target.label}{through} with OpenSSH (ssh)",
+                "connecting",
+                hop=target.label,
+            )
+            opened = await openssh.OpenSshConnection.open(
+                target, reuse=False, on_message=_ssh_said(reporter)
+            )
+            stack.push_async_callback(opened.close)
+            return opened
 
     def on_hop(hop: ssh.Hop) -> None:
         connecting(str(hop))
         reporter.step(f"connecting to {hop}", "connecting", hop=str(hop))
 
-    chain = await ssh.connect(list(request.hops), stack, on_hop=on_hop,
-                              ask=reporter.ask, tell=reporter.warn)
+    chain = await ssh.connect(
+        list(request.hops), stack, on_hop=on_hop, ask=reporter.ask, tell=reporter.warn
+    )
     conn = ssh.AsyncsshConnection(chain)
     stack.push_async_callback(conn.close)
     return conn
@@ -207,8 +222,12 @@ async def login(request: Request, reporter: Reporter) -> LoginResult:
         try:
             async with timeout(request.timeout):
                 conn = await connect(request, reporter, stack, connecting)
-                reporter.step("", "connected", destination=request.destination,
-                              hops=[str(h) for h in request.hops] or [request.destination])
+                reporter.step(
+                    "",
+                    "connected",
+                    destination=request.destination,
+                    hops=[str(h) for h in request.hops] or [request.destination],
+                )
                 if isinstance(request, LoginRequest):
                     policy = HermesLogin(request, reporter, conn)
                 else:
@@ -232,7 +251,7 @@ async def login(request: Request, reporter: Reporter) -> LoginResult:
             raise _first(group) from None
 
 
-def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that matters in a task group's bundle: ours first, then anything else."""
     flat: list[BaseException] = []
 
@@ -289,8 +308,15 @@ class _Policy:
 
     NOT_FOUND_HINT = ""
 
-    def __init__(self, request: Request, reporter: Reporter, conn: transport.Connection,
-                 parser: parse.Parser, urls: browser.Policy, ports: localport.PortBudget) -> None:
+    def __init__(
+        self,
+        request: Request,
+        reporter: Reporter,
+        conn: transport.Connection,
+        parser: parse.Parser,
+        urls: browser.Policy,
+        ports: localport.PortBudget,
+    ) -> None:
         self.request = request
         self.reporter = reporter
         self.conn = conn
@@ -332,10 +358,14 @@ class _Policy:
         spec = await self._prepare()
         self.reporter.step(
             f"starting {' '.join(spec.command)} on {self.request.destination}",
-            "started", destination=str(self.request.destination), command=" ".join(spec.command),
+            "started",
+            destination=str(self.request.destination),
+            command=" ".join(spec.command),
         )
         try:
-            self.channel = supervisor.SupervisorChannel(await self.conn.start(remote.command_line()))
+            self.channel = supervisor.SupervisorChannel(
+                await self.conn.start(remote.command_line())
+            )
         except (TunnelauthError, OSError) as exc:
             raise self._lost(exc) from exc
         self.channel.configure(spec)  # the configuration (environment included) goes first
@@ -385,7 +415,7 @@ class _Policy:
 
     async def _heartbeat(self) -> None:
         assert self.channel is not None
-        while self.channel.heartbeat():
+        while self.channel.heartbeat():  # noqa: ASYNC110 - a periodic beat, not a wait
             await asyncio.sleep(remote.HEARTBEAT)
 
     def _read_limit(self) -> float | None:
@@ -399,7 +429,9 @@ class _Policy:
                 async with timeout(self._read_limit()):
                     frame = await self.channel.next()
             except TIMEOUTS:
-                raise LoginFailed("hermes reported success but did not exit; it was stopped") from None
+                raise LoginFailed(
+                    "hermes reported success but did not exit; it was stopped"
+                ) from None
             except (ConnectionLost, transport.ChannelFailed, OSError) as exc:
                 raise self._lost(exc) from exc
             if frame is None:
@@ -409,10 +441,14 @@ class _Policy:
             raise self._lost(None)
 
     def _lost(self, exc: BaseException | None) -> TunnelauthError:
-        reason = exc.reason if isinstance(exc, (transport.StreamLost, transport.ChannelFailed)) else ""
+        reason = (
+            exc.reason if isinstance(exc, (transport.StreamLost, transport.ChannelFailed)) else ""
+        )
         return outcome.lost(
-            str(self.request.destination), self.conn.dropped(),
-            isinstance(exc, ConnectionLost), reason,
+            str(self.request.destination),
+            self.conn.dropped(),
+            isinstance(exc, ConnectionLost),
+            reason,
             self.channel.stderr_tail if self.channel else [],
         )
 
@@ -421,7 +457,9 @@ class _Policy:
             await self._output(frame)
         elif isinstance(frame, supervisor.Listening):
             self.forwards.listens(frame.port, frame.address)
-            self.reporter.detail(f"the target now listens on {frame.address or '127.0.0.1'}:{frame.port}")
+            self.reporter.detail(
+                f"the target now listens on {frame.address or '127.0.0.1'}:{frame.port}"
+            )
             await self._maybe_open()
         elif isinstance(frame, supervisor.Exited):
             for event in self.parser.close():
@@ -471,17 +509,23 @@ class _Policy:
 
     async def _forward(self, port: int, also_ipv6: bool = False) -> None:
         await self.forwards.add(port, also_ipv6=also_ipv6)
-        self.reporter.step(f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}",
-                           "forwarded", port=port)
+        self.reporter.step(
+            f"forwarding 127.0.0.1:{port} to 127.0.0.1:{port} on {self.request.destination}",
+            "forwarded",
+            port=port,
+        )
 
     def _forward_failed(self, port: int, exc: ChannelRefused) -> None:
-        self.reporter.warn(f"a callback reached port {port} but nothing listens there on the target yet")
+        self.reporter.warn(
+            f"a callback reached port {port} but nothing listens there on the target yet"
+        )
 
     def _relaying(self, port: int, reason: str) -> None:
         self.reporter.step(
             f"{self.request.destination} forbids port forwarding ({reason}); relaying the callback "
             f"to 127.0.0.1:{port} through an exec channel instead",
-            "relaying", port=port,
+            "relaying",
+            port=port,
         )
 
     def _open(self, url: str, purpose: str, port: int | None = None) -> None:
@@ -505,8 +549,10 @@ class _Policy:
 
     async def _open_in_browser(self, url: str, purpose: str) -> None:
         if not await _in_thread(browser.open_url, url):
-            self.reporter.warn("the browser could not be started or reported a failure; "
-                               "if no page opened, open the URL above yourself")
+            self.reporter.warn(
+                "the browser could not be started or reported a failure; "
+                "if no page opened, open the URL above yourself"
+            )
         elif not self._done():
             self.reporter.step("opened the browser; waiting for you to approve", "browser_opened")
 
@@ -519,9 +565,9 @@ class _Policy:
         assert self.channel is not None
         return self.channel
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self.group is not None
-        task = self.group.create_task(coro)  # type: ignore[arg-type]
+        task = self.group.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -537,10 +583,17 @@ class HermesLogin(_Policy):
     NOT_FOUND_HINT = "install hermes-agent there, or pass --hermes /path/to/hermes"
     request: LoginRequest
 
-    def __init__(self, request: LoginRequest, reporter: Reporter, conn: transport.Connection) -> None:
-        super().__init__(request, reporter, conn, parse.Parser(request.provider),
-                         browser.Policy(request.provider.authorize_hosts, request.allow_hosts),
-                         localport.PortBudget(localport.MAX_LOGIN_PORTS, "a login"))
+    def __init__(
+        self, request: LoginRequest, reporter: Reporter, conn: transport.Connection
+    ) -> None:
+        super().__init__(
+            request,
+            reporter,
+            conn,
+            parse.Parser(request.provider),
+            browser.Policy(request.provider.authorize_hosts, request.allow_hosts),
+            localport.PortBudget(localport.MAX_LOGIN_PORTS, "a login"),
+        )
         self.device = False
         self.success: parse.Success | None = None
         self.failures: list[str] = []
@@ -552,9 +605,13 @@ class HermesLogin(_Policy):
         provider = self.request.provider
         if provider.loopback and provider.port:
             await self._forward(provider.port)
-        return remote.RemoteSpec(command=(self.request.hermes, *provider.args),
-                                 env=self.request.remote_env, as_user=self.request.as_user,
-                                 token_check=True, dead_after=self._dead_after())
+        return remote.RemoteSpec(
+            command=(self.request.hermes, *provider.args),
+            env=self.request.remote_env,
+            as_user=self.request.as_user,
+            token_check=True,
+            dead_after=self._dead_after(),
+        )
 
     def _read_limit(self) -> float | None:
         return EXIT_GRACE if self.success else None
@@ -572,7 +629,7 @@ class HermesLogin(_Policy):
                 quoted = event.text.strip()
                 if len(quoted) > MAX_QUOTED:
                     quoted = quoted[:MAX_QUOTED] + "…"
-                self.hermes_errors = (self.hermes_errors + [quoted])[-5:]
+                self.hermes_errors = [*self.hermes_errors, quoted][-5:]
         elif isinstance(event, parse.CallbackPort):
             await self._callback_port(event)
         elif isinstance(event, parse.AuthorizeUrl):
@@ -591,10 +648,9 @@ class HermesLogin(_Policy):
             await self.forwards.close_all()
         elif isinstance(event, parse.TokenFile):
             self.token_path = event.path
-        elif isinstance(event, parse.Failure):
+        elif isinstance(event, parse.Failure) and event.message not in self.failures:
             # The last two distinct messages: the specific cause and hermes's summary of it.
-            if event.message not in self.failures:
-                self.failures = (self.failures + [event.message])[-2:]
+            self.failures = [*self.failures, event.message][-2:]
 
     async def _callback_port(self, event: parse.CallbackPort) -> None:
         if self.device or self.success:
@@ -609,7 +665,9 @@ class HermesLogin(_Policy):
             if old:
                 self.reporter.step(
                     f"hermes listens on port {event.port}, not {old[0]}: forwarding {event.port} instead",
-                    "port_moved", port=event.port, old_port=old[0],
+                    "port_moved",
+                    port=event.port,
+                    old_port=old[0],
                 )
             for port in old:
                 await self.forwards.close(port)
@@ -625,7 +683,9 @@ class HermesLogin(_Policy):
     def _prompt(self, event: parse.Prompt) -> None:
         for prefix, answer in self.request.answers.items():
             if event.text.startswith(prefix):
-                self.reporter.detail(f"answering hermes's prompt {event.text!r} from the command line")
+                self.reporter.detail(
+                    f"answering hermes's prompt {event.text!r} from the command line"
+                )
                 self._supervisor().send_input(answer.encode() + b"\n")
                 return
         self._spawn(self._ask(event))
@@ -643,22 +703,26 @@ class HermesLogin(_Policy):
         holder = None
         try:
             async with timeout(PORT_HOLDER_WAIT):
-                holder = remote.parse_port_holder(await self.conn.run(remote.port_holder_command(port)))
+                holder = remote.parse_port_holder(
+                    await self.conn.run(remote.port_holder_command(port))
+                )
         except (*TIMEOUTS, TunnelauthError, OSError):
             pass
         return outcome.port_busy(port, str(self.request.destination), holder)
 
     async def _result(self) -> LoginResult:
-        verdict = outcome.classify(outcome.LoginFacts(
-            provider=self.request.provider.hermes_id,
-            destination=str(self.request.destination),
-            exit_status=self.exit_status,
-            success=self.success,
-            failures=tuple(self.failures),
-            hermes_errors=tuple(self.hermes_errors),
-            token_path=self.token_path,
-            token_info=self.token_info,
-        ))
+        verdict = outcome.classify(
+            outcome.LoginFacts(
+                provider=self.request.provider.hermes_id,
+                destination=str(self.request.destination),
+                exit_status=self.exit_status,
+                success=self.success,
+                failures=tuple(self.failures),
+                hermes_errors=tuple(self.hermes_errors),
+                token_path=self.token_path,
+                token_info=self.token_info,
+            )
+        )
         if isinstance(verdict, outcome.PortBusy):
             raise await self._why_port_busy(verdict.port)
         if isinstance(verdict, TunnelauthError):
@@ -680,14 +744,24 @@ class RunCommand(_Policy):
     request: RunRequest
 
     def __init__(self, request: RunRequest, reporter: Reporter, conn: transport.Connection) -> None:
-        super().__init__(request, reporter, conn, parse.Parser(None, loopback_urls=True),
-                         browser.Policy((), request.allow_hosts, running=True),
-                         localport.PortBudget(localport.MAX_RUN_FORWARDS, "`run`"))
+        super().__init__(
+            request,
+            reporter,
+            conn,
+            parse.Parser(None, loopback_urls=True),
+            browser.Policy((), request.allow_hosts, running=True),
+            localport.PortBudget(localport.MAX_RUN_FORWARDS, "`run`"),
+        )
 
     async def _prepare(self) -> remote.RemoteSpec:
-        return remote.RemoteSpec(command=self.request.command, env=self.request.remote_env,
-                                 as_user=self.request.as_user, pty=self.request.pty,
-                                 size=self.request.size, dead_after=self._dead_after())
+        return remote.RemoteSpec(
+            command=self.request.command,
+            env=self.request.remote_env,
+            as_user=self.request.as_user,
+            pty=self.request.pty,
+            size=self.request.size,
+            dead_after=self._dead_after(),
+        )
 
     async def _output(self, frame: supervisor.Output) -> None:
         self.reporter.passthrough(frame.stream, frame.data)
@@ -714,13 +788,17 @@ class RunCommand(_Policy):
         if event.listening:
             self.forwards.listening.add(event.port)
         if event.port not in self.forwards:
-            self.reporter.detail(f"port {event.port}: seen as a loopback URL ({event.source}) in the output")
+            self.reporter.detail(
+                f"port {event.port}: seen as a loopback URL ({event.source}) in the output"
+            )
             try:
                 await self._forward(event.port, also_ipv6=event.host == "localhost")
             except LocalPortBusy as exc:
                 self.ports.refuse(event.port)
-                self.reporter.warn(f"not forwarding port {event.port}: {exc}; a callback to it "
-                                   f"would not reach {self.request.destination}")
+                self.reporter.warn(
+                    f"not forwarding port {event.port}: {exc}; a callback to it "
+                    f"would not reach {self.request.destination}"
+                )
                 return
         await self._maybe_open()
 

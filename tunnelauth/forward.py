@@ -69,9 +69,15 @@ class Forward:
 
     async def start(self) -> None:
         try:
-            self._servers.append(await asyncio.start_server(
-                self._accept, LOOPBACK, self.local_port, reuse_address=True, family=socket.AF_INET
-            ))
+            self._servers.append(
+                await asyncio.start_server(
+                    self._accept,
+                    LOOPBACK,
+                    self.local_port,
+                    reuse_address=True,
+                    family=socket.AF_INET,
+                )
+            )
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise busy_error(self.local_port) from exc
@@ -80,9 +86,15 @@ class Forward:
         if self._also_ipv6:
             # Browsers differ in which of localhost's addresses they try first.
             try:
-                self._servers.append(await asyncio.start_server(
-                    self._accept, LOOPBACK6, self.local_port, reuse_address=True, family=socket.AF_INET6
-                ))
+                self._servers.append(
+                    await asyncio.start_server(
+                        self._accept,
+                        LOOPBACK6,
+                        self.local_port,
+                        reuse_address=True,
+                        family=socket.AF_INET6,
+                    )
+                )
             except OSError:
                 pass  # no IPv6 loopback here: 127.0.0.1 alone will do
 
@@ -116,9 +128,13 @@ class Forward:
             del self._pipes[task]
             writer.close()
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]
+    ) -> None:
         try:
-            remote_reader, remote_writer = await self._conn.open_channel(self.remote_host, self.port)
+            remote_reader, remote_writer = await self._conn.open_channel(
+                self.remote_host, self.port
+            )
         except ForwardingRefused as exc:
             self.relay = True
             self._on_relay(self.port, exc.reason)
@@ -131,7 +147,9 @@ class Forward:
         ends.append(remote_writer)
         await _both_ways(reader, writer, remote_reader, remote_writer)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]) -> None:
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ends: list[_End]
+    ) -> None:
         """The same bytes through a short-lived exec channel that connects on the target."""
         try:
             proc = await self._conn.start(remote.relay_command(self.remote_host, self.port))
@@ -141,7 +159,9 @@ class Forward:
         await _both_ways(reader, writer, proc.stdout, proc.stdin)
 
 
-async def _both_ways(reader: _Reader, writer: _Writer, remote_reader: _Reader, remote_writer: _Writer) -> None:
+async def _both_ways(
+    reader: _Reader, writer: _Writer, remote_reader: _Reader, remote_writer: _Writer
+) -> None:
     try:
         # Either direction may fail when the other side hangs up; both simply end.
         await asyncio.gather(
@@ -165,8 +185,12 @@ async def _pipe(reader: _Reader, writer: _Writer) -> None:
 class Forwards:
     """The forwards of one login, by port, and what the target said about its listeners."""
 
-    def __init__(self, conn: Connection, on_error: Callable[[int, ChannelRefused], None],
-                 on_relay: Callable[[int, str], None]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        on_error: Callable[[int, ChannelRefused], None],
+        on_relay: Callable[[int, str], None],
+    ) -> None:
         self._conn = conn
         self._on_error = on_error
         self._on_relay = on_relay

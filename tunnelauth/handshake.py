@@ -35,12 +35,16 @@ _INTERNALS = ("send_service_request", "try_next_auth", "public_key_auth_requeste
 
 
 def supported(conn: asyncssh.SSHClientConnection) -> bool:
-    return _ClientPublicKeyAuth is not None and _internals.usable("pipelined_auth") and all(hasattr(conn, name) for name in _INTERNALS)
+    return (
+        _ClientPublicKeyAuth is not None
+        and _internals.usable("pipelined_auth")
+        and all(hasattr(conn, name) for name in _INTERNALS)
+    )
 
 
 if _ClientPublicKeyAuth is not None:
 
-    class _SignedFirst(_ClientPublicKeyAuth):  # type: ignore[misc,valid-type]
+    class _SignedFirst(_ClientPublicKeyAuth):
         """Public-key auth that sends its first key signed, without `none` or a probe."""
 
         async def _start(self) -> None:
@@ -49,11 +53,15 @@ if _ClientPublicKeyAuth is not None:
                 # No key to offer: ask with `none`, as asyncssh would have, for the method list.
                 self._method = b"none"
                 await self.send_request()
-            elif (self._keypair.algorithm.startswith(b"sk-")
-                  or getattr(self._keypair, LOCKED, False)):
+            elif self._keypair.algorithm.startswith(b"sk-") or getattr(
+                self._keypair, LOCKED, False
+            ):
                 # A touch or a passphrase is asked only for a key the server would take.
-                await self.send_request(Boolean(False), String(self._keypair.algorithm),
-                                        String(self._keypair.public_data))
+                await self.send_request(
+                    Boolean(False),
+                    String(self._keypair.algorithm),
+                    String(self._keypair.public_data),
+                )
             else:
                 await self._send_signed_request()
 
@@ -111,13 +119,19 @@ _EMPTY_STRING = b"\0\0\0\0"
 def skip_cbc_padding(conn: asyncssh.SSHClientConnection) -> None:
     """Drop asyncssh's automatic empty MSG_IGNORE packets when the cipher is AEAD."""
     conn_any: Any = conn
-    if not _internals.usable("cbc_padding") or not all(hasattr(conn, n) for n in ("send_packet", "_enc_alg_cs")):
+    if not _internals.usable("cbc_padding") or not all(
+        hasattr(conn, n) for n in ("send_packet", "_enc_alg_cs")
+    ):
         return
     send_packet = conn_any.send_packet
 
     def send(pkttype: int, *args: bytes, **kwargs: Any) -> None:
-        if (pkttype == _MSG_IGNORE and args == (_EMPTY_STRING,) and not kwargs
-                and conn_any._enc_alg_cs in _AEAD):
+        if (
+            pkttype == _MSG_IGNORE
+            and args == (_EMPTY_STRING,)
+            and not kwargs
+            and conn_any._enc_alg_cs in _AEAD
+        ):
             return
         send_packet(pkttype, *args, **kwargs)
 
@@ -141,7 +155,8 @@ def unlock_on_sign(key: Any, path: str, prompts: Any) -> None:
             key._key = await _unlock(enc, path, prompts)
             key._enc_key = None
             setattr(key, LOCKED, False)
-        return key._key.sign(data, key.sig_algorithm)
+        signature: bytes = key._key.sign(data, key.sig_algorithm)
+        return signature
 
     key.sign_async = sign_async
 
@@ -175,7 +190,7 @@ async def unlock_file(path: str, prompts: Any) -> Any:
     """An encrypted key file without its public half: asks for the passphrase (as unlock_on_sign
     does); None when it could not be unlocked."""
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle:  # noqa: ASYNC230 - a key file of a few KB, read once
             data = handle.read()
     except OSError:
         return None
@@ -217,12 +232,19 @@ def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> No
         if keypair is not None:
             policy.keys_offered = True
             sign = getattr(keypair, "sign_async", None)
-            if keypair.algorithm.startswith(b"sk-") and sign is not None and not getattr(
-                    keypair, "_tunnelauth_touch", False):
+            if (
+                keypair.algorithm.startswith(b"sk-")
+                and sign is not None
+                and not getattr(keypair, "_tunnelauth_touch", False)
+            ):
+
                 async def touch_then_sign(data: bytes) -> bytes:
-                    tell(f"Confirm user presence for key {keypair.get_algorithm()} "
-                         f"{keypair.get_fingerprint('sha256')}")
-                    return await sign(data)
+                    tell(
+                        f"Confirm user presence for key {keypair.get_algorithm()} "
+                        f"{keypair.get_fingerprint('sha256')}"
+                    )
+                    signature: bytes = await sign(data)
+                    return signature
 
                 keypair.sign_async = touch_then_sign
                 keypair._tunnelauth_touch = True

@@ -22,7 +22,12 @@ def holder(port: int) -> str | None:
     except (psutil.AccessDenied, OSError):
         return None
     for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+        if (
+            conn.status == psutil.CONN_LISTEN
+            and conn.laddr
+            and conn.laddr.port == port
+            and conn.pid
+        ):
             try:
                 cmdline = " ".join(psutil.Process(conn.pid).cmdline()) or "?"
             except (psutil.Error, OSError):
@@ -81,17 +86,21 @@ class PortBudget:
             return False, None
         if port < FIRST_UNPRIVILEGED:
             self.refused.add(port)
-            return False, (f"the remote asks for a callback on port {port}; tunnelauth never "
-                           f"listens on a privileged port (below {FIRST_UNPRIVILEGED}) of this "
-                           "machine for a remote")
+            return False, (
+                f"the remote asks for a callback on port {port}; tunnelauth never "
+                f"listens on a privileged port (below {FIRST_UNPRIVILEGED}) of this "
+                "machine for a remote"
+            )
         if len(self.admitted) >= self.limit:
             self.refused.add(port)
             if self._capped:
                 return False, None
             self._capped = True
-            return False, (f"the remote printed more than {self.limit} loopback ports; "
-                           f"{self.what} forwards at most {self.limit}, so port {port} and any "
-                           "further ones are not forwarded")
+            return False, (
+                f"the remote printed more than {self.limit} loopback ports; "
+                f"{self.what} forwards at most {self.limit}, so port {port} and any "
+                "further ones are not forwarded"
+            )
         self.admitted.add(port)
         return True, None
 

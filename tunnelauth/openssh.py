@@ -23,7 +23,6 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.destination import Endpoint, SshSettings
@@ -77,9 +76,11 @@ class Target:
 
     def require(self) -> Target:
         if not self.ssh:
-            raise UsageError(f"--ssh openssh needs the `{os.environ.get(BINARY_VAR, 'ssh')}` "
-                             "command, and it is not on the PATH",
-                             hint="install OpenSSH's client, or use the default --ssh asyncssh")
+            raise UsageError(
+                f"--ssh openssh needs the `{os.environ.get(BINARY_VAR, 'ssh')}` "
+                "command, and it is not on the PATH",
+                hint="install OpenSSH's client, or use the default --ssh asyncssh",
+            )
         return self
 
 
@@ -112,8 +113,12 @@ async def _exec(argv: Sequence[str], **kwargs: object) -> asyncio.subprocess.Pro
 
 
 async def _output(argv: Sequence[str], limit: float = RUN_TIMEOUT) -> tuple[int, str, str]:
-    proc = await _exec(argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                       stderr=asyncio.subprocess.PIPE)
+    proc = await _exec(
+        argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with timeout(limit):
             out, err = await proc.communicate()
@@ -139,7 +144,7 @@ async def control_path(target: Target) -> str | None:
 
 async def batch_login(target: Target, limit: float = 30.0) -> TunnelauthError | None:
     """Whether ssh logs in to the destination without asking anyone (`doctor`): None, or why not."""
-    status, _, err = await _output(target.argv("-o", "BatchMode=yes", "-T") + ["true"], limit)
+    status, _, err = await _output([*target.argv("-o", "BatchMode=yes", "-T"), "true"], limit)
     if status == 0:
         return None
     return classify(err.splitlines(), target.label, status)
@@ -207,8 +212,15 @@ class _ChannelWriter:
 class OpenSshConnection:
     """A ControlMaster connection to the destination: started here, or the user's own."""
 
-    def __init__(self, target: Target, control: str, *, master: asyncio.subprocess.Process | None,
-                 directory: str | None, on_message: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        control: str,
+        *,
+        master: asyncio.subprocess.Process | None,
+        directory: str | None,
+        on_message: Callable[[str], None],
+    ) -> None:
         self.target = target
         self.control = control
         self.reused = master is None
@@ -238,8 +250,13 @@ class OpenSshConnection:
         return None
 
     @classmethod
-    async def open(cls, target: Target, *, reuse: bool = True,
-                   on_message: Callable[[str], None] = lambda text: None) -> OpenSshConnection:
+    async def open(
+        cls,
+        target: Target,
+        *,
+        reuse: bool = True,
+        on_message: Callable[[str], None] = lambda text: None,
+    ) -> OpenSshConnection:
         if reuse:
             reused = await cls.reuse(target)
             if reused is not None:
@@ -249,15 +266,34 @@ class OpenSshConnection:
         control = os.path.join(directory, "master")
         try:
             master = await _exec(
-                ["sh", "-c", _WATCHDOG, "sh", directory,
-                 *target.argv("-M", "-N", "-S", _escape(control), "-o", "ControlPersist=no",
-                              "-o", "RequestTTY=no", "-o", "RemoteCommand=none")],
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                [
+                    "sh",
+                    "-c",
+                    _WATCHDOG,
+                    "sh",
+                    directory,
+                    *target.argv(
+                        "-M",
+                        "-N",
+                        "-S",
+                        _escape(control),
+                        "-o",
+                        "ControlPersist=no",
+                        "-o",
+                        "RequestTTY=no",
+                        "-o",
+                        "RemoteCommand=none",
+                    ),
+                ],
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
             shutil.rmtree(directory, ignore_errors=True)
-            raise ConnectFailed(f"cannot start ssh for {target.label}: {exc.strerror or exc}") from exc
+            raise ConnectFailed(
+                f"cannot start ssh for {target.label}: {exc.strerror or exc}"
+            ) from exc
         conn = cls(target, control, master=master, directory=directory, on_message=on_message)
         conn._reader = asyncio.ensure_future(conn._read_master())
         try:
@@ -272,7 +308,7 @@ class OpenSshConnection:
         while line := await self._master.stderr.readline():
             text = line.decode(errors="replace").rstrip("\r\n")
             if text.strip():
-                self._stderr = (self._stderr + [text])[-20:]
+                self._stderr = [*self._stderr, text][-20:]
                 self._on_message(text)
 
     async def _ready(self) -> None:
@@ -316,9 +352,22 @@ class OpenSshConnection:
     def _mux(self, *extra: str) -> list[str]:
         # Only the master's socket: should it be gone, ProxyCommand=false makes the client fail
         # at once instead of opening (and authenticating) a connection of its own.
-        return [self.target.ssh, "-F", "/dev/null", "-S", _escape(self.control),
-                "-o", "ControlMaster=no", "-o", "ProxyCommand=false", "-o", "BatchMode=yes",
-                *extra, "--", self.target.destination]
+        return [
+            self.target.ssh,
+            "-F",
+            "/dev/null",
+            "-S",
+            _escape(self.control),
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ProxyCommand=false",
+            "-o",
+            "BatchMode=yes",
+            *extra,
+            "--",
+            self.target.destination,
+        ]
 
     def _exited(self, status: int) -> None:
         if status == 255 and not _is_socket(self.control):
@@ -326,8 +375,12 @@ class OpenSshConnection:
 
     async def start(self, command: str) -> RemoteProcess:
         try:
-            proc = await _exec([*self._mux("-T"), command], stdin=asyncio.subprocess.PIPE,
-                               stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            proc = await _exec(
+                [*self._mux("-T"), command],
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
         except OSError as exc:
             raise ConnectionLost(f"cannot start ssh: {exc.strerror or exc}") from exc
         return _Process(proc, self._exited)
@@ -338,8 +391,12 @@ class OpenSshConnection:
 
     async def open_channel(self, host: str, port: int) -> tuple[Reader, Writer]:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        proc = await _exec(self._mux("-v", "-W", address), stdin=asyncio.subprocess.PIPE,
-                           stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await _exec(
+            self._mux("-v", "-W", address),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         assert proc.stdout is not None and proc.stderr is not None
         if await _confirmed(proc.stderr):
             # The rest of ssh's -v chatter is not ours to show; it must not fill the pipe.
@@ -367,7 +424,7 @@ class OpenSshConnection:
             if match:
                 host, port = match["host"], match["port"]
                 address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                status, out, _ = await _output(self._mux("-W", address), PROBE_TIMEOUT)
+                _status, out, _ = await _output(self._mux("-W", address), PROBE_TIMEOUT)
                 self._forwarding = out.startswith("SSH-")
         return self._forwarding
 
@@ -385,8 +442,20 @@ async def _discard(stream: asyncio.StreamReader) -> None:
 
 
 async def _alive(target: Target, path: str) -> bool:
-    status, _, _ = await _output([target.ssh, "-F", "/dev/null", "-S", _escape(path), "-O", "check",
-                                  "--", target.destination], PROBE_TIMEOUT)
+    status, _, _ = await _output(
+        [
+            target.ssh,
+            "-F",
+            "/dev/null",
+            "-S",
+            _escape(path),
+            "-O",
+            "check",
+            "--",
+            target.destination,
+        ],
+        PROBE_TIMEOUT,
+    )
     return status == 0
 
 
@@ -398,12 +467,26 @@ def _is_socket(path: str) -> bool:
 
 
 _AUTH = re.compile(r"Permission denied \((?P<methods>[^)]*)\)")
-_HOST_KEY = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
-             "no matching host key type", "Host key for", "No .* host key is known")
-_UNREACHABLE = ("Could not resolve hostname", "Name or service not known", "Connection timed out",
-                "Connection refused", "No route to host", "Network is unreachable",
-                "kex_exchange_identification", "Connection closed by", "Connection reset",
-                "banner exchange", "Operation timed out")
+_HOST_KEY = (
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "no matching host key type",
+    "Host key for",
+    "No .* host key is known",
+)
+_UNREACHABLE = (
+    "Could not resolve hostname",
+    "Name or service not known",
+    "Connection timed out",
+    "Connection refused",
+    "No route to host",
+    "Network is unreachable",
+    "kex_exchange_identification",
+    "Connection closed by",
+    "Connection reset",
+    "banner exchange",
+    "Operation timed out",
+)
 
 
 def classify(lines: Sequence[str], label: str, status: int) -> TunnelauthError:
@@ -413,11 +496,15 @@ def classify(lines: Sequence[str], label: str, status: int) -> TunnelauthError:
     said = f": ssh says {last!r}" if last else f" (ssh exited with status {status})"
     auth = _AUTH.search(text)
     if auth:
-        return AuthFailed(f"{label} refused authentication (it offered {auth['methods']})",
-                          hint="run `ssh` to the same destination to see every attempt (ssh -v)")
+        return AuthFailed(
+            f"{label} refused authentication (it offered {auth['methods']})",
+            hint="run `ssh` to the same destination to see every attempt (ssh -v)",
+        )
     if any(re.search(pattern, text, re.IGNORECASE) for pattern in _HOST_KEY):
-        return HostKeyError(f"the host key of a hop to {label} was refused{said}",
-                            hint="check the key; --accept-new records a host seen for the first time")
+        return HostKeyError(
+            f"the host key of a hop to {label} was refused{said}",
+            hint="check the key; --accept-new records a host seen for the first time",
+        )
     if any(pattern.lower() in text.lower() for pattern in _UNREACHABLE):
         return ConnectFailed(f"cannot reach {label}{said}")
     return ConnectFailed(f"ssh could not connect to {label}{said}")

@@ -77,14 +77,22 @@ def classify(facts: LoginFacts) -> Outcome:
     if busy is not None:
         return PortBusy(busy)
     if status == 0:
-        return LoginFailed(f"hermes exited without reporting a login{': ' + reason if reason else ''}")
+        return LoginFailed(
+            f"hermes exited without reporting a login{': ' + reason if reason else ''}"
+        )
     return LoginFailed(f"hermes failed: {reason or 'no message'} (exit status {status})")
 
 
 def run_result(destination: str, exit_status: int | None) -> LoginResult:
     """`tunnelauth run`: the command's own exit status is the result."""
-    return LoginResult(provider="", destination=destination, label=None, token_file=None,
-                       token_mode=None, exit_status=exit_status or 0)
+    return LoginResult(
+        provider="",
+        destination=destination,
+        label=None,
+        token_file=None,
+        token_mode=None,
+        exit_status=exit_status or 0,
+    )
 
 
 def port_busy(port: int, destination: str, holder: str | None) -> RemoteSetupError:
@@ -112,8 +120,13 @@ def cannot_become(info: Mapping[str, object], destination: str) -> RemoteSetupEr
     )
 
 
-def lost(destination: str, dropped: str | None, connection_lost: bool, reason: str,
-         stderr_tail: Sequence[str]) -> TunnelauthError:
+def lost(
+    destination: str,
+    dropped: str | None,
+    connection_lost: bool,
+    reason: str,
+    stderr_tail: Sequence[str],
+) -> TunnelauthError:
     """The remote side ended before the command's exit status arrived.
 
     dropped: the hop whose connection is gone, if one is; connection_lost: the transport said

@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tunnelauth.parse import redact
 from tunnelauth.text import inert, inert_tree
@@ -30,13 +30,15 @@ def _tty(stream: TextIO) -> bool:
 class ConsoleReporter:
     """Plain lines, coloured when stderr is a terminal. verbosity: 0 quiet, 1 normal, 2 -v."""
 
-    def __init__(self, verbosity: int = 1, err: TextIO | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, verbosity: int = 1, err: TextIO | None = None, out: TextIO | None = None
+    ) -> None:
         self.verbosity = verbosity
         self.err = err or sys.stderr
         self.out = out or sys.stdout
         self.color = _tty(self.err)
         self.newline = "\n"
-        self._terminal: tuple[int, list[object]] | None = None
+        self._terminal: tuple[int, list[Any]] | None = None
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -71,8 +73,9 @@ class ConsoleReporter:
     def warn(self, text: str) -> None:
         self._say(text, prefix=self._paint("warning: ", "33"))
 
-    def show_url(self, url: str, purpose: str, opened: bool | None,
-                 host: str | None = None) -> None:
+    def show_url(
+        self, url: str, purpose: str, opened: bool | None, host: str | None = None
+    ) -> None:
         """opened None: the person must open it; False: it is being opened. host (set by `run`):
         say which host even at -q, since no provider's hosts vouch for it."""
         if host is not None and opened is not None:
@@ -164,17 +167,23 @@ class JsonReporter(ConsoleReporter):
     def warn(self, text: str) -> None:
         self._emit("warning", message=text)
 
-    def show_url(self, url: str, purpose: str, opened: bool | None,
-                 host: str | None = None) -> None:
+    def show_url(
+        self, url: str, purpose: str, opened: bool | None, host: str | None = None
+    ) -> None:
         self._emit("url", purpose=purpose, url=url, opening=opened is not None)
 
     def show_code(self, code: str) -> None:
         self._emit("device_code", code=code)
 
     def result(self, result: LoginResult) -> None:
-        self._emit("success", provider=result.provider, destination=result.destination,
-                   label=result.label, token_file=result.token_file,
-                   token_mode=f"{result.token_mode:o}" if result.token_mode is not None else None)
+        self._emit(
+            "success",
+            provider=result.provider,
+            destination=result.destination,
+            label=result.label,
+            token_file=result.token_file,
+            token_mode=f"{result.token_mode:o}" if result.token_mode is not None else None,
+        )
 
     def failure(self, message: str, exit_code: int) -> None:
         self._emit("failure", exit_code=exit_code, message=message)

@@ -91,7 +91,9 @@ _URL = re.compile(r"https?://[^\s\"'<>`]+")
 _WAITING = re.compile(
     r"Waiting for callback on (?P<url>http://(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})\S*)"
 )
-_HINT = re.compile(r"\bssh\s+(?:-\S+\s+)*-L\s*(?P<lport>\d{1,5}):(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})\b")
+_HINT = re.compile(
+    r"\bssh\s+(?:-\S+\s+)*-L\s*(?P<lport>\d{1,5}):(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})\b"
+)
 _REDIRECT_LINE = re.compile(r"^Redirect URI: (?P<url>http://\S+)$")
 _DEVICE_OPEN = re.compile(r"^\s*\d\.\s+Open:\s+(?P<url>https?://\S+)\s*$")
 _DEVICE_CODE = re.compile(r"^\s*\d\.\s+If prompted, enter code:\s+(?P<code>\S+)\s*$")
@@ -123,8 +125,9 @@ _SECRET = re.compile(
     rf"(?P<value>{_SECRET_VALUE})",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)(?:\s|%20|\+)+)(?P<value>[A-Za-z0-9._~+/=-]+)",
-                     re.IGNORECASE)
+_BEARER = re.compile(
+    r"(?P<key>\b(?:Bearer|Basic)(?:\s|%20|\+)+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:
@@ -184,8 +187,13 @@ class _Stream:
 class Parser:
     """Incremental parser for one remote login command's output."""
 
-    def __init__(self, provider: Provider | None = None, *, max_line: int = MAX_LINE,
-                 loopback_urls: bool = False) -> None:
+    def __init__(
+        self,
+        provider: Provider | None = None,
+        *,
+        max_line: int = MAX_LINE,
+        loopback_urls: bool = False,
+    ) -> None:
         """loopback_urls: also report every loopback http URL in the text as a callback port
         (for `tunnelauth run`, where any CLI's callback must be caught; forwarding an unused
         port is harmless, opening a browser is not, so only authorize URLs are ever opened)."""
@@ -214,7 +222,12 @@ class Parser:
 
     def _take(self, state: _Stream, text: str) -> list[Event]:
         events: list[Event] = []
-        if text and state.prompted and state.pending and strip_ansi(state.pending) == state.prompted:
+        if (
+            text
+            and state.prompted
+            and state.pending
+            and strip_ansi(state.pending) == state.prompted
+        ):
             # The answer to a prompt is typed on the other side of a pipe, so no newline is
             # echoed: what follows belongs on a line of its own.
             line, state.pending = state.pending, ""
@@ -257,9 +270,9 @@ class Parser:
         if state.expect and stripped:
             expect, state.expect = state.expect, None
             if expect == "url" and _URL.fullmatch(stripped):
-                return events + [VerificationUrl(stripped)]
+                return [*events, VerificationUrl(stripped)]
             if expect == "code" and _USER_CODE.match(stripped):
-                return events + [UserCode(stripped)]
+                return [*events, UserCode(stripped)]
         if _OPEN_NEXT.match(text):
             state.expect = "url"
         elif _CODE_NEXT.match(text):
@@ -289,9 +302,13 @@ class Parser:
                 events.append(CallbackPort(port, listening=False, source="hint", host=m["host"]))
             return events
         if m := _REDIRECT_LINE.match(text.strip()):
-            found = loopback_port(m["url"])
-            if found:
-                events.append(CallbackPort(found[1], listening=False, source="redirect_uri", host=found[0]))
+            loopback = loopback_port(m["url"])
+            if loopback:
+                events.append(
+                    CallbackPort(
+                        loopback[1], listening=False, source="redirect_uri", host=loopback[0]
+                    )
+                )
             return events
         if m := _DEVICE_OPEN.match(text):
             return [VerificationUrl(m["url"])]
@@ -306,8 +323,12 @@ class Parser:
                 events.append(found)
                 if found.redirect_port is not None:
                     events.append(
-                        CallbackPort(found.redirect_port, listening=False, source="redirect_uri",
-                                     host=found.redirect_host or "127.0.0.1")
+                        CallbackPort(
+                            found.redirect_port,
+                            listening=False,
+                            source="redirect_uri",
+                            host=found.redirect_host or "127.0.0.1",
+                        )
                     )
             elif self._loopback_urls and (local := loopback_port(url)):
                 events.append(CallbackPort(local[1], listening=False, source="url", host=local[0]))

@@ -65,9 +65,12 @@ class _Attempt:
             self.result.set_exception(exc)
             return
         except UnicodeError:  # the idna codec: a label longer than 63 characters, or empty
-            self.result.set_exception(OSError(
-                "not a host name that can be looked up (a dot-separated part is empty or "
-                "longer than 63 characters)"))
+            self.result.set_exception(
+                OSError(
+                    "not a host name that can be looked up (a dot-separated part is empty or "
+                    "longer than 63 characters)"
+                )
+            )
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, the real connect reports it
             self.result.set_exception(OSError(f"{type(exc).__name__}: {exc}"))
@@ -136,8 +139,9 @@ def discard() -> None:
 # -- where the first hop is, read from the ssh config the way OpenSSH does (first value wins) ----
 
 
-def first_hop(destination: Endpoint, jumps: tuple[Endpoint, ...] | None,
-              settings: SshSettings) -> tuple[str, int] | None:
+def first_hop(
+    destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: SshSettings
+) -> tuple[str, int] | None:
     """The host and port of ssh.plan()'s first hop, when plain to see; else None."""
     if any(key in settings.options for key in _WHERE):
         return None
@@ -156,7 +160,9 @@ def first_hop(destination: Endpoint, jumps: tuple[Endpoint, ...] | None,
                 return None
             continue
         host = values.get("hostname", endpoint.host)
-        port_text = str(endpoint.port or (settings.port if final else None) or values.get("port", DEFAULT_PORT))
+        port_text = str(
+            endpoint.port or (settings.port if final else None) or values.get("port", DEFAULT_PORT)
+        )
         if "%" in host or not port_text.isdigit():
             return None
         return host, int(port_text)
@@ -171,8 +177,9 @@ def _read(settings: SshSettings) -> list[tuple[list[str], dict[str, str]]] | Non
     if settings.config_file is not None:
         paths = [settings.config_file]
     else:
-        paths = [p for p in (Path("~/.ssh/config").expanduser(), SYSTEM_CONFIG)
-                 if os.access(p, os.R_OK)]
+        paths = [
+            p for p in (Path("~/.ssh/config").expanduser(), SYSTEM_CONFIG) if os.access(p, os.R_OK)
+        ]
     blocks: list[tuple[list[str], dict[str, str]]] = [(["*"], {})]
     for path in paths:
         if not _parse(path, blocks, 0):
@@ -187,8 +194,8 @@ def _parse(path: Path, blocks: list[tuple[list[str], dict[str, str]]], depth: in
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return False
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         match = re.match(r"(\w+)\s*(?:=\s*|\s+)(.*)", line)
@@ -229,10 +236,10 @@ def _included(value: str) -> list[Path | None]:
         patterns = shlex.split(value)
     except ValueError:
         return [None]
-    for pattern in patterns:
-        if "%" in pattern or (pattern.startswith("~") and not pattern.startswith("~/")):
+    for written in patterns:
+        if "%" in written or (written.startswith("~") and not written.startswith("~/")):
             return [None]
-        pattern = os.path.expanduser(pattern)
+        pattern = os.path.expanduser(written)
         if not os.path.isabs(pattern):
             pattern = str(Path("~/.ssh").expanduser() / pattern)  # asyncssh's base, every file
         found.extend(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))
@@ -253,8 +260,9 @@ def _matches(patterns: list[str], host: str) -> bool:
     hit = False
     for pattern in patterns:
         negated = pattern.startswith("!")
-        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
-                        for c in pattern.lstrip("!"))
+        regex = "".join(
+            ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lstrip("!")
+        )
         if re.fullmatch(regex, host):
             if negated:
                 return False

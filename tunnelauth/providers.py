@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from tunnelauth.errors import UsageError
 
-
 Release = tuple[int, int, int]  # a hermes-agent version, e.g. (0, 18, 1)
 
 

@@ -77,8 +77,10 @@ def check_sizes(command: tuple[str, ...], env: Mapping[str, str]) -> None:
     for arg in command:
         size = len(arg.encode()) + 1
         if size > MAX_ARG:
-            raise UsageError(f"an argument of the remote command is {size - 1} bytes; at most "
-                             f"{MAX_ARG - 1} fit in one argument")
+            raise UsageError(
+                f"an argument of the remote command is {size - 1} bytes; at most "
+                f"{MAX_ARG - 1} fit in one argument"
+            )
         total += size
     if total > MAX_ARGS_TOTAL:
         raise UsageError(
@@ -123,7 +125,7 @@ def _agent_source() -> bytes:
     return resources.files("tunnelauth").joinpath("agent.py").read_bytes()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pack(source: bytes, libs: tuple[str, ...] = ()) -> str:
     """base64(zlib(the sources of `libs` from remote_lib, then `source`)); compressed once per
     run, not once per target of a doctor fleet."""
@@ -239,7 +241,10 @@ class FrameDecoder:
         return frames
 
 
-_BIND_FAILED = re.compile(r"(?:bind|listen)\b.*?(?:127\.0\.0\.1|localhost|\[?::1\]?):(?P<port>\d{1,5}).*Address already in use", re.IGNORECASE)
+_BIND_FAILED = re.compile(
+    r"(?:bind|listen)\b.*?(?:127\.0\.0\.1|localhost|\[?::1\]?):(?P<port>\d{1,5}).*Address already in use",
+    re.IGNORECASE,
+)
 _SS_USER = re.compile(r'\(\("(?P<name>[^"]+)",pid=(?P<pid>\d+)')
 
 

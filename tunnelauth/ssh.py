@@ -13,14 +13,20 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tunnelauth import _internals, handshake, preconnect
 from tunnelauth._asyncssh import asyncssh
-from asyncssh.config import SSHClientConfig, SSHConfig  # noqa: I001 - after _asyncssh
+
+# isort: split
+# After _asyncssh, which imports asyncssh without its slow library lookup.
+from asyncssh.config import SSHClientConfig, SSHConfig
+
+from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.destination import (
     DEFAULT_PORT,
     PER_HOP,
@@ -31,7 +37,6 @@ from tunnelauth.destination import (
     parse_jumps,
     parse_port,
 )
-from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.errors import (
     AuthFailed,
     ConnectFailed,
@@ -56,6 +61,7 @@ CIPHERS = (
     "aes256-ctr",
 )
 
+
 @dataclass(frozen=True)
 class Hop:
     name: str  # what the user called it, for messages
@@ -77,7 +83,7 @@ class Hop:
     # The whole evaluated ssh_config of this hop (asyncssh's object), handed to asyncssh so it
     # configures keys, certificates, agent, algorithms... as ssh would. Hops compare by what it
     # says (`evaluated`), so destinations behind one bastion share its connection.
-    config: object = field(default=None, repr=False, compare=False)
+    config: SSHClientConfig | None = field(default=None, repr=False, compare=False)
     evaluated: str = field(default="", repr=False)
 
     def __str__(self) -> str:
@@ -103,16 +109,20 @@ class _Config(SSHClientConfig):
 
     # asyncssh does not keep these; tunnelauth's policy reads them. Guarded (_internals): with a
     # changed table, asyncssh's own is used as it is.
-    _handlers = _internals.config_handlers({
-        "stricthostkeychecking": ("StrictHostKeyChecking", "_set_string"),
-        "hashknownhosts": ("HashKnownHosts", "_set_bool"),
-        "batchmode": ("BatchMode", "_set_bool"),
-        "numberofpasswordprompts": ("NumberOfPasswordPrompts", "_set_int"),
-    })
+    _handlers = _internals.config_handlers(
+        {
+            "stricthostkeychecking": ("StrictHostKeyChecking", "_set_string"),
+            "hashknownhosts": ("HashKnownHosts", "_set_bool"),
+            "batchmode": ("BatchMode", "_set_bool"),
+            "numberofpasswordprompts": ("NumberOfPasswordPrompts", "_set_int"),
+        }
+    )
     if _internals.usable("config_handlers"):
         _handlers["match"] = ("Match", _match_expanding)
-    _percent_expand = frozenset(getattr(SSHClientConfig, "_percent_expand", ())) | {
-        "UserKnownHostsFile", "GlobalKnownHostsFile"}
+    _percent_expand = set(getattr(SSHClientConfig, "_percent_expand", ())) | {
+        "UserKnownHostsFile",
+        "GlobalKnownHostsFile",
+    }
 
 
 def _config_paths(settings: SshSettings) -> list[Path]:
@@ -130,8 +140,13 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
-def _load_config(endpoint: Endpoint, settings: SshSettings, user: str | None, port: int | None,
-                 opts: Mapping[str, str]) -> _Config:
+def _load_config(
+    endpoint: Endpoint,
+    settings: SshSettings,
+    user: str | None,
+    port: int | None,
+    opts: Mapping[str, str],
+) -> _Config:
     paths = _config_paths(settings)
     stamp = tuple((str(p), *_stat(p)) for p in paths)
     local = (getpass.getuser(), os.environ.get("HOME", ""))
@@ -139,8 +154,14 @@ def _load_config(endpoint: Endpoint, settings: SshSettings, user: str | None, po
 
 
 @functools.lru_cache(maxsize=256)
-def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str, str], user: str | None,
-              port: int | None, opts: tuple[tuple[str, str], ...]) -> _Config:
+def _evaluate(
+    host: str,
+    stamp: tuple[tuple[object, ...], ...],
+    local: tuple[str, str],
+    user: str | None,
+    port: int | None,
+    opts: tuple[tuple[str, str], ...],
+) -> _Config:
     # Cached: a fleet's destinations share their jump hosts, whose evaluation is the same each
     # time (the files' mtimes and sizes are in the key, should one change meanwhile).
     paths = [Path(str(entry[0])) for entry in stamp]
@@ -151,7 +172,7 @@ def _evaluate(host: str, stamp: tuple[tuple[object, ...], ...], local: tuple[str
                 override = Path(tmp) / "options"
                 override.write_text("".join(f"{key} {value}\n" for key, value in opts))
                 paths = [override, *paths]
-            config = _internals.load_config(_Config, paths, False, *args)
+            config: _Config = _internals.load_config(_Config, paths, False, *args)
             if config.has_match_final():
                 config = _internals.load_config(_Config, paths, True, *args)
     except (OSError, asyncssh.Error, ValueError) as exc:
@@ -191,19 +212,20 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
     user = endpoint.user or (settings.login if final else None)
     port = endpoint.port or (settings.port if final else None)
     config = _load_config(endpoint, settings, user, port, opts)
-    cfg = config._options  # noqa: SLF001 - asyncssh keeps the resolved values here
+    cfg = config._options  # asyncssh keeps the resolved values here
     host = str(cfg.get("Hostname") or endpoint.host)
     user = check_login(str(cfg.get("User") or getpass.getuser()), "user")
     port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
-    identities = [*settings.identities, *(str(p) for p in (cfg.get("IdentityFile") or []))]  # type: ignore[union-attr]
+    identities = [*settings.identities, *_strings(cfg.get("IdentityFile"))]
     identities = [str(Path(p).expanduser()) for p in identities]
     user_default = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
-    known_files = [str(p) for p in (cfg.get("UserKnownHostsFile") or user_default)]  # type: ignore[union-attr]
-    global_files = [str(p) for p in (cfg.get("GlobalKnownHostsFile")  # type: ignore[union-attr]
-                                     or GLOBAL_KNOWN_HOSTS)]
+    known_files = _strings(cfg.get("UserKnownHostsFile") or user_default)
+    global_files = _strings(cfg.get("GlobalKnownHostsFile") or GLOBAL_KNOWN_HOSTS)
     if any(f.lower() == "none" for f in known_files):
-        raise UsageError(f"UserKnownHostsFile none for {endpoint} would skip host-key checks",
-                         hint="tunnelauth always checks; name a file, or use --accept-new")
+        raise UsageError(
+            f"UserKnownHostsFile none for {endpoint} would skip host-key checks",
+            hint="tunnelauth always checks; name a file, or use --accept-new",
+        )
     alias = str(cfg["HostKeyAlias"]) if cfg.get("HostKeyAlias") else None
     proxy = str(cfg["ProxyCommand"]) if cfg.get("ProxyCommand") else None
     jump = str(cfg["ProxyJump"]) if cfg.get("ProxyJump") else None
@@ -218,11 +240,12 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
         accept_new=_strict(str(cfg.get("StrictHostKeyChecking") or "yes"), settings.accept_new),
         proxy_command=proxy,
         connect_timeout=_number(cfg.get("ConnectTimeout"), "ConnectTimeout") or CONNECT_TIMEOUT,
-        keepalive_interval=_number(cfg.get("ServerAliveInterval"), "ServerAliveInterval") or KEEPALIVE_INTERVAL,
-        keepalive_count_max=int(_number(cfg.get("ServerAliveCountMax"), "ServerAliveCountMax")) or KEEPALIVE_COUNT_MAX,
+        keepalive_interval=_number(cfg.get("ServerAliveInterval"), "ServerAliveInterval")
+        or KEEPALIVE_INTERVAL,
+        keepalive_count_max=int(_number(cfg.get("ServerAliveCountMax"), "ServerAliveCountMax"))
+        or KEEPALIVE_COUNT_MAX,
         known_name=alias or (host if port == DEFAULT_PORT else f"[{host}]:{port}"),
-        global_known_hosts=tuple(Path(f).expanduser() for f in global_files
-                                 if f.lower() != "none"),
+        global_known_hosts=tuple(Path(f).expanduser() for f in global_files if f.lower() != "none"),
         hash_known_hosts=bool(cfg.get("HashKnownHosts")),
         config=config,
         evaluated=repr(sorted(cfg.items())),
@@ -230,12 +253,18 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
     return hop, jump
 
 
-def plan(destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: SshSettings) -> list[Hop]:
+def plan(
+    destination: Endpoint, jumps: tuple[Endpoint, ...] | None, settings: SshSettings
+) -> list[Hop]:
     """The hops to connect, first to last. `jumps` from -J overrides the config's ProxyJump."""
 
-    def chain(endpoint: Endpoint, via: tuple[Endpoint, ...] | None, final: bool, depth: int) -> list[Hop]:
+    def chain(
+        endpoint: Endpoint, via: tuple[Endpoint, ...] | None, final: bool, depth: int
+    ) -> list[Hop]:
         if depth > MAX_HOPS:
-            raise UsageError(f"ProxyJump chain through {endpoint} is longer than {MAX_HOPS} hops (a loop?)")
+            raise UsageError(
+                f"ProxyJump chain through {endpoint} is longer than {MAX_HOPS} hops (a loop?)"
+            )
         hop, config_jump = _hop(endpoint, settings, final=final)
         if via is None:
             via = parse_jumps(config_jump) if config_jump else ()
@@ -268,7 +297,9 @@ def _import_known(text: str) -> asyncssh.SSHKnownHosts:
         return asyncssh.import_known_hosts(text)
     except ValueError:
         # Like OpenSSH, a line it cannot read is skipped rather than fatal.
-        return asyncssh.import_known_hosts("".join(line + "\n" for line in text.splitlines() if _readable(line)))
+        return asyncssh.import_known_hosts(
+            "".join(line + "\n" for line in text.splitlines() if _readable(line))
+        )
 
 
 def _readable(line: str) -> bool:
@@ -294,8 +325,7 @@ def _known_name(hop: Hop) -> str:
     return hop.known_name or _plain_name(hop)
 
 
-def _matching(known: asyncssh.SSHKnownHosts,
-              hop: Hop) -> tuple[list, list, list]:  # type: ignore[type-arg]
+def _matching(known: asyncssh.SSHKnownHosts, hop: Hop) -> tuple[list, list, list]:  # type: ignore[type-arg]
     name, port = _lookup_name(hop)
     found = known.match(name, "", port)
     return list(found[0]), list(found[1]), list(found[2])
@@ -343,7 +373,9 @@ class _HostKeyPolicy(asyncssh.SSHClient):
 
     # -- host keys ------------------------------------------------------------------------
 
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
         self.offered = key
         self.changed = bool(self.trusted or self.cas)
         if self.changed or not self.hop.accept_new:
@@ -374,9 +406,11 @@ class _HostKeyPolicy(asyncssh.SSHClient):
     def _record(self, key: asyncssh.SSHKey) -> None:
         _remember(self.hop, key)
         self.recorded = True
-        self.prompts.tell(f"Permanently added '{_known_name(self.hop)}' "
-                          f"({_key_type(key)}) to the list of known hosts "
-                          f"({self.hop.known_hosts[0]}).")
+        self.prompts.tell(
+            f"Permanently added '{_known_name(self.hop)}' "
+            f"({_key_type(key)}) to the list of known hosts "
+            f"({self.hop.known_hosts[0]})."
+        )
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -389,11 +423,11 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         if self.keys_offered and "publickey" not in self._methods():
             self.partial = True
 
-    async def public_key_auth_requested(self) -> object:
+    async def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
         # Encrypted keys without their .pub: asked for only once every other key failed.
         while self.locked:
             path = self.locked.pop(0)
-            key = await handshake.unlock_file(path, self.prompts)
+            key: asyncssh.SSHKey | None = await handshake.unlock_file(path, self.prompts)
             if key is not None:
                 return key
         return None
@@ -405,8 +439,9 @@ class _HostKeyPolicy(asyncssh.SSHClient):
             return None
         return ""
 
-    async def kbdint_challenge_received(self, name: str, instructions: str, lang: str,
-                                        prompts: list[tuple[str, bool]]) -> list[str] | None:
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
         self._kbdint_rounds += 1
         if self._kbdint_rounds > 32:  # a server that never stops asking
             return None
@@ -439,23 +474,32 @@ class _HostKeyPolicy(asyncssh.SSHClient):
 def _key_type(key: asyncssh.SSHKey) -> str:
     algorithm = key.get_algorithm()
     return {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}.get(
-        algorithm, "ECDSA" if algorithm.startswith("ecdsa-") else algorithm.upper())
+        algorithm, "ECDSA" if algorithm.startswith("ecdsa-") else algorithm.upper()
+    )
 
 
 def inert(text: str) -> str:
     """Remote text made safe for a terminal: no control characters but tab and newline,
     no C1, no bidi controls."""
     return "".join(
-        c if c in "\t\n" or (c.isprintable() and not 0x80 <= ord(c) <= 0x9F
-                             and c not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-        else "?" for c in text)
+        c
+        if c in "\t\n"
+        or (
+            c.isprintable()
+            and not 0x80 <= ord(c) <= 0x9F
+            and c not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+        )
+        else "?"
+        for c in text
+    )
 
 
 class _Prompts:
     """Asks a person (through the reporter's ask, in a thread) or SSH_ASKPASS, as OpenSSH would."""
 
-    def __init__(self, ask: Ask | None, tell: Tell | None, tries: int = PASSWORD_TRIES,
-                 batch: bool = False) -> None:
+    def __init__(
+        self, ask: Ask | None, tell: Tell | None, tries: int = PASSWORD_TRIES, batch: bool = False
+    ) -> None:
         self._ask = ask
         self.tell: Tell = tell or (lambda text: None)
         self.tries = tries
@@ -549,8 +593,15 @@ def _run_askpass(program: str, prompt: str, secret: bool) -> str | None:
     if not secret:
         env["SSH_ASKPASS_PROMPT"] = "none"
     try:
-        done = subprocess.run([program, prompt], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, env=env, check=False, timeout=600)
+        done = subprocess.run(
+            [program, prompt],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            check=False,
+            timeout=600,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
@@ -638,15 +689,16 @@ def _client_keys(hop: Hop, prompts: _Prompts) -> tuple[list[object], list[str]]:
     when there are none. An encrypted one asks for its passphrase only when the server would
     take it (handshake.unlock_on_sign); one without its public half beside it comes last, after
     the others failed, as ssh asks for it (the second list: _HostKeyPolicy.public_key_auth_requested)."""
-    certs = [str(Path(str(c)).expanduser())
-             for c in (_options(hop).get("CertificateFile") or [])]  # type: ignore[union-attr]
+    certs = [str(Path(c).expanduser()) for c in _strings(_options(hop).get("CertificateFile"))]
     keys: list[object] = []
     locked: list[str] = []
     for path in hop.identities or _default_identities():
         if not os.path.exists(path):
             continue
         try:
-            loaded = asyncssh.load_keypairs([path], _never, certs)
+            # A callable passphrase is documented (asyncssh calls it with the path); the
+            # annotation names only str and bytes.
+            loaded = asyncssh.load_keypairs([path], _never, certs)  # type: ignore[arg-type]
         except _Encrypted:
             locked.append(path)
             continue
@@ -664,8 +716,18 @@ class _Encrypted(ValueError):
 
 def _default_identities() -> tuple[str, ...]:
     home = Path("~/.ssh").expanduser()
-    return tuple(str(home / name) for name in (
-        "id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_xmss", "id_dsa"))
+    return tuple(
+        str(home / name)
+        for name in (
+            "id_rsa",
+            "id_ecdsa",
+            "id_ecdsa_sk",
+            "id_ed25519",
+            "id_ed25519_sk",
+            "id_xmss",
+            "id_dsa",
+        )
+    )
 
 
 def _never(path: str) -> None:
@@ -700,6 +762,11 @@ def _agent_path(hop: Hop) -> str | None:
     return str(Path(agent).expanduser())
 
 
+def _strings(value: object) -> list[str]:
+    """A list-valued ssh_config option as asyncssh keeps it (a list, None when unset), as str."""
+    return [str(item) for item in cast("Iterable[object]", value or ())]
+
+
 def _options(hop: Hop) -> dict[str, object]:
     config = hop.config
     return getattr(config, "_options", {}) if config is not None else {}
@@ -719,17 +786,24 @@ def _seed(hop: Hop) -> asyncssh.SSHClientConnectionOptions | None:
 
 def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> TunnelauthError:
     if isinstance(exc, asyncssh.HostKeyNotVerifiable) and "revoked" in str(exc.reason).lower():
-        return HostKeyError(f"host key of {hop} is revoked in known_hosts ({exc.reason}); "
-                            "refusing to connect")
+        return HostKeyError(
+            f"host key of {hop} is revoked in known_hosts ({exc.reason}); refusing to connect"
+        )
     if isinstance(exc, asyncssh.HostKeyNotVerifiable) or (
         # the server hung up after seeing us refuse its key (a key we recorded is no refusal)
-        isinstance(exc, asyncssh.DisconnectError) and policy.offered is not None
-        and not policy.recorded and not isinstance(exc, asyncssh.PermissionDenied)
+        isinstance(exc, asyncssh.DisconnectError)
+        and policy.offered is not None
+        and not policy.recorded
+        and not isinstance(exc, asyncssh.PermissionDenied)
     ):
         return _host_key_error(hop, policy)
-    if (isinstance(exc, (OSError, asyncssh.Error))
-            and not isinstance(exc, asyncssh.PermissionDenied)
-            and policy.offered is None and (policy.trusted or policy.cas) and _during_kex(policy)):
+    if (
+        isinstance(exc, (OSError, asyncssh.Error))
+        and not isinstance(exc, asyncssh.PermissionDenied)
+        and policy.offered is None
+        and (policy.trusted or policy.cas)
+        and _during_kex(policy)
+    ):
         # asyncssh offers only the host-key types known_hosts holds (as ssh puts them first);
         # a server without any of them ends the key exchange, as sshd does for ssh.
         return _no_common_type(hop, policy)
@@ -752,38 +826,51 @@ def _translate(hop: Hop, exc: BaseException, policy: _HostKeyPolicy) -> Tunnelau
 
 def _during_kex(policy: _HostKeyPolicy) -> bool:
     conn = policy.conn
-    return (conn is not None and bool(getattr(conn, "_server_version", b""))
-            and not getattr(conn, "_session_id", None))
+    return (
+        conn is not None
+        and bool(getattr(conn, "_server_version", b""))
+        and not getattr(conn, "_session_id", None)
+    )
 
 
 def _auth_error(hop: Hop, policy: _HostKeyPolicy) -> AuthFailed:
-    offered = ", ".join(policy._methods()) or "none"  # noqa: SLF001
+    offered = ", ".join(policy._methods()) or "none"
     wanted = list(dict.fromkeys(policy.wanted))
     if wanted and not policy.prompts.available():
         what = " or ".join(wanted)
         if policy.partial:
-            text = (f"{hop} accepted the key but also wants {what} (a second factor); "
-                    f"{policy.prompts.why_not()}")
+            text = (
+                f"{hop} accepted the key but also wants {what} (a second factor); "
+                f"{policy.prompts.why_not()}"
+            )
         else:
             text = f"{hop} wants {what} for {hop.user!r}; {policy.prompts.why_not()}"
-        return AuthFailed(text, hint="run it in a terminal, or set SSH_ASKPASS "
-                                     "(with SSH_ASKPASS_REQUIRE=force without a display)")
+        return AuthFailed(
+            text,
+            hint="run it in a terminal, or set SSH_ASKPASS "
+            "(with SSH_ASKPASS_REQUIRE=force without a display)",
+        )
     missed = list(dict.fromkeys(policy.prompts.missed))
     if missed:
-        return AuthFailed(f"{hop} refused authentication as {hop.user!r}: "
-                          f"{policy.prompts.why_not()} for {' or '.join(missed)} "
-                          f"(it accepts: {offered})",
-                          hint="run it in a terminal, add the key to ssh-agent, or set SSH_ASKPASS "
-                               "(with SSH_ASKPASS_REQUIRE=force without a display)")
+        return AuthFailed(
+            f"{hop} refused authentication as {hop.user!r}: "
+            f"{policy.prompts.why_not()} for {' or '.join(missed)} "
+            f"(it accepts: {offered})",
+            hint="run it in a terminal, add the key to ssh-agent, or set SSH_ASKPASS "
+            "(with SSH_ASKPASS_REQUIRE=force without a display)",
+        )
     if policy.partial:
-        return AuthFailed(f"{hop} accepted the key but refused the second factor "
-                          f"(it still wants: {offered})")
+        return AuthFailed(
+            f"{hop} accepted the key but refused the second factor (it still wants: {offered})"
+        )
     lacks = _asyncssh_lacks(hop, policy)
-    return AuthFailed(f"{hop} refused authentication as {hop.user!r} (it accepts: {offered})",
-                      hint=f"tunnelauth's asyncssh cannot do {lacks} here, your own ssh can: "
-                           "rerun with --ssh openssh" if lacks else
-                           "check the key (-i, IdentityFile, the agent) and the user "
-                           "(-l or user@host)")
+    return AuthFailed(
+        f"{hop} refused authentication as {hop.user!r} (it accepts: {offered})",
+        hint=f"tunnelauth's asyncssh cannot do {lacks} here, your own ssh can: "
+        "rerun with --ssh openssh"
+        if lacks
+        else "check the key (-i, IdentityFile, the agent) and the user (-l or user@host)",
+    )
 
 
 def _asyncssh_lacks(hop: Hop, policy: _HostKeyPolicy) -> str | None:
@@ -792,8 +879,10 @@ def _asyncssh_lacks(hop: Hop, policy: _HostKeyPolicy) -> str | None:
     from asyncssh import gss, pkcs11
 
     get = getattr(hop.config, "get", None) or (lambda name: None)
-    offered = policy._methods()  # noqa: SLF001
-    if not gss.gss_available and (get("GSSAPIAuthentication") or any(m.startswith("gssapi") for m in offered)):
+    offered = policy._methods()
+    if not gss.gss_available and (
+        get("GSSAPIAuthentication") or any(m.startswith("gssapi") for m in offered)
+    ):
         return "GSSAPI (Kerberos) authentication"
     if not pkcs11.pkcs11_available and get("PKCS11Provider"):
         return "a PKCS#11 token (PKCS11Provider)"
@@ -813,7 +902,7 @@ class Chain:
 
     def dropped(self) -> Hop | None:
         """The first hop whose connection is gone: where a chain broke."""
-        for hop, conn in zip(self.hops, self.conns):
+        for hop, conn in zip(self.hops, self.conns, strict=False):
             if conn.is_closed():
                 return hop
         return None
@@ -852,17 +941,24 @@ async def _close(conn: asyncssh.SSHClientConnection) -> None:
 # -- shared connections ------------------------------------------------------------------------
 
 
-async def connect_hop(hop: Hop, via: asyncssh.SSHClientConnection | None,
-                      ask: Ask | None = None,
-                      tell: Tell | None = None) -> asyncssh.SSHClientConnection:
+async def connect_hop(
+    hop: Hop,
+    via: asyncssh.SSHClientConnection | None,
+    ask: Ask | None = None,
+    tell: Tell | None = None,
+) -> asyncssh.SSHClientConnection:
     """One hop, through `via` (None: directly), with connect()'s policy and error translation.
 
     `ask(prompt, secret)` (blocking; None: nobody to ask) answers passphrases, passwords and
     keyboard-interactive prompts; `tell` shows one line. The caller owns the connection.
     """
     opts = _options(hop)
-    prompts = _Prompts(ask, tell, int(str(opts.get("NumberOfPasswordPrompts") or PASSWORD_TRIES)),
-                       bool(opts.get("BatchMode")))
+    prompts = _Prompts(
+        ask,
+        tell,
+        int(str(opts.get("NumberOfPasswordPrompts") or PASSWORD_TRIES)),
+        bool(opts.get("BatchMode")),
+    )
     policy = _HostKeyPolicy(hop, _known_hosts(hop), prompts)
     extra: dict[str, object] = {}
     if "Ciphers" not in opts:
@@ -981,7 +1077,9 @@ def channel_error(exc: BaseException, what: str) -> TunnelauthError:
     reason = error_reason(exc)
     if isinstance(exc, asyncssh.ChannelOpenError):
         if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-            return ForwardingRefused(f"{what}: forbidden by the target's sshd ({reason})", reason=reason)
+            return ForwardingRefused(
+                f"{what}: forbidden by the target's sshd ({reason})", reason=reason
+            )
         return ChannelRefused(f"{what}: refused by the target ({reason})", reason=reason)
     return ConnectionLost(f"{what}: {reason}")
 
@@ -1068,7 +1166,9 @@ class AsyncsshConnection:
         self._owned = owned
 
     @classmethod
-    def over(cls, conn: asyncssh.SSHClientConnection, hop: Hop | None, name: str) -> AsyncsshConnection:
+    def over(
+        cls, conn: asyncssh.SSHClientConnection, hop: Hop | None, name: str
+    ) -> AsyncsshConnection:
         """One connection that someone else owns and closes (the doctor's shared ones)."""
         return cls(Chain(hops=[hop] if hop else [], conns=[conn]), name=name, owned=False)
 

@@ -25,8 +25,9 @@ import json
 from collections import deque
 from dataclasses import dataclass
 
-from tunnelauth import parse, remote
+from tunnelauth import remote
 from tunnelauth.errors import TunnelauthError
+from tunnelauth.text import strip_ansi
 from tunnelauth.transport import RemoteProcess
 
 STDERR_TAIL = 20
@@ -195,7 +196,7 @@ class SupervisorChannel:
             data = await self.proc.stderr.read(4096)
             if not data:
                 return
-            text = parse.strip_ansi(data.decode(errors="replace"))
+            text = strip_ansi(data.decode(errors="replace"))
             self.stderr_tail = (self.stderr_tail + text.splitlines())[-STDERR_TAIL:]
 
     # -- its end --------------------------------------------------------------------------

@@ -20,8 +20,16 @@ from tunnelauth.errors import (  # what the interface raises, from the one excep
 )
 
 __all__ = [
-    "ChannelFailed", "ChannelRefused", "Connection", "ConnectionLost", "ForwardingRefused",
-    "Reader", "RemoteProcess", "StreamLost", "Writer", "choose",
+    "ChannelFailed",
+    "ChannelRefused",
+    "Connection",
+    "ConnectionLost",
+    "ForwardingRefused",
+    "Reader",
+    "RemoteProcess",
+    "StreamLost",
+    "Writer",
+    "choose",
 ]
 
 TRANSPORTS = ("asyncssh", "openssh")
@@ -88,4 +96,3 @@ def choose(option: str | None) -> str:
         where = "--ssh" if option else ENV_VAR
         raise UsageError(f"{where} {value!r} is not one of: {', '.join(TRANSPORTS)}")
     return value
-

@@ -88,11 +88,15 @@ def _fetch_once(url: str, deadline: float):
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise TimeoutError("browser time budget exhausted")
-    req = urllib.request.Request(url, method="GET", headers={
-        "User-Agent": "tunnelauth-fake-browser/1.0",
-        "Accept": "text/html,application/json;q=0.9,*/*;q=0.8",
-        "Connection": "close",
-    })
+    req = urllib.request.Request(
+        url,
+        method="GET",
+        headers={
+            "User-Agent": "tunnelauth-fake-browser/1.0",
+            "Accept": "text/html,application/json;q=0.9,*/*;q=0.8",
+            "Connection": "close",
+        },
+    )
     try:
         resp = _OPENER.open(req, timeout=remaining)
     except urllib.error.HTTPError as exc:  # 3xx (not followed), 4xx, 5xx
@@ -123,7 +127,12 @@ def main(argv: list) -> int:
     url = argv[1].strip()
     started = time.monotonic()
     mode = os.environ.get("FAKE_BROWSER_MODE", "").strip().lower()
-    record = {"ts": round(time.time(), 3), "pid": os.getpid(), "url": _opened(url), "mode": mode or None}
+    record = {
+        "ts": round(time.time(), 3),
+        "pid": os.getpid(),
+        "url": _opened(url),
+        "mode": mode or None,
+    }
 
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme not in ("http", "https"):

@@ -58,13 +58,13 @@ import stat
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
-import urllib.error
-import urllib.request
 
 # ---------------------------------------------------------------------------
 # Version selection
@@ -129,38 +129,90 @@ DEFAULT_SPOTIFY_API_BASE_URL = "https://api.spotify.com/v1"
 DEFAULT_SPOTIFY_REDIRECT_URI = "http://127.0.0.1:43827/spotify/callback"
 SPOTIFY_DOCS_URL = "https://hermes-agent.nousresearch.com/docs/user-guide/features/spotify"
 SPOTIFY_DASHBOARD_URL = "https://developer.spotify.com/dashboard"
-DEFAULT_SPOTIFY_SCOPE = " ".join((
-    "user-modify-playback-state",
-    "user-read-playback-state",
-    "user-read-currently-playing",
-    "user-read-recently-played",
-    "playlist-read-private",
-    "playlist-read-collaborative",
-    "playlist-modify-public",
-    "playlist-modify-private",
-    "user-library-read",
-    "user-library-modify",
-))
+DEFAULT_SPOTIFY_SCOPE = " ".join(
+    (
+        "user-modify-playback-state",
+        "user-read-playback-state",
+        "user-read-currently-playing",
+        "user-read-recently-played",
+        "playlist-read-private",
+        "playlist-read-collaborative",
+        "playlist-modify-public",
+        "playlist-modify-private",
+        "user-library-read",
+        "user-library-modify",
+    )
+)
 
 # hermes-agent 0.19.0 PROVIDER_REGISTRY ids (identical in 0.14.0 - 0.18.1)
 PROVIDER_REGISTRY = {
-    "alibaba", "alibaba-coding-plan", "anthropic", "arcee", "azure-foundry", "bedrock",
-    "copilot", "copilot-acp", "deep-infra", "deepinfra", "deepinfra-ai", "deepseek",
-    "fireworks", "fireworks-ai", "fw", "gemini", "gmi", "huggingface", "kilocode",
-    "kimi-coding", "kimi-coding-cn", "lmstudio", "minimax", "minimax-cn", "minimax-oauth",
-    "nous", "novita", "novita-ai", "novitaai", "nvidia", "ollama-cloud", "openai-api",
-    "openai-codex", "opencode-go", "opencode-zen", "qwen-oauth", "solar", "stepfun",
-    "tencent-tokenhub", "upstage", "xai", "xai-oauth", "xiaomi", "zai",
+    "alibaba",
+    "alibaba-coding-plan",
+    "anthropic",
+    "arcee",
+    "azure-foundry",
+    "bedrock",
+    "copilot",
+    "copilot-acp",
+    "deep-infra",
+    "deepinfra",
+    "deepinfra-ai",
+    "deepseek",
+    "fireworks",
+    "fireworks-ai",
+    "fw",
+    "gemini",
+    "gmi",
+    "huggingface",
+    "kilocode",
+    "kimi-coding",
+    "kimi-coding-cn",
+    "lmstudio",
+    "minimax",
+    "minimax-cn",
+    "minimax-oauth",
+    "nous",
+    "novita",
+    "novita-ai",
+    "novitaai",
+    "nvidia",
+    "ollama-cloud",
+    "openai-api",
+    "openai-codex",
+    "opencode-go",
+    "opencode-zen",
+    "qwen-oauth",
+    "solar",
+    "stepfun",
+    "tencent-tokenhub",
+    "upstage",
+    "xai",
+    "xai-oauth",
+    "xiaomi",
+    "zai",
 }
-OAUTH_CAPABLE_PROVIDERS = {"anthropic", "nous", "openai-codex", "xai-oauth", "qwen-oauth", "minimax-oauth"}
+OAUTH_CAPABLE_PROVIDERS = {
+    "anthropic",
+    "nous",
+    "openai-codex",
+    "xai-oauth",
+    "qwen-oauth",
+    "minimax-oauth",
+}
 
 
 class AuthError(RuntimeError):
     """Same name and module as the real one, so tracebacks end in
     ``hermes_cli.auth.AuthError: <message>``."""
 
-    def __init__(self, message: str, *, provider: str = "", code: str | None = None,
-                 relogin_required: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        code: str | None = None,
+        relogin_required: bool = False,
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.code = code
@@ -174,8 +226,11 @@ AuthError.__module__ = "hermes_cli.auth"
 # Network: only the mock provider, only lab addresses
 # ---------------------------------------------------------------------------
 
-_ALLOWED_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("198.18.0.0/15"),
-                 ipaddress.ip_network("::1/128"))
+_ALLOWED_NETS = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("198.18.0.0/15"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 def _offline() -> OSError:
@@ -221,8 +276,15 @@ class Response:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_request(method: str, path_or_url: str, *, form: dict | None = None, json_body: dict | None = None,
-                 headers: dict | None = None, timeout: float = 20.0) -> Response:
+def http_request(
+    method: str,
+    path_or_url: str,
+    *,
+    form: dict | None = None,
+    json_body: dict | None = None,
+    headers: dict | None = None,
+    timeout: float = 20.0,
+) -> Response:
     """An httpx-like request to the mock provider.  Transport errors are raised
     as OSError whose str() matches what httpx shows ("[Errno 111] Connection refused")."""
     if path_or_url.startswith("http"):
@@ -253,13 +315,14 @@ def http_request(method: str, path_or_url: str, *, form: dict | None = None, jso
         if isinstance(reason, OSError):
             raise reason
         raise OSError(str(reason))
-    except socket.timeout:
+    except TimeoutError:
         raise OSError("timed out")
 
 
 # ---------------------------------------------------------------------------
 # Helpers shared with the real CLI
 # ---------------------------------------------------------------------------
+
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
@@ -309,13 +372,22 @@ def is_remote_session() -> bool:
         return True
     if not since(0, 15, 0):
         return False
-    for var in ("CLOUD_SHELL", "CODESPACES", "CODESPACE_NAME", "GITPOD_WORKSPACE_ID", "REPL_ID", "STACKBLITZ"):
+    for var in (
+        "CLOUD_SHELL",
+        "CODESPACES",
+        "CODESPACE_NAME",
+        "GITPOD_WORKSPACE_ID",
+        "REPL_ID",
+        "STACKBLITZ",
+    ):
         if os.getenv(var):
             return True
     return False
 
 
-_CONSOLE_BROWSER_NAMES = frozenset({"w3m", "lynx", "links", "links2", "elinks", "www-browser", "browsh"})
+_CONSOLE_BROWSER_NAMES = frozenset(
+    {"w3m", "lynx", "links", "links2", "elinks", "www-browser", "browsh"}
+)
 
 
 def can_open_graphical_browser() -> bool:
@@ -337,9 +409,7 @@ def can_open_graphical_browser() -> bool:
     except Exception:
         return False
     candidate = getattr(controller, "name", "") or getattr(controller, "basename", "") or ""
-    if candidate and _names_console_browser(candidate):
-        return False
-    return True
+    return not (candidate and _names_console_browser(candidate))
 
 
 def browser_gate() -> bool:
@@ -349,6 +419,7 @@ def browser_gate() -> bool:
 
 def webbrowser_open(url: str) -> bool:
     import webbrowser
+
     return webbrowser.open(url)
 
 
@@ -428,6 +499,7 @@ def callback_wait(default_seconds: float) -> float:
 # auth.json (layout and atomic write as in hermes_cli/auth.py)
 # ---------------------------------------------------------------------------
 
+
 def hermes_home() -> Path:
     env = os.environ.get("HERMES_HOME", "").strip()
     return Path(env) if env else Path.home() / ".hermes"
@@ -463,7 +535,9 @@ def load_auth_store() -> dict:
         raw = json.loads(path.read_text())
     except Exception:
         return {"version": 1, "providers": {}}
-    if isinstance(raw, dict) and (isinstance(raw.get("providers"), dict) or isinstance(raw.get("credential_pool"), dict)):
+    if isinstance(raw, dict) and (
+        isinstance(raw.get("providers"), dict) or isinstance(raw.get("credential_pool"), dict)
+    ):
         raw.setdefault("providers", {})
         return raw
     return {"version": 1, "providers": {}}
@@ -517,9 +591,21 @@ def pool_entries(store: dict, provider: str) -> list:
     return entries if isinstance(entries, list) else []
 
 
-def make_pool_entry(entries: list, *, label: str, source: str, access_token: str, refresh_token=None,
-                    base_url=None, expires_at_ms=None, last_refresh=None, extra: dict | None = None) -> dict:
-    priority = max((int(e.get("priority", 0)) for e in entries if isinstance(e, dict)), default=-1) + 1
+def make_pool_entry(
+    entries: list,
+    *,
+    label: str,
+    source: str,
+    access_token: str,
+    refresh_token=None,
+    base_url=None,
+    expires_at_ms=None,
+    last_refresh=None,
+    extra: dict | None = None,
+) -> dict:
+    priority = (
+        max((int(e.get("priority", 0)) for e in entries if isinstance(e, dict)), default=-1) + 1
+    )
     entry = {
         "id": uuid.uuid4().hex[:6],
         "label": label,
@@ -530,8 +616,14 @@ def make_pool_entry(entries: list, *, label: str, source: str, access_token: str
     }
     if refresh_token is not None:
         entry["refresh_token"] = refresh_token
-    for key in ("last_status", "last_status_at", "last_error_code", "last_error_reason",
-                "last_error_message", "last_error_reset_at"):
+    for key in (
+        "last_status",
+        "last_status_at",
+        "last_error_code",
+        "last_error_reason",
+        "last_error_message",
+        "last_error_reset_at",
+    ):
         entry[key] = None
     if base_url is not None:
         entry["base_url"] = base_url
@@ -569,8 +661,16 @@ def save_provider_state(provider: str, state: dict, *, set_active: bool = True) 
         return save_auth_store(store)
 
 
-def seed_pool_from_singleton(provider: str, source: str, *, access_token: str, refresh_token=None,
-                             base_url=None, last_refresh=None, extra: dict | None = None) -> dict:
+def seed_pool_from_singleton(
+    provider: str,
+    source: str,
+    *,
+    access_token: str,
+    refresh_token=None,
+    base_url=None,
+    last_refresh=None,
+    extra: dict | None = None,
+) -> dict:
     """What load_pool() does after a singleton save: upsert one entry with ``source``."""
     with AuthStoreLock():
         store = load_auth_store()
@@ -581,13 +681,24 @@ def seed_pool_from_singleton(provider: str, source: str, *, access_token: str, r
         label = label_from_token(access_token, source)
         for existing in entries:
             if isinstance(existing, dict) and existing.get("source") == source:
-                existing.update(access_token=access_token, refresh_token=refresh_token, last_refresh=last_refresh)
+                existing.update(
+                    access_token=access_token,
+                    refresh_token=refresh_token,
+                    last_refresh=last_refresh,
+                )
                 entry = existing
                 break
         else:
-            entry = make_pool_entry(entries, label=label, source=source, access_token=access_token,
-                                    refresh_token=refresh_token, base_url=base_url,
-                                    last_refresh=last_refresh, extra=extra)
+            entry = make_pool_entry(
+                entries,
+                label=label,
+                source=source,
+                access_token=access_token,
+                refresh_token=refresh_token,
+                base_url=base_url,
+                last_refresh=last_refresh,
+                extra=extra,
+            )
             entries.append(entry)
         save_auth_store(store)
     return entry
@@ -605,36 +716,55 @@ def mark_provider_active_if_unset(provider: str) -> None:
 # xAI: OIDC discovery (all versions)
 # ---------------------------------------------------------------------------
 
+
 def xai_oauth_discovery(timeout_seconds: float = 15.0) -> dict:
     try:
-        response = http_request("GET", "/.well-known/openid-configuration",
-                                headers={"Accept": "application/json"}, timeout=timeout_seconds)
+        response = http_request(
+            "GET",
+            "/.well-known/openid-configuration",
+            headers={"Accept": "application/json"},
+            timeout=timeout_seconds,
+        )
     except Exception as exc:
-        raise AuthError(f"xAI OIDC discovery failed: {exc}", provider="xai-oauth",
-                        code="xai_discovery_failed") from exc
+        raise AuthError(
+            f"xAI OIDC discovery failed: {exc}", provider="xai-oauth", code="xai_discovery_failed"
+        ) from exc
     if response.status_code != 200:
-        raise AuthError(f"xAI OIDC discovery returned status {response.status_code}.",
-                        provider="xai-oauth", code="xai_discovery_failed")
+        raise AuthError(
+            f"xAI OIDC discovery returned status {response.status_code}.",
+            provider="xai-oauth",
+            code="xai_discovery_failed",
+        )
     try:
         payload = response.json()
     except Exception as exc:
-        raise AuthError(f"xAI OIDC discovery returned invalid JSON: {exc}", provider="xai-oauth",
-                        code="xai_discovery_invalid_json") from exc
+        raise AuthError(
+            f"xAI OIDC discovery returned invalid JSON: {exc}",
+            provider="xai-oauth",
+            code="xai_discovery_invalid_json",
+        ) from exc
     if not isinstance(payload, dict):
-        raise AuthError("xAI OIDC discovery response was not a JSON object.", provider="xai-oauth",
-                        code="xai_discovery_incomplete")
+        raise AuthError(
+            "xAI OIDC discovery response was not a JSON object.",
+            provider="xai-oauth",
+            code="xai_discovery_incomplete",
+        )
     authorization_endpoint = str(payload.get("authorization_endpoint", "") or "").strip()
     token_endpoint = str(payload.get("token_endpoint", "") or "").strip()
     if not authorization_endpoint or not token_endpoint:
-        raise AuthError("xAI OIDC discovery response was missing required endpoints.",
-                        provider="xai-oauth", code="xai_discovery_incomplete")
+        raise AuthError(
+            "xAI OIDC discovery response was missing required endpoints.",
+            provider="xai-oauth",
+            code="xai_discovery_incomplete",
+        )
     # (The real client also insists on https://*.x.ai here; the lab mock is plain http.)
     return {"authorization_endpoint": authorization_endpoint, "token_endpoint": token_endpoint}
 
 
 def xai_inference_base_url() -> str:
-    candidate = (os.getenv("HERMES_XAI_BASE_URL", "").strip().rstrip("/")
-                 or os.getenv("XAI_BASE_URL", "").strip().rstrip("/"))
+    candidate = os.getenv("HERMES_XAI_BASE_URL", "").strip().rstrip("/") or os.getenv(
+        "XAI_BASE_URL", ""
+    ).strip().rstrip("/")
     if not candidate:
         return DEFAULT_XAI_OAUTH_BASE_URL
     if not since(0, 15, 0):
@@ -649,6 +779,7 @@ def xai_inference_base_url() -> str:
 # ---------------------------------------------------------------------------
 # xAI loopback PKCE (0.14.0 - 0.18.0)
 # ---------------------------------------------------------------------------
+
 
 def _xai_callback_cors_origin(origin):
     return origin if origin in {"https://accounts.x.ai", "https://auth.x.ai"} else ""
@@ -669,12 +800,12 @@ def make_xai_callback_handler(expected_path: str):
                 self.send_header("Access-Control-Allow-Private-Network", "true")
                 self.send_header("Vary", "Origin")
 
-        def do_OPTIONS(self) -> None:  # noqa: N802
+        def do_OPTIONS(self) -> None:
             self.send_response(204)
             self._maybe_write_cors_headers()
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parsed = urlparse(self.path)
             if parsed.path != expected_path:
                 self.send_response(404)
@@ -720,7 +851,7 @@ def make_xai_callback_handler(expected_path: str):
                 body = "<html><body><h1>xAI authorization received.</h1>You can close this tab.</body></html>"
             self.wfile.write(body.encode("utf-8"))
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             return
 
     return _XAICallbackHandler, result
@@ -747,11 +878,16 @@ def xai_start_callback_server(preferred_port: int = XAI_OAUTH_REDIRECT_PORT):
         except OSError as exc:
             last_error = exc
     if server is None:
-        raise AuthError(f"Could not bind xAI callback server on {host}:{preferred_port}: {last_error}",
-                        provider="xai-oauth", code="xai_callback_bind_failed") from last_error
+        raise AuthError(
+            f"Could not bind xAI callback server on {host}:{preferred_port}: {last_error}",
+            provider="xai-oauth",
+            code="xai_callback_bind_failed",
+        ) from last_error
     actual_port = int(server.server_address[1])
     redirect_uri = f"http://{host}:{actual_port}{XAI_OAUTH_REDIRECT_PATH}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
     thread.start()
     return server, thread, result, redirect_uri
 
@@ -813,7 +949,9 @@ def prompt_manual_callback_paste(redirect_uri: str) -> dict:
     return parse_pasted_callback(raw)
 
 
-def xai_wait_for_callback(server, thread, result, *, timeout_seconds: float, manual_paste_redirect_uri=None) -> dict:
+def xai_wait_for_callback(
+    server, thread, result, *, timeout_seconds: float, manual_paste_redirect_uri=None
+) -> dict:
     deadline = time.monotonic() + callback_wait(timeout_seconds)
     paste_enabled = bool(manual_paste_redirect_uri) and since(0, 17, 0)
     if paste_enabled and sys.stdin.isatty():
@@ -835,11 +973,16 @@ def xai_wait_for_callback(server, thread, result, *, timeout_seconds: float, man
         server.shutdown()
         server.server_close()
         thread.join(timeout=1.0)
-    raise AuthError("xAI authorization timed out waiting for the local callback.",
-                    provider="xai-oauth", code="xai_callback_timeout")
+    raise AuthError(
+        "xAI authorization timed out waiting for the local callback.",
+        provider="xai-oauth",
+        code="xai_callback_timeout",
+    )
 
 
-def xai_build_authorize_url(*, authorization_endpoint, redirect_uri, code_challenge, state, nonce) -> str:
+def xai_build_authorize_url(
+    *, authorization_endpoint, redirect_uri, code_challenge, state, nonce
+) -> str:
     params = {
         "response_type": "code",
         "client_id": XAI_OAUTH_CLIENT_ID,
@@ -855,8 +998,9 @@ def xai_build_authorize_url(*, authorization_endpoint, redirect_uri, code_challe
     return f"{authorization_endpoint}?{urlencode(params)}"
 
 
-def xai_exchange_code_for_tokens(*, token_endpoint, code, redirect_uri, code_verifier, code_challenge,
-                                 timeout_seconds) -> dict:
+def xai_exchange_code_for_tokens(
+    *, token_endpoint, code, redirect_uri, code_verifier, code_challenge, timeout_seconds
+) -> dict:
     data = {
         "grant_type": "authorization_code",
         "code": code,
@@ -868,59 +1012,90 @@ def xai_exchange_code_for_tokens(*, token_endpoint, code, redirect_uri, code_ver
         data["code_challenge"] = code_challenge
         data["code_challenge_method"] = "S256"
     try:
-        response = http_request("POST", token_endpoint, form=data,
-                                headers={"Content-Type": "application/x-www-form-urlencoded",
-                                         "Accept": "application/json"},
-                                timeout=max(20.0, timeout_seconds))
+        response = http_request(
+            "POST",
+            token_endpoint,
+            form=data,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            timeout=max(20.0, timeout_seconds),
+        )
     except Exception as exc:
-        raise AuthError(f"xAI token exchange failed: {exc}", provider="xai-oauth",
-                        code="xai_token_exchange_failed") from exc
+        raise AuthError(
+            f"xAI token exchange failed: {exc}",
+            provider="xai-oauth",
+            code="xai_token_exchange_failed",
+        ) from exc
     if response.status_code != 200:
         body = response.text.strip()
         if not since(0, 15, 0):
-            raise AuthError("xAI token exchange failed." + (f" Response: {body}" if body else ""),
-                            provider="xai-oauth", code="xai_token_exchange_failed")
+            raise AuthError(
+                "xAI token exchange failed." + (f" Response: {body}" if body else ""),
+                provider="xai-oauth",
+                code="xai_token_exchange_failed",
+            )
         if response.status_code == 403:
             raise AuthError(
                 "xAI token exchange failed (HTTP 403)."
                 + (f" Response: {body}" if body else "")
                 + " This OAuth account is not authorized for xAI API"
-                  " access — xAI may be restricting API/OAuth use to"
-                  " specific SuperGrok tiers despite the in-app"
-                  " subscription being active. Set ``XAI_API_KEY``"
-                  " and switch to ``provider: xai`` (API-key path) if"
-                  " available, or upgrade your subscription at"
-                  " https://x.ai/grok.",
-                provider="xai-oauth", code="xai_oauth_tier_denied")
-        raise AuthError(f"xAI token exchange failed (HTTP {response.status_code})."
-                        + (f" Response: {body}" if body else ""),
-                        provider="xai-oauth", code="xai_token_exchange_failed")
+                " access — xAI may be restricting API/OAuth use to"
+                " specific SuperGrok tiers despite the in-app"
+                " subscription being active. Set ``XAI_API_KEY``"
+                " and switch to ``provider: xai`` (API-key path) if"
+                " available, or upgrade your subscription at"
+                " https://x.ai/grok.",
+                provider="xai-oauth",
+                code="xai_oauth_tier_denied",
+            )
+        raise AuthError(
+            f"xAI token exchange failed (HTTP {response.status_code})."
+            + (f" Response: {body}" if body else ""),
+            provider="xai-oauth",
+            code="xai_token_exchange_failed",
+        )
     try:
         payload = response.json()
     except Exception as exc:
-        raise AuthError(f"xAI token exchange returned invalid JSON: {exc}", provider="xai-oauth",
-                        code="xai_token_exchange_invalid") from exc
+        raise AuthError(
+            f"xAI token exchange returned invalid JSON: {exc}",
+            provider="xai-oauth",
+            code="xai_token_exchange_invalid",
+        ) from exc
     if not isinstance(payload, dict):
-        raise AuthError("xAI token exchange response was not a JSON object.", provider="xai-oauth",
-                        code="xai_token_exchange_invalid")
+        raise AuthError(
+            "xAI token exchange response was not a JSON object.",
+            provider="xai-oauth",
+            code="xai_token_exchange_invalid",
+        )
     return payload
 
 
-def xai_oauth_loopback_login(*, timeout_seconds: float, open_browser: bool, manual_paste: bool) -> dict:
+def xai_oauth_loopback_login(
+    *, timeout_seconds: float, open_browser: bool, manual_paste: bool
+) -> dict:
     discovery = xai_oauth_discovery(timeout_seconds)
     authorization_endpoint = discovery["authorization_endpoint"]
     token_endpoint = discovery["token_endpoint"]
     allow_missing_state = False
 
     if manual_paste:
-        redirect_uri = f"http://{XAI_OAUTH_REDIRECT_HOST}:{XAI_OAUTH_REDIRECT_PORT}{XAI_OAUTH_REDIRECT_PATH}"
+        redirect_uri = (
+            f"http://{XAI_OAUTH_REDIRECT_HOST}:{XAI_OAUTH_REDIRECT_PORT}{XAI_OAUTH_REDIRECT_PATH}"
+        )
         code_verifier = oauth_pkce_code_verifier()
         code_challenge = oauth_pkce_code_challenge(code_verifier)
         state = uuid.uuid4().hex
         nonce = uuid.uuid4().hex
-        authorize_url = xai_build_authorize_url(authorization_endpoint=authorization_endpoint,
-                                                redirect_uri=redirect_uri, code_challenge=code_challenge,
-                                                state=state, nonce=nonce)
+        authorize_url = xai_build_authorize_url(
+            authorization_endpoint=authorization_endpoint,
+            redirect_uri=redirect_uri,
+            code_challenge=code_challenge,
+            state=state,
+            nonce=nonce,
+        )
         print("Open this URL to authorize Hermes with xAI:")
         print(authorize_url)
         callback = prompt_manual_callback_paste(redirect_uri)
@@ -932,9 +1107,13 @@ def xai_oauth_loopback_login(*, timeout_seconds: float, open_browser: bool, manu
             code_challenge = oauth_pkce_code_challenge(code_verifier)
             state = uuid.uuid4().hex
             nonce = uuid.uuid4().hex
-            authorize_url = xai_build_authorize_url(authorization_endpoint=authorization_endpoint,
-                                                    redirect_uri=redirect_uri, code_challenge=code_challenge,
-                                                    state=state, nonce=nonce)
+            authorize_url = xai_build_authorize_url(
+                authorization_endpoint=authorization_endpoint,
+                redirect_uri=redirect_uri,
+                code_challenge=code_challenge,
+                state=state,
+                nonce=nonce,
+            )
             print("Open this URL to authorize Hermes with xAI:")
             print(authorize_url)
             print()
@@ -954,11 +1133,18 @@ def xai_oauth_loopback_login(*, timeout_seconds: float, open_browser: bool, manu
 
             wait = max(30.0, timeout_seconds * 9)
             if not since(0, 15, 0):
-                callback = xai_wait_for_callback(server, thread, callback_result, timeout_seconds=wait)
+                callback = xai_wait_for_callback(
+                    server, thread, callback_result, timeout_seconds=wait
+                )
             else:
                 try:
-                    callback = xai_wait_for_callback(server, thread, callback_result, timeout_seconds=wait,
-                                                     manual_paste_redirect_uri=redirect_uri)
+                    callback = xai_wait_for_callback(
+                        server,
+                        thread,
+                        callback_result,
+                        timeout_seconds=wait,
+                        manual_paste_redirect_uri=redirect_uri,
+                    )
                 except AuthError as exc:
                     if exc.code != "xai_callback_timeout" or not _stdin_isatty():
                         raise
@@ -987,32 +1173,52 @@ def xai_oauth_loopback_login(*, timeout_seconds: float, open_browser: bool, manu
 
     if callback.get("error"):
         detail = callback.get("error_description") or callback["error"]
-        raise AuthError(f"xAI authorization failed: {detail}", provider="xai-oauth",
-                        code="xai_authorization_failed")
+        raise AuthError(
+            f"xAI authorization failed: {detail}",
+            provider="xai-oauth",
+            code="xai_authorization_failed",
+        )
     callback_state = callback.get("state")
     if callback.get("_manual_paste"):
         allow_missing_state = True
     if since(0, 15, 0) and callback_state is None and (manual_paste or allow_missing_state):
         callback_state = state
     if callback_state != state:
-        raise AuthError("xAI authorization failed: state mismatch.", provider="xai-oauth",
-                        code="xai_state_mismatch")
+        raise AuthError(
+            "xAI authorization failed: state mismatch.",
+            provider="xai-oauth",
+            code="xai_state_mismatch",
+        )
     code = str(callback.get("code") or "").strip()
     if not code:
-        raise AuthError("xAI authorization failed: missing authorization code.", provider="xai-oauth",
-                        code="xai_code_missing")
+        raise AuthError(
+            "xAI authorization failed: missing authorization code.",
+            provider="xai-oauth",
+            code="xai_code_missing",
+        )
 
-    payload = xai_exchange_code_for_tokens(token_endpoint=token_endpoint, code=code, redirect_uri=redirect_uri,
-                                           code_verifier=code_verifier, code_challenge=code_challenge,
-                                           timeout_seconds=timeout_seconds)
+    payload = xai_exchange_code_for_tokens(
+        token_endpoint=token_endpoint,
+        code=code,
+        redirect_uri=redirect_uri,
+        code_verifier=code_verifier,
+        code_challenge=code_challenge,
+        timeout_seconds=timeout_seconds,
+    )
     access_token = str(payload.get("access_token", "") or "").strip()
     refresh_token = str(payload.get("refresh_token", "") or "").strip()
     if not access_token:
-        raise AuthError("xAI token exchange did not return an access_token.", provider="xai-oauth",
-                        code="xai_token_exchange_invalid")
+        raise AuthError(
+            "xAI token exchange did not return an access_token.",
+            provider="xai-oauth",
+            code="xai_token_exchange_invalid",
+        )
     if not refresh_token:
-        raise AuthError("xAI token exchange did not return a refresh_token.", provider="xai-oauth",
-                        code="xai_token_exchange_invalid")
+        raise AuthError(
+            "xAI token exchange did not return a refresh_token.",
+            provider="xai-oauth",
+            code="xai_token_exchange_invalid",
+        )
     return {
         "tokens": {
             "access_token": access_token,
@@ -1040,24 +1246,45 @@ def _stdin_isatty() -> bool:
 # xAI device code (0.18.1+)
 # ---------------------------------------------------------------------------
 
+
 def xai_oauth_device_code_login(*, timeout_seconds: float, open_browser: bool) -> dict:
     discovery = xai_oauth_discovery(timeout_seconds)
     token_endpoint = discovery["token_endpoint"]
     timeout = max(20.0, timeout_seconds)
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-    response = http_request("POST", "/oauth2/device/code", headers=headers, timeout=timeout,
-                            form={"client_id": XAI_OAUTH_CLIENT_ID, "scope": XAI_OAUTH_SCOPE})
+    response = http_request(
+        "POST",
+        "/oauth2/device/code",
+        headers=headers,
+        timeout=timeout,
+        form={"client_id": XAI_OAUTH_CLIENT_ID, "scope": XAI_OAUTH_SCOPE},
+    )
     if response.status_code != 200:
-        raise AuthError(f"xAI device-code request failed (HTTP {response.status_code})."
-                        + (f" Response: {response.text.strip()}" if response.text else ""),
-                        provider="xai-oauth", code="device_code_request_failed")
+        raise AuthError(
+            f"xAI device-code request failed (HTTP {response.status_code})."
+            + (f" Response: {response.text.strip()}" if response.text else ""),
+            provider="xai-oauth",
+            code="device_code_request_failed",
+        )
     device_data = response.json()
-    required = ("device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in", "interval")
+    required = (
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+        "expires_in",
+        "interval",
+    )
     missing = [key for key in required if key not in device_data]
     if missing:
-        raise AuthError(f"xAI device-code response missing fields: {', '.join(missing)}",
-                        provider="xai-oauth", code="device_code_invalid")
-    verification_url = str(device_data.get("verification_uri_complete") or device_data["verification_uri"])
+        raise AuthError(
+            f"xAI device-code response missing fields: {', '.join(missing)}",
+            provider="xai-oauth",
+            code="device_code_invalid",
+        )
+    verification_url = str(
+        device_data.get("verification_uri_complete") or device_data["verification_uri"]
+    )
     user_code = str(device_data["user_code"])
     expires_in = int(device_data["expires_in"])
     interval = int(device_data["interval"])
@@ -1081,25 +1308,40 @@ def xai_oauth_device_code_login(*, timeout_seconds: float, open_browser: bool) -
     current_interval = max(1, int(interval))
     payload = None
     while time.monotonic() < deadline:
-        response = http_request("POST", token_endpoint, headers=headers, timeout=timeout, form={
-            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-            "client_id": XAI_OAUTH_CLIENT_ID,
-            "device_code": str(device_data["device_code"]),
-        })
+        response = http_request(
+            "POST",
+            token_endpoint,
+            headers=headers,
+            timeout=timeout,
+            form={
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "client_id": XAI_OAUTH_CLIENT_ID,
+                "device_code": str(device_data["device_code"]),
+            },
+        )
         if response.status_code == 200:
             payload = response.json()
             if not payload.get("access_token"):
-                raise AuthError("xAI device-code token response did not include an access_token.",
-                                provider="xai-oauth", code="xai_device_token_invalid")
+                raise AuthError(
+                    "xAI device-code token response did not include an access_token.",
+                    provider="xai-oauth",
+                    code="xai_device_token_invalid",
+                )
             if not payload.get("refresh_token"):
-                raise AuthError("xAI device-code token response did not include a refresh_token.",
-                                provider="xai-oauth", code="xai_device_token_invalid")
+                raise AuthError(
+                    "xAI device-code token response did not include a refresh_token.",
+                    provider="xai-oauth",
+                    code="xai_device_token_invalid",
+                )
             break
         try:
             error_payload = response.json()
         except Exception:
-            raise AuthError("xAI device-code token polling returned a non-JSON error response.",
-                            provider="xai-oauth", code="xai_device_token_failed")
+            raise AuthError(
+                "xAI device-code token polling returned a non-JSON error response.",
+                provider="xai-oauth",
+                code="xai_device_token_failed",
+            )
         error_code = str(error_payload.get("error") or "")
         if error_code == "authorization_pending":
             time.sleep(current_interval)
@@ -1108,12 +1350,20 @@ def xai_oauth_device_code_login(*, timeout_seconds: float, open_browser: bool) -
             current_interval = min(current_interval + 1, 30)
             time.sleep(current_interval)
             continue
-        description = error_payload.get("error_description") or error_payload.get("error") or response.text
-        raise AuthError(f"xAI device-code token polling failed: {description}", provider="xai-oauth",
-                        code="xai_device_token_failed")
+        description = (
+            error_payload.get("error_description") or error_payload.get("error") or response.text
+        )
+        raise AuthError(
+            f"xAI device-code token polling failed: {description}",
+            provider="xai-oauth",
+            code="xai_device_token_failed",
+        )
     if payload is None:
-        raise AuthError("Timed out waiting for xAI device authorization.", provider="xai-oauth",
-                        code="device_code_timeout")
+        raise AuthError(
+            "Timed out waiting for xAI device authorization.",
+            provider="xai-oauth",
+            code="device_code_timeout",
+        )
     return {
         "tokens": {
             "access_token": str(payload.get("access_token", "") or "").strip(),
@@ -1152,41 +1402,66 @@ def auth_add_xai(args) -> None:
     open_browser = not args.no_browser
     custom_label = (args.label or "").strip()
     if not since(0, 18, 1):
-        creds = xai_oauth_loopback_login(timeout_seconds=timeout_seconds, open_browser=open_browser,
-                                         manual_paste=bool(getattr(args, "manual_paste", False)))
+        creds = xai_oauth_loopback_login(
+            timeout_seconds=timeout_seconds,
+            open_browser=open_browser,
+            manual_paste=bool(getattr(args, "manual_paste", False)),
+        )
         if not since(0, 16, 0):
             existing = pool_entries(load_auth_store(), provider)
-            label = custom_label or label_from_token(creds["tokens"]["access_token"],
-                                                     f"{provider}-oauth-{len(existing) + 1}")
-            entry, count = add_pool_entry(provider, label=label, source="manual:xai_pkce",
-                                          access_token=creds["tokens"]["access_token"],
-                                          refresh_token=creds["tokens"].get("refresh_token"),
-                                          base_url=creds.get("base_url"), last_refresh=creds.get("last_refresh"))
+            label = custom_label or label_from_token(
+                creds["tokens"]["access_token"], f"{provider}-oauth-{len(existing) + 1}"
+            )
+            entry, count = add_pool_entry(
+                provider,
+                label=label,
+                source="manual:xai_pkce",
+                access_token=creds["tokens"]["access_token"],
+                refresh_token=creds["tokens"].get("refresh_token"),
+                base_url=creds.get("base_url"),
+                last_refresh=creds.get("last_refresh"),
+            )
             print(f'Added {provider} OAuth credential #{count}: "{entry["label"]}"')
             return
         save_xai_oauth_tokens(creds, "oauth_pkce")
-        entry = seed_pool_from_singleton(provider, "loopback_pkce", access_token=creds["tokens"]["access_token"],
-                                         refresh_token=creds["tokens"]["refresh_token"],
-                                         base_url=creds.get("base_url"), last_refresh=creds.get("last_refresh"))
+        entry = seed_pool_from_singleton(
+            provider,
+            "loopback_pkce",
+            access_token=creds["tokens"]["access_token"],
+            refresh_token=creds["tokens"]["refresh_token"],
+            base_url=creds.get("base_url"),
+            last_refresh=creds.get("last_refresh"),
+        )
         print(f'Saved {provider} OAuth credentials: "{entry["label"]}"')
         return
 
     creds = xai_oauth_device_code_login(timeout_seconds=timeout_seconds, open_browser=open_browser)
     if not since(0, 19, 0):
         save_xai_oauth_tokens(creds, "oauth_device_code")
-        entry = seed_pool_from_singleton(provider, "device_code", access_token=creds["tokens"]["access_token"],
-                                         refresh_token=creds["tokens"]["refresh_token"],
-                                         base_url=creds.get("base_url"), last_refresh=creds.get("last_refresh"))
+        entry = seed_pool_from_singleton(
+            provider,
+            "device_code",
+            access_token=creds["tokens"]["access_token"],
+            refresh_token=creds["tokens"]["refresh_token"],
+            base_url=creds.get("base_url"),
+            last_refresh=creds.get("last_refresh"),
+        )
         print(f'Saved {provider} OAuth credentials: "{entry["label"]}"')
         return
     existing = pool_entries(load_auth_store(), provider)
-    label = custom_label or label_from_token(creds["tokens"]["access_token"], f"{provider}-oauth-{len(existing) + 1}")
+    label = custom_label or label_from_token(
+        creds["tokens"]["access_token"], f"{provider}-oauth-{len(existing) + 1}"
+    )
     first_credential = not existing
-    entry, count = add_pool_entry(provider, label=label, source="manual:device_code",
-                                  access_token=creds["tokens"]["access_token"],
-                                  refresh_token=creds["tokens"].get("refresh_token"),
-                                  base_url=creds.get("base_url") or DEFAULT_XAI_OAUTH_BASE_URL,
-                                  last_refresh=creds.get("last_refresh"))
+    entry, count = add_pool_entry(
+        provider,
+        label=label,
+        source="manual:device_code",
+        access_token=creds["tokens"]["access_token"],
+        refresh_token=creds["tokens"].get("refresh_token"),
+        base_url=creds.get("base_url") or DEFAULT_XAI_OAUTH_BASE_URL,
+        last_refresh=creds.get("last_refresh"),
+    )
     if first_credential:
         mark_provider_active_if_unset(provider)
     print(f'Added {provider} OAuth credential #{count}: "{entry["label"]}"')
@@ -1195,6 +1470,7 @@ def auth_add_xai(args) -> None:
 # ---------------------------------------------------------------------------
 # Anthropic (paste code#state) -- agent/anthropic_adapter.run_hermes_oauth_login_pure
 # ---------------------------------------------------------------------------
+
 
 def anthropic_login() -> dict | None:
     verifier = _b64url(secrets.token_bytes(32))
@@ -1263,8 +1539,12 @@ def anthropic_login() -> dict | None:
             _check_lab_address(url)
         except OSError as exc:
             raise urllib.error.URLError(exc)
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "axios/1.7.9"})
+        req = urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "axios/1.7.9"},
+        )
         with _OPENER.open(req, timeout=15) as resp:
             result = json.loads(resp.read().decode())
     except Exception as exc:
@@ -1288,10 +1568,18 @@ def auth_add_anthropic(args) -> None:
     if not creds:
         raise SystemExit("Anthropic OAuth login did not return credentials.")
     existing = pool_entries(load_auth_store(), provider)
-    label = (args.label or "").strip() or label_from_token(creds["access_token"], f"{provider}-oauth-{len(existing) + 1}")
-    entry, count = add_pool_entry(provider, label=label, source="manual:hermes_pkce",
-                                  access_token=creds["access_token"], refresh_token=creds.get("refresh_token"),
-                                  base_url="https://api.anthropic.com", expires_at_ms=creds.get("expires_at_ms"))
+    label = (args.label or "").strip() or label_from_token(
+        creds["access_token"], f"{provider}-oauth-{len(existing) + 1}"
+    )
+    entry, count = add_pool_entry(
+        provider,
+        label=label,
+        source="manual:hermes_pkce",
+        access_token=creds["access_token"],
+        refresh_token=creds.get("refresh_token"),
+        base_url="https://api.anthropic.com",
+        expires_at_ms=creds.get("expires_at_ms"),
+    )
     print(f'Added {provider} OAuth credential #{count}: "{entry["label"]}"')
 
 
@@ -1299,25 +1587,40 @@ def auth_add_anthropic(args) -> None:
 # OpenAI Codex (device code, coloured URL and code)
 # ---------------------------------------------------------------------------
 
+
 def codex_device_code_login() -> dict:
     issuer = provider_base() or "https://auth.openai.com"
     client_id = CODEX_OAUTH_CLIENT_ID
     try:
-        resp = http_request("POST", "/api/accounts/deviceauth/usercode", json_body={"client_id": client_id},
-                            headers={"Content-Type": "application/json"}, timeout=15.0)
+        resp = http_request(
+            "POST",
+            "/api/accounts/deviceauth/usercode",
+            json_body={"client_id": client_id},
+            headers={"Content-Type": "application/json"},
+            timeout=15.0,
+        )
     except Exception as exc:
-        raise AuthError(f"Failed to request device code: {exc}", provider="openai-codex",
-                        code="device_code_request_failed")
+        raise AuthError(
+            f"Failed to request device code: {exc}",
+            provider="openai-codex",
+            code="device_code_request_failed",
+        )
     if resp.status_code != 200:
-        raise AuthError(f"Device code request returned status {resp.status_code}.", provider="openai-codex",
-                        code="device_code_request_error")
+        raise AuthError(
+            f"Device code request returned status {resp.status_code}.",
+            provider="openai-codex",
+            code="device_code_request_error",
+        )
     device_data = resp.json()
     user_code = device_data.get("user_code", "")
     device_auth_id = device_data.get("device_auth_id", "")
     poll_interval = max(3, int(device_data.get("interval", "5")))
     if not user_code or not device_auth_id:
-        raise AuthError("Device code response missing required fields.", provider="openai-codex",
-                        code="device_code_incomplete")
+        raise AuthError(
+            "Device code response missing required fields.",
+            provider="openai-codex",
+            code="device_code_incomplete",
+        )
 
     print("To continue, follow these steps:\n")
     print("  1. Open this URL in your browser:")
@@ -1332,47 +1635,76 @@ def codex_device_code_login() -> dict:
     try:
         while time.monotonic() - start < max_wait:
             time.sleep(poll_interval)
-            poll_resp = http_request("POST", "/api/accounts/deviceauth/token",
-                                     json_body={"device_auth_id": device_auth_id, "user_code": user_code},
-                                     headers={"Content-Type": "application/json"}, timeout=15.0)
+            poll_resp = http_request(
+                "POST",
+                "/api/accounts/deviceauth/token",
+                json_body={"device_auth_id": device_auth_id, "user_code": user_code},
+                headers={"Content-Type": "application/json"},
+                timeout=15.0,
+            )
             if poll_resp.status_code == 200:
                 code_resp = poll_resp.json()
                 break
             if poll_resp.status_code in {403, 404}:
                 continue
-            raise AuthError(f"Device auth polling returned status {poll_resp.status_code}.",
-                            provider="openai-codex", code="device_code_poll_error")
+            raise AuthError(
+                f"Device auth polling returned status {poll_resp.status_code}.",
+                provider="openai-codex",
+                code="device_code_poll_error",
+            )
     except KeyboardInterrupt:
         print("\nLogin cancelled.")
         raise SystemExit(130)
     if code_resp is None:
-        raise AuthError("Login timed out after 15 minutes.", provider="openai-codex", code="device_code_timeout")
+        raise AuthError(
+            "Login timed out after 15 minutes.", provider="openai-codex", code="device_code_timeout"
+        )
 
     authorization_code = code_resp.get("authorization_code", "")
     code_verifier = code_resp.get("code_verifier", "")
     if not authorization_code or not code_verifier:
-        raise AuthError("Device auth response missing authorization_code or code_verifier.",
-                        provider="openai-codex", code="device_code_incomplete_exchange")
+        raise AuthError(
+            "Device auth response missing authorization_code or code_verifier.",
+            provider="openai-codex",
+            code="device_code_incomplete_exchange",
+        )
     try:
-        token_resp = http_request("POST", "/oauth/token", timeout=15.0, form={
-            "grant_type": "authorization_code",
-            "code": authorization_code,
-            "redirect_uri": f"{issuer}/deviceauth/callback",
-            "client_id": client_id,
-            "code_verifier": code_verifier,
-        })
+        token_resp = http_request(
+            "POST",
+            "/oauth/token",
+            timeout=15.0,
+            form={
+                "grant_type": "authorization_code",
+                "code": authorization_code,
+                "redirect_uri": f"{issuer}/deviceauth/callback",
+                "client_id": client_id,
+                "code_verifier": code_verifier,
+            },
+        )
     except Exception as exc:
-        raise AuthError(f"Token exchange failed: {exc}", provider="openai-codex", code="token_exchange_failed")
+        raise AuthError(
+            f"Token exchange failed: {exc}", provider="openai-codex", code="token_exchange_failed"
+        )
     if token_resp.status_code != 200:
-        raise AuthError(f"Token exchange returned status {token_resp.status_code}.", provider="openai-codex",
-                        code="token_exchange_error")
+        raise AuthError(
+            f"Token exchange returned status {token_resp.status_code}.",
+            provider="openai-codex",
+            code="token_exchange_error",
+        )
     tokens = token_resp.json()
     if not tokens.get("access_token", ""):
-        raise AuthError("Token exchange did not return an access_token.", provider="openai-codex",
-                        code="token_exchange_no_access_token")
+        raise AuthError(
+            "Token exchange did not return an access_token.",
+            provider="openai-codex",
+            code="token_exchange_no_access_token",
+        )
     return {
-        "tokens": {"access_token": tokens.get("access_token", ""), "refresh_token": tokens.get("refresh_token", "")},
-        "base_url": os.getenv("HERMES_CODEX_BASE_URL", "").strip().rstrip("/") or DEFAULT_CODEX_BASE_URL,
+        "tokens": {
+            "access_token": tokens.get("access_token", ""),
+            "refresh_token": tokens.get("refresh_token", ""),
+        },
+        "base_url": os.getenv("HERMES_CODEX_BASE_URL", "").strip().rstrip("/")
+        or DEFAULT_CODEX_BASE_URL,
         "last_refresh": iso_z(),
     }
 
@@ -1381,13 +1713,19 @@ def auth_add_codex(args) -> None:
     provider = "openai-codex"
     creds = codex_device_code_login()
     existing = pool_entries(load_auth_store(), provider)
-    label = (args.label or "").strip() or label_from_token(creds["tokens"]["access_token"],
-                                                           f"{provider}-oauth-{len(existing) + 1}")
+    label = (args.label or "").strip() or label_from_token(
+        creds["tokens"]["access_token"], f"{provider}-oauth-{len(existing) + 1}"
+    )
     first_credential = not existing
-    entry, count = add_pool_entry(provider, label=label, source="manual:device_code",
-                                  access_token=creds["tokens"]["access_token"],
-                                  refresh_token=creds["tokens"].get("refresh_token"),
-                                  base_url=creds.get("base_url"), last_refresh=creds.get("last_refresh"))
+    entry, count = add_pool_entry(
+        provider,
+        label=label,
+        source="manual:device_code",
+        access_token=creds["tokens"]["access_token"],
+        refresh_token=creds["tokens"].get("refresh_token"),
+        base_url=creds.get("base_url"),
+        last_refresh=creds.get("last_refresh"),
+    )
     if first_credential:
         mark_provider_active_if_unset(provider)
     print(f'Added {provider} OAuth credential #{count}: "{entry["label"]}"')
@@ -1397,12 +1735,15 @@ def auth_add_codex(args) -> None:
 # MiniMax OAuth (user code + PKCE)
 # ---------------------------------------------------------------------------
 
+
 def minimax_oauth_login(*, open_browser: bool, timeout_seconds: float) -> dict:
     region = "global"
     portal_base_url = provider_base() or "https://api.minimax.io"
     inference_base_url = MINIMAX_OAUTH_GLOBAL_INFERENCE
     verifier = secrets.token_urlsafe(64)[:96]
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    )
     state = secrets.token_urlsafe(16)
     if is_remote_session():
         open_browser = False
@@ -1411,26 +1752,40 @@ def minimax_oauth_login(*, open_browser: bool, timeout_seconds: float) -> dict:
     print(f"Portal: {portal_base_url}")
 
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-    response = http_request("POST", "/oauth/code", timeout=timeout_seconds,
-                            headers={**headers, "x-request-id": str(uuid.uuid4())}, form={
-                                "response_type": "code",
-                                "client_id": MINIMAX_OAUTH_CLIENT_ID,
-                                "scope": MINIMAX_OAUTH_SCOPE,
-                                "code_challenge": challenge,
-                                "code_challenge_method": "S256",
-                                "state": state,
-                            })
+    response = http_request(
+        "POST",
+        "/oauth/code",
+        timeout=timeout_seconds,
+        headers={**headers, "x-request-id": str(uuid.uuid4())},
+        form={
+            "response_type": "code",
+            "client_id": MINIMAX_OAUTH_CLIENT_ID,
+            "scope": MINIMAX_OAUTH_SCOPE,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": state,
+        },
+    )
     if response.status_code != 200:
-        raise AuthError(f"MiniMax OAuth authorization failed: {response.text or response.reason_phrase}",
-                        provider="minimax-oauth", code="authorization_failed")
+        raise AuthError(
+            f"MiniMax OAuth authorization failed: {response.text or response.reason_phrase}",
+            provider="minimax-oauth",
+            code="authorization_failed",
+        )
     code_data = response.json()
     for field in ("user_code", "verification_uri", "expired_in"):
         if field not in code_data:
-            raise AuthError(f"MiniMax OAuth response missing field: {field}", provider="minimax-oauth",
-                            code="authorization_incomplete")
+            raise AuthError(
+                f"MiniMax OAuth response missing field: {field}",
+                provider="minimax-oauth",
+                code="authorization_incomplete",
+            )
     if code_data.get("state") != state:
-        raise AuthError("MiniMax OAuth state mismatch (possible CSRF).", provider="minimax-oauth",
-                        code="state_mismatch")
+        raise AuthError(
+            "MiniMax OAuth state mismatch (possible CSRF).",
+            provider="minimax-oauth",
+            code="state_mismatch",
+        )
     verification_url = str(code_data["verification_uri"])
     user_code = str(code_data["user_code"])
 
@@ -1453,38 +1808,60 @@ def minimax_oauth_login(*, open_browser: bool, timeout_seconds: float) -> dict:
     interval = max(2.0, (interval_ms or 2000) / 1000.0)
     token_data = None
     while time.time() < deadline:
-        response = http_request("POST", "/oauth/token", timeout=timeout_seconds, headers=headers, form={
-            "grant_type": MINIMAX_OAUTH_GRANT_TYPE,
-            "client_id": MINIMAX_OAUTH_CLIENT_ID,
-            "user_code": user_code,
-            "code_verifier": verifier,
-        })
+        response = http_request(
+            "POST",
+            "/oauth/token",
+            timeout=timeout_seconds,
+            headers=headers,
+            form={
+                "grant_type": MINIMAX_OAUTH_GRANT_TYPE,
+                "client_id": MINIMAX_OAUTH_CLIENT_ID,
+                "user_code": user_code,
+                "code_verifier": verifier,
+            },
+        )
         try:
             payload = response.json() if response.text else {}
         except Exception:
             payload = {}
         if response.status_code != 200:
             msg = (payload.get("base_resp", {}) or {}).get("status_msg") or response.text
-            raise AuthError(f"MiniMax OAuth error: {msg or 'unknown'}", provider="minimax-oauth",
-                            code="token_exchange_failed")
+            raise AuthError(
+                f"MiniMax OAuth error: {msg or 'unknown'}",
+                provider="minimax-oauth",
+                code="token_exchange_failed",
+            )
         status = payload.get("status")
         if status == "error":
-            raise AuthError("MiniMax OAuth reported an error. Please try again later.", provider="minimax-oauth",
-                            code="authorization_denied")
+            raise AuthError(
+                "MiniMax OAuth reported an error. Please try again later.",
+                provider="minimax-oauth",
+                code="authorization_denied",
+            )
         if status == "success":
             if not all(payload.get(k) for k in ("access_token", "refresh_token", "expired_in")):
-                raise AuthError("MiniMax OAuth success payload missing required token fields.",
-                                provider="minimax-oauth", code="token_incomplete")
+                raise AuthError(
+                    "MiniMax OAuth success payload missing required token fields.",
+                    provider="minimax-oauth",
+                    code="token_incomplete",
+                )
             token_data = payload
             break
         time.sleep(interval)
     if token_data is None:
-        raise AuthError("MiniMax OAuth timed out before authorization completed.", provider="minimax-oauth",
-                        code="timeout")
+        raise AuthError(
+            "MiniMax OAuth timed out before authorization completed.",
+            provider="minimax-oauth",
+            code="timeout",
+        )
 
     now = now_utc()
     exp_raw = int(token_data["expired_in"])
-    expires_at_unix = exp_raw / 1000.0 if exp_raw > int(now.timestamp() * 1000) // 2 else now.timestamp() + max(1, exp_raw)
+    expires_at_unix = (
+        exp_raw / 1000.0
+        if exp_raw > int(now.timestamp() * 1000) // 2
+        else now.timestamp() + max(1, exp_raw)
+    )
     auth_state = {
         "provider": "minimax-oauth",
         "region": region,
@@ -1510,17 +1887,27 @@ def minimax_oauth_login(*, open_browser: bool, timeout_seconds: float) -> dict:
 def auth_add_minimax(args) -> None:
     provider = "minimax-oauth"
     existing = pool_entries(load_auth_store(), provider)
-    creds = minimax_oauth_login(open_browser=not args.no_browser, timeout_seconds=args.timeout or 15.0)
-    label = (args.label or "").strip() or label_from_token(creds["access_token"], f"{provider}-oauth-{len(existing) + 1}")
-    entry, count = add_pool_entry(provider, label=label, source="manual:minimax_oauth",
-                                  access_token=creds["access_token"], refresh_token=creds.get("refresh_token"),
-                                  base_url=creds.get("inference_base_url"))
+    creds = minimax_oauth_login(
+        open_browser=not args.no_browser, timeout_seconds=args.timeout or 15.0
+    )
+    label = (args.label or "").strip() or label_from_token(
+        creds["access_token"], f"{provider}-oauth-{len(existing) + 1}"
+    )
+    entry, count = add_pool_entry(
+        provider,
+        label=label,
+        source="manual:minimax_oauth",
+        access_token=creds["access_token"],
+        refresh_token=creds.get("refresh_token"),
+        base_url=creds.get("inference_base_url"),
+    )
     print(f'Added {provider} OAuth credential #{count}: "{entry["label"]}"')
 
 
 # ---------------------------------------------------------------------------
 # Nous Portal (device code, optional shared-credential import prompt)
 # ---------------------------------------------------------------------------
+
 
 def nous_shared_store_path() -> Path:
     override = os.getenv("HERMES_SHARED_AUTH_DIR", "").strip()
@@ -1541,9 +1928,16 @@ def nous_shared_store_path() -> Path:
 
 
 def nous_device_code_login(args) -> dict:
-    portal_base_url = (args.portal_url or os.getenv("HERMES_PORTAL_BASE_URL") or os.getenv("NOUS_PORTAL_BASE_URL")
-                       or provider_base() or "https://portal.nousresearch.com").rstrip("/")
-    inference_base_url = (args.inference_url or os.getenv("NOUS_INFERENCE_BASE_URL") or DEFAULT_NOUS_INFERENCE_URL).rstrip("/")
+    portal_base_url = (
+        args.portal_url
+        or os.getenv("HERMES_PORTAL_BASE_URL")
+        or os.getenv("NOUS_PORTAL_BASE_URL")
+        or provider_base()
+        or "https://portal.nousresearch.com"
+    ).rstrip("/")
+    inference_base_url = (
+        args.inference_url or os.getenv("NOUS_INFERENCE_BASE_URL") or DEFAULT_NOUS_INFERENCE_URL
+    ).rstrip("/")
     client_id = args.client_id or DEFAULT_NOUS_CLIENT_ID
     scope = args.scope or DEFAULT_NOUS_SCOPE
     timeout = args.timeout or 15.0
@@ -1558,14 +1952,27 @@ def nous_device_code_login(args) -> dict:
     elif args.ca_bundle:
         print(f"TLS verification: custom CA bundle ({args.ca_bundle})")
 
-    response = http_request("POST", f"{portal_base_url}/api/oauth/device/code", timeout=timeout,
-                            headers={"Accept": "application/json"},
-                            form={"client_id": client_id, **({"scope": scope} if scope else {})})
+    response = http_request(
+        "POST",
+        f"{portal_base_url}/api/oauth/device/code",
+        timeout=timeout,
+        headers={"Accept": "application/json"},
+        form={"client_id": client_id, **({"scope": scope} if scope else {})},
+    )
     if response.status_code >= 400:
-        raise RuntimeError(f"Client error '{response.status_code} {response.reason_phrase}' for url "
-                           f"'{portal_base_url}/api/oauth/device/code'")
+        raise RuntimeError(
+            f"Client error '{response.status_code} {response.reason_phrase}' for url "
+            f"'{portal_base_url}/api/oauth/device/code'"
+        )
     device_data = response.json()
-    required = ["device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in", "interval"]
+    required = [
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+        "expires_in",
+        "interval",
+    ]
     missing = [f for f in required if f not in device_data]
     if missing:
         raise ValueError(f"Device code response missing fields: {', '.join(missing)}")
@@ -1589,12 +1996,17 @@ def nous_device_code_login(args) -> dict:
     deadline = time.monotonic() + max(1, expires_in)
     token_data = None
     while time.monotonic() < deadline:
-        response = http_request("POST", f"{portal_base_url}/api/oauth/token", timeout=timeout,
-                                headers={"Accept": "application/json"}, form={
-                                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-                                    "client_id": client_id,
-                                    "device_code": str(device_data["device_code"]),
-                                })
+        response = http_request(
+            "POST",
+            f"{portal_base_url}/api/oauth/token",
+            timeout=timeout,
+            headers={"Accept": "application/json"},
+            form={
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "client_id": client_id,
+                "device_code": str(device_data["device_code"]),
+            },
+        )
         if response.status_code == 200:
             token_data = response.json()
             if "access_token" not in token_data:
@@ -1645,9 +2057,13 @@ def persist_nous_credentials(creds: dict, label: str | None) -> dict:
     if label:
         state["label"] = label
     save_provider_state("nous", state)
-    return seed_pool_from_singleton("nous", "device_code", access_token=state["access_token"],
-                                    refresh_token=state.get("refresh_token"),
-                                    base_url=state.get("inference_base_url"))
+    return seed_pool_from_singleton(
+        "nous",
+        "device_code",
+        access_token=state["access_token"],
+        refresh_token=state.get("refresh_token"),
+        base_url=state.get("inference_base_url"),
+    )
 
 
 def auth_add_nous(args) -> None:
@@ -1665,9 +2081,19 @@ def auth_add_nous(args) -> None:
             print("Rehydrating Nous session from shared credentials...")
             if shared == "ok":
                 now = int(time.time())
-                claims = {"email": "lab@example.test", "scope": DEFAULT_NOUS_SCOPE, "iat": now, "exp": now + 3600}
-                token = ".".join((_b64url(b'{"alg":"none","typ":"JWT"}'),
-                                  _b64url(json.dumps(claims).encode()), _b64url(b"fake-import")))
+                claims = {
+                    "email": "lab@example.test",
+                    "scope": DEFAULT_NOUS_SCOPE,
+                    "iat": now,
+                    "exp": now + 3600,
+                }
+                token = ".".join(
+                    (
+                        _b64url(b'{"alg":"none","typ":"JWT"}'),
+                        _b64url(json.dumps(claims).encode()),
+                        _b64url(b"fake-import"),
+                    )
+                )
                 rehydrated = {
                     "portal_base_url": provider_base() or "https://portal.nousresearch.com",
                     "inference_base_url": DEFAULT_NOUS_INFERENCE_URL,
@@ -1689,6 +2115,7 @@ def auth_add_nous(args) -> None:
 # ---------------------------------------------------------------------------
 # API-key providers (the real prompt, via getpass)
 # ---------------------------------------------------------------------------
+
 
 def auth_add_api_key(args, provider: str) -> None:
     token = (args.api_key or "").strip()
@@ -1719,6 +2146,7 @@ def auth_add_api_key(args, provider: str) -> None:
 # ---------------------------------------------------------------------------
 # Spotify (loopback PKCE on 127.0.0.1:43827, single-threaded listener)
 # ---------------------------------------------------------------------------
+
 
 def dotenv_value(key: str) -> str | None:
     if key in os.environ:
@@ -1780,21 +2208,30 @@ def spotify_interactive_setup(redirect_uri_hint: str) -> str:
 def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> dict:
     parsed = urlparse(redirect_uri)
     if parsed.scheme != "http":
-        raise AuthError("Spotify PKCE redirect_uri must use http://localhost or http://127.0.0.1.",
-                        provider="spotify", code="spotify_redirect_invalid")
+        raise AuthError(
+            "Spotify PKCE redirect_uri must use http://localhost or http://127.0.0.1.",
+            provider="spotify",
+            code="spotify_redirect_invalid",
+        )
     host = parsed.hostname or ""
     if host not in {"127.0.0.1", "localhost"}:
-        raise AuthError("Spotify PKCE redirect_uri must point to localhost or 127.0.0.1.",
-                        provider="spotify", code="spotify_redirect_invalid")
+        raise AuthError(
+            "Spotify PKCE redirect_uri must point to localhost or 127.0.0.1.",
+            provider="spotify",
+            code="spotify_redirect_invalid",
+        )
     if not parsed.port:
-        raise AuthError("Spotify PKCE redirect_uri must include an explicit localhost port.",
-                        provider="spotify", code="spotify_redirect_invalid")
+        raise AuthError(
+            "Spotify PKCE redirect_uri must include an explicit localhost port.",
+            provider="spotify",
+            code="spotify_redirect_invalid",
+        )
     port = parsed.port
     expected_path = parsed.path or "/"
     result = {"code": None, "state": None, "error": None, "error_description": None}
 
     class _SpotifyCallbackHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             p = urlparse(self.path)
             if p.path != expected_path:
                 self.send_response(404)
@@ -1815,7 +2252,7 @@ def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> d
                 body = "<html><body><h1>Spotify authorization received.</h1>You can close this tab.</body></html>"
             self.wfile.write(body.encode("utf-8"))
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             return
 
     class _ReuseHTTPServer(HTTPServer):
@@ -1824,9 +2261,14 @@ def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> d
     try:
         server = _ReuseHTTPServer((host, port), _SpotifyCallbackHandler)
     except OSError as exc:
-        raise AuthError(f"Could not bind Spotify callback server on {host}:{port}: {exc}",
-                        provider="spotify", code="spotify_callback_bind_failed") from exc
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        raise AuthError(
+            f"Could not bind Spotify callback server on {host}:{port}: {exc}",
+            provider="spotify",
+            code="spotify_callback_bind_failed",
+        ) from exc
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + callback_wait(timeout_seconds)
     try:
@@ -1838,23 +2280,34 @@ def spotify_wait_for_callback(redirect_uri: str, *, timeout_seconds: float) -> d
         server.shutdown()
         server.server_close()
         thread.join(timeout=1.0)
-    raise AuthError("Spotify authorization timed out waiting for the local callback.",
-                    provider="spotify", code="spotify_callback_timeout")
+    raise AuthError(
+        "Spotify authorization timed out waiting for the local callback.",
+        provider="spotify",
+        code="spotify_callback_timeout",
+    )
 
 
 def login_spotify(args) -> None:
     existing = load_auth_store().get("providers", {}).get("spotify") or {}
     client_id = None
-    for candidate in (args.client_id, dotenv_value("HERMES_SPOTIFY_CLIENT_ID"), dotenv_value("SPOTIFY_CLIENT_ID"),
-                      existing.get("client_id")):
+    for candidate in (
+        args.client_id,
+        dotenv_value("HERMES_SPOTIFY_CLIENT_ID"),
+        dotenv_value("SPOTIFY_CLIENT_ID"),
+        existing.get("client_id"),
+    ):
         if str(candidate or "").strip():
             client_id = str(candidate).strip()
             break
     if client_id is None:
         client_id = spotify_interactive_setup(args.redirect_uri or DEFAULT_SPOTIFY_REDIRECT_URI)
     redirect_uri = DEFAULT_SPOTIFY_REDIRECT_URI
-    for candidate in (args.redirect_uri, dotenv_value("HERMES_SPOTIFY_REDIRECT_URI"),
-                      dotenv_value("SPOTIFY_REDIRECT_URI"), existing.get("redirect_uri")):
+    for candidate in (
+        args.redirect_uri,
+        dotenv_value("HERMES_SPOTIFY_REDIRECT_URI"),
+        dotenv_value("SPOTIFY_REDIRECT_URI"),
+        existing.get("redirect_uri"),
+    ):
         if str(candidate or "").strip():
             redirect_uri = str(candidate).strip()
             break
@@ -1866,14 +2319,21 @@ def login_spotify(args) -> None:
             scopes.append(part)
     scope = " ".join(scopes)
     accounts_base_url = ""
-    for candidate in (dotenv_value("HERMES_SPOTIFY_ACCOUNTS_BASE_URL"), existing.get("accounts_base_url"),
-                      provider_base(), "https://accounts.spotify.com"):
+    for candidate in (
+        dotenv_value("HERMES_SPOTIFY_ACCOUNTS_BASE_URL"),
+        existing.get("accounts_base_url"),
+        provider_base(),
+        "https://accounts.spotify.com",
+    ):
         if str(candidate or "").strip():
             accounts_base_url = str(candidate).strip().rstrip("/")
             break
     api_base_url = ""
-    for candidate in (dotenv_value("HERMES_SPOTIFY_API_BASE_URL"), existing.get("api_base_url"),
-                      DEFAULT_SPOTIFY_API_BASE_URL):
+    for candidate in (
+        dotenv_value("HERMES_SPOTIFY_API_BASE_URL"),
+        existing.get("api_base_url"),
+        DEFAULT_SPOTIFY_API_BASE_URL,
+    ):
         if str(candidate or "").strip():
             api_base_url = str(candidate).strip().rstrip("/")
             break
@@ -1882,15 +2342,17 @@ def login_spotify(args) -> None:
     code_verifier = oauth_pkce_code_verifier()
     code_challenge = oauth_pkce_code_challenge(code_verifier)
     state_nonce = uuid.uuid4().hex
-    query = urlencode({
-        "client_id": client_id,
-        "response_type": "code",
-        "redirect_uri": redirect_uri,
-        "scope": scope,
-        "state": state_nonce,
-        "code_challenge_method": "S256",
-        "code_challenge": code_challenge,
-    })
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "state": state_nonce,
+            "code_challenge_method": "S256",
+            "code_challenge": code_challenge,
+        }
+    )
     authorize_url = f"{accounts_base_url}/authorize?{query}"
 
     print("Starting Spotify PKCE login...")
@@ -1918,30 +2380,46 @@ def login_spotify(args) -> None:
 
     callback = spotify_wait_for_callback(redirect_uri, timeout_seconds=float(args.timeout or 180.0))
     if callback.get("error"):
-        raise SystemExit(f"Spotify authorization failed: {callback.get('error_description') or callback['error']}")
+        raise SystemExit(
+            f"Spotify authorization failed: {callback.get('error_description') or callback['error']}"
+        )
     if callback.get("state") != state_nonce:
         raise SystemExit("Spotify authorization failed: state mismatch.")
 
     try:
-        response = http_request("POST", f"{accounts_base_url}/api/token", timeout=float(args.timeout or 20.0),
-                                headers={"Content-Type": "application/x-www-form-urlencoded"}, form={
-                                    "client_id": client_id,
-                                    "grant_type": "authorization_code",
-                                    "code": str(callback.get("code") or ""),
-                                    "redirect_uri": redirect_uri,
-                                    "code_verifier": code_verifier,
-                                })
+        response = http_request(
+            "POST",
+            f"{accounts_base_url}/api/token",
+            timeout=float(args.timeout or 20.0),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            form={
+                "client_id": client_id,
+                "grant_type": "authorization_code",
+                "code": str(callback.get("code") or ""),
+                "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier,
+            },
+        )
     except Exception as exc:
-        raise AuthError(f"Spotify token exchange failed: {exc}", provider="spotify",
-                        code="spotify_token_exchange_failed") from exc
+        raise AuthError(
+            f"Spotify token exchange failed: {exc}",
+            provider="spotify",
+            code="spotify_token_exchange_failed",
+        ) from exc
     if response.status_code >= 400:
         detail = response.text.strip()
-        raise AuthError("Spotify token exchange failed." + (f" Response: {detail}" if detail else ""),
-                        provider="spotify", code="spotify_token_exchange_failed")
+        raise AuthError(
+            "Spotify token exchange failed." + (f" Response: {detail}" if detail else ""),
+            provider="spotify",
+            code="spotify_token_exchange_failed",
+        )
     payload = response.json()
     if not isinstance(payload, dict) or not str(payload.get("access_token", "") or "").strip():
-        raise AuthError("Spotify token response did not include an access_token.", provider="spotify",
-                        code="spotify_token_exchange_invalid")
+        raise AuthError(
+            "Spotify token response did not include an access_token.",
+            provider="spotify",
+            code="spotify_token_exchange_invalid",
+        )
     now = now_utc()
     try:
         expires_in = max(0, int(payload.get("expires_in", 0) or 0))
@@ -1958,7 +2436,9 @@ def login_spotify(args) -> None:
         "access_token": str(payload.get("access_token", "") or "").strip(),
         "refresh_token": str(payload.get("refresh_token") or "").strip(),
         "obtained_at": now.isoformat(),
-        "expires_at": datetime.fromtimestamp(now.timestamp() + expires_in, tz=timezone.utc).isoformat(),
+        "expires_at": datetime.fromtimestamp(
+            now.timestamp() + expires_in, tz=timezone.utc
+        ).isoformat(),
         "expires_in": expires_in,
         "auth_type": "oauth_pkce",
     }
@@ -1972,6 +2452,7 @@ def login_spotify(args) -> None:
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
+
 
 def normalize_provider(provider: str) -> str:
     normalized = (provider or "").strip().lower()
@@ -2002,7 +2483,9 @@ def auth_add_command(args) -> None:
     }
     handler = handlers.get(provider)
     if handler is None:
-        raise SystemExit(f"`hermes auth add {provider}` is not implemented for auth type {requested_type} yet.")
+        raise SystemExit(
+            f"`hermes auth add {provider}` is not implemented for auth type {requested_type} yet."
+        )
     handler(args)
 
 
@@ -2037,7 +2520,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--insecure", action="store_true")
     add.add_argument("--ca-bundle")
     spotify = auth_sub.add_parser("spotify", help="Authenticate Hermes with Spotify via PKCE")
-    spotify.add_argument("spotify_action", nargs="?", choices=["login", "status", "logout"], default="login")
+    spotify.add_argument(
+        "spotify_action", nargs="?", choices=["login", "status", "logout"], default="login"
+    )
     spotify.add_argument("--client-id")
     spotify.add_argument("--redirect-uri")
     spotify.add_argument("--scope")

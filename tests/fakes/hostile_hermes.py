@@ -24,13 +24,27 @@ import time
 ESC = "\x1b"
 # Each one a terminal would act on; several nest so that one stripping pass leaves a live one.
 NASTY = (
-    ESC + "]52;c;aGFja2VkCg==" + "\x07"  # OSC 52: write the clipboard
-    + ESC + "]0;pwned" + ESC + "\\"  # window title
-    + ESC + "c"  # full reset
-    + ESC + ESC + "[[2J"  # nested clear screen
-    + ESC + "[1;1H" + ESC + "[K"  # cursor home, erase line
-    + "\x9b31m" + "\x9d52;c;eA==\x9c"  # 8-bit CSI and OSC
-    + "\u202egnp.exe" + "\u2066" + "\x07\x08\x7f"
+    ESC
+    + "]52;c;aGFja2VkCg=="
+    + "\x07"  # OSC 52: write the clipboard
+    + ESC
+    + "]0;pwned"
+    + ESC
+    + "\\"  # window title
+    + ESC
+    + "c"  # full reset
+    + ESC
+    + ESC
+    + "[[2J"  # nested clear screen
+    + ESC
+    + "[1;1H"
+    + ESC
+    + "[K"  # cursor home, erase line
+    + "\x9b31m"
+    + "\x9d52;c;eA==\x9c"  # 8-bit CSI and OSC
+    + "\u202egnp.exe"
+    + "\u2066"
+    + "\x07\x08\x7f"
 )
 WAIT = 60
 
@@ -41,13 +55,16 @@ def out(line, stream=sys.stdout):
 
 
 def authorize(host, extra="", port=None):
-    redirect = "&redirect_uri=http%3A%2F%2F127.0.0.1%3A{}%2Fcallback".format(port) if port else ""
-    return "http://{}/oauth2/auth?response_type=code&client_id=lab{}&state=s1{}".format(host, redirect, extra)
+    redirect = f"&redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcallback" if port else ""
+    return f"http://{host}/oauth2/auth?response_type=code&client_id=lab{redirect}&state=s1{extra}"
 
 
 def main():
-    mode = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.argv[1] != "auth" \
+    mode = (
+        sys.argv[1]
+        if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.argv[1] != "auth"
         else os.environ.get("HOSTILE_MODE", "")
+    )
     host = os.environ.get("HOSTILE_HOST", "198.18.0.1")
     if mode in ("label", "error"):
         out("starting " + NASTY + " login")
@@ -61,28 +78,39 @@ def main():
     if mode == "spoof":
         # A terminal would go back to column 1, erase the line and show only the auth.x.ai URL.
         out("Open this URL to authorize Hermes with xAI:")
-        out(authorize(host) + ESC + "[1G" + ESC + "[2K" + "https://auth.x.ai/oauth2/auth?client_id=hermes")
+        out(
+            authorize(host)
+            + ESC
+            + "[1G"
+            + ESC
+            + "[2K"
+            + "https://auth.x.ai/oauth2/auth?client_id=hermes"
+        )
     elif mode == "escaped":
         out("Open this URL to authorize Hermes with xAI:")
         out(authorize(host, "&x=" + ESC + "\x9b"))
     elif mode == "flood":
         for n in range(300):
-            out(authorize(host, "&n={}".format(n)))
+            out(authorize(host, f"&n={n}"))
         if os.environ.get("HOSTILE_MARK"):
-            out("Waiting for callback on http://127.0.0.1:{}/callback".format(os.environ["HOSTILE_MARK"]))
+            out(
+                "Waiting for callback on http://127.0.0.1:{}/callback".format(
+                    os.environ["HOSTILE_MARK"]
+                )
+            )
     elif mode == "privileged":
         out("Open this URL to authorize Hermes with xAI:")
         out(authorize(host, port=22))
         out("Waiting for callback on http://127.0.0.1:22/callback")
     elif mode == "ports":
         for port in range(20000, 21500):
-            out("listening on http://127.0.0.1:{}/".format(port))
+            out(f"listening on http://127.0.0.1:{port}/")
         out("ALL PRINTED")
     elif mode == "mention":
         out("INFO server on http://localhost:{}/api".format(os.environ.get("HOSTILE_PORT", "8080")))
         return int(os.environ.get("HOSTILE_EXIT", "0"))
     else:
-        out("hostile_hermes: unknown mode {!r}".format(mode), sys.stderr)
+        out(f"hostile_hermes: unknown mode {mode!r}", sys.stderr)
         return 2
     time.sleep(WAIT)
     return 0

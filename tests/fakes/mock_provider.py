@@ -145,11 +145,11 @@ class State:
         self.reset()
 
     def reset(self) -> None:
-        self.codes: dict = {}      # code -> {...}
-        self.devices: dict = {}    # user_code -> {...}
+        self.codes: dict = {}  # code -> {...}
+        self.devices: dict = {}  # user_code -> {...}
         self.by_device_code: dict = {}  # device_code -> user_code
-        self.by_codex_id: dict = {}     # device_auth_id -> user_code
-        self.access_tokens: dict = {}   # token -> claims
+        self.by_codex_id: dict = {}  # device_auth_id -> user_code
+        self.access_tokens: dict = {}  # token -> claims
         self.refresh_tokens: dict = {}  # token -> client_id
         self.events: list = []
         self.counter = 0
@@ -179,7 +179,11 @@ class State:
             codes.append(item)
         devices = []
         for user_code, rec in self.devices.items():
-            item = {k: v for k, v in rec.items() if k not in {"device_code", "code_challenge", "verifier"}}
+            item = {
+                k: v
+                for k, v in rec.items()
+                if k not in {"device_code", "code_challenge", "verifier"}
+            }
             item["user_code"] = user_code
             devices.append(item)
         return {
@@ -191,7 +195,9 @@ class State:
             "events": list(self.events),
         }
 
-    def issue_tokens(self, client_id: str, scope: str = "", *, email: str = LAB_EMAIL, extra: dict | None = None) -> dict:
+    def issue_tokens(
+        self, client_id: str, scope: str = "", *, email: str = LAB_EMAIL, extra: dict | None = None
+    ) -> dict:
         now = int(time.time())
         claims = {
             "iss": "mock-provider",
@@ -234,7 +240,7 @@ class Handler(BaseHTTPRequestHandler):
     scheme = "http"
 
     # -- plumbing -----------------------------------------------------------
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         return
 
     def log_request(self, code="-", size="-"):
@@ -244,10 +250,12 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.flush()
 
     def base_url(self) -> str:
-        host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
+        host = self.headers.get("Host") or "{}:{:d}".format(*self.server.server_address[:2])
         return f"{self.scheme}://{host}"
 
-    def send_body(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+    def send_body(
+        self, status: int, body: bytes, content_type: str, headers: dict | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -285,14 +293,18 @@ class Handler(BaseHTTPRequestHandler):
         if ctype == "application/json" or raw[:1] in (b"{",):
             try:
                 data = json.loads(raw.decode("utf-8") or "{}")
-                return {str(k): ("" if v is None else str(v)) for k, v in data.items()} if isinstance(data, dict) else {}
+                return (
+                    {str(k): ("" if v is None else str(v)) for k, v in data.items()}
+                    if isinstance(data, dict)
+                    else {}
+                )
             except ValueError:
                 return {}
         parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in parsed.items()}
 
     # -- dispatch -----------------------------------------------------------
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         path = parts.path
@@ -312,12 +324,16 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"ok": True})
         self.send_html(404, "Not found", "<h1>Not found</h1>")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         path = urlsplit(self.path).path
         params = self.read_params()
         if path in TOKEN_PATHS:
             return self.token(path, params)
-        if path in ("/oauth2/device/code", "/api/oauth/device/code", "/oauth2/device_authorization"):
+        if path in (
+            "/oauth2/device/code",
+            "/api/oauth/device/code",
+            "/oauth2/device_authorization",
+        ):
             return self.device_code(path, params)
         if path == "/oauth/code":
             return self.minimax_code(params)
@@ -369,14 +385,27 @@ class Handler(BaseHTTPRequestHandler):
         if problems:
             with STATE.lock:
                 STATE.event("authorize_rejected", path=path, problems=problems)
-            return self.send_html(400, "Bad authorization request",
-                                  "<h1>Bad authorization request</h1><p>" + html.escape("; ".join(problems)) + "</p>")
+            return self.send_html(
+                400,
+                "Bad authorization request",
+                "<h1>Bad authorization request</h1><p>" + html.escape("; ".join(problems)) + "</p>",
+            )
 
-        mock_error = q.get("mock_error") or q.get("deny") and "access_denied"
+        mock_error = q.get("mock_error") or (q.get("deny") and "access_denied")
         if mock_error:
             with STATE.lock:
-                STATE.event("authorize_denied", path=path, client_id=client_id, redirect_uri=redirect_uri, error=mock_error)
-            params = [("error", mock_error), ("error_description", "The user denied the request (mock)."), ("state", state)]
+                STATE.event(
+                    "authorize_denied",
+                    path=path,
+                    client_id=client_id,
+                    redirect_uri=redirect_uri,
+                    error=mock_error,
+                )
+            params = [
+                ("error", mock_error),
+                ("error_description", "The user denied the request (mock)."),
+                ("state", state),
+            ]
             if is_loopback_http(redirect_uri) or path != "/oauth/authorize":
                 return self.redirect(add_query(redirect_uri, params))
             return self.send_html(200, "Authorization denied", "<h1>Authorization denied</h1>")
@@ -395,8 +424,14 @@ class Handler(BaseHTTPRequestHandler):
                 "issued_at": time.time(),
                 "redeemed": False,
             }
-            STATE.event("code_issued", path=path, client_id=client_id, redirect_uri=redirect_uri,
-                        code=code, state=state)
+            STATE.event(
+                "code_issued",
+                path=path,
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                code=code,
+                state=state,
+            )
         if is_loopback_http(redirect_uri) or path != "/oauth/authorize":
             return self.redirect(add_query(redirect_uri, [("code", code), ("state", state)]))
         # Anthropic-style paste flow: show code#state on a page.
@@ -405,7 +440,7 @@ class Handler(BaseHTTPRequestHandler):
             200,
             "Authorization code",
             "<h1>Authentication successful</h1><p>Paste this code into your terminal:</p>"
-            f"<pre id=\"code\">{html.escape(pasted)}</pre>",
+            f'<pre id="code">{html.escape(pasted)}</pre>',
         )
 
     def token(self, path: str, p: dict) -> None:
@@ -420,7 +455,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.token_refresh(path, p)
         with STATE.lock:
             STATE.event("token_error", path=path, grant_type=grant, error="unsupported_grant_type")
-        return self.oauth_error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
+        return self.oauth_error(
+            400, "unsupported_grant_type", f"grant_type {grant!r} is not supported"
+        )
 
     def token_authorization_code(self, path: str, p: dict) -> None:
         code = p.get("code", "")
@@ -445,18 +482,34 @@ class Handler(BaseHTTPRequestHandler):
             if rec is not None:
                 rec["redeemed"] = True  # one-time, even when the attempt fails
             if error:
-                STATE.event("token_error", path=path, grant_type="authorization_code", error=error[0],
-                            error_description=error[1], code=code or None)
+                STATE.event(
+                    "token_error",
+                    path=path,
+                    grant_type="authorization_code",
+                    error=error[0],
+                    error_description=error[1],
+                    code=code or None,
+                )
             else:
                 rec["redeemed_at"] = time.time()
-                tokens = STATE.issue_tokens(rec.get("client_id") or p.get("client_id", ""), rec.get("scope", ""),
-                                            extra={"nonce": rec.get("nonce")})
-                STATE.event("code_redeemed", path=path, client_id=rec.get("client_id"), code=code,
-                            access_token_fp=fingerprint(tokens["access_token"]))
+                tokens = STATE.issue_tokens(
+                    rec.get("client_id") or p.get("client_id", ""),
+                    rec.get("scope", ""),
+                    extra={"nonce": rec.get("nonce")},
+                )
+                STATE.event(
+                    "code_redeemed",
+                    path=path,
+                    client_id=rec.get("client_id"),
+                    code=code,
+                    access_token_fp=fingerprint(tokens["access_token"]),
+                )
         if error:
             return self.oauth_error(400, *error)
         if path == "/v1/oauth/token":  # Anthropic shape
-            tokens = {k: tokens[k] for k in ("access_token", "refresh_token", "expires_in", "token_type")}
+            tokens = {
+                k: tokens[k] for k in ("access_token", "refresh_token", "expires_in", "token_type")
+            }
         if path == "/api/token":  # Spotify shape (no id_token)
             tokens.pop("id_token", None)
         return self.send_json(200, tokens)
@@ -475,16 +528,28 @@ class Handler(BaseHTTPRequestHandler):
             if rec_state == "approved":
                 rec["status"] = "redeemed"
                 tokens = STATE.issue_tokens(rec.get("client_id", ""), rec.get("scope", ""))
-                STATE.event("device_redeemed", kind=rec["kind"], user_code=user_code,
-                            access_token_fp=fingerprint(tokens["access_token"]))
+                STATE.event(
+                    "device_redeemed",
+                    kind=rec["kind"],
+                    user_code=user_code,
+                    access_token_fp=fingerprint(tokens["access_token"]),
+                )
             elif rec_state != "pending":
-                STATE.event("token_error", path=path, grant_type=GRANT_DEVICE, error=rec_state, user_code=user_code)
+                STATE.event(
+                    "token_error",
+                    path=path,
+                    grant_type=GRANT_DEVICE,
+                    error=rec_state,
+                    user_code=user_code,
+                )
         if tokens is not None:
             if rec["kind"] == "nous":
                 tokens["scope"] = rec.get("scope") or "inference:invoke"
             return self.send_json(200, tokens)
         if rec_state == "pending":
-            return self.oauth_error(400, "authorization_pending", "The user has not yet approved the request.")
+            return self.oauth_error(
+                400, "authorization_pending", "The user has not yet approved the request."
+            )
         if rec_state == "denied":
             return self.oauth_error(400, "access_denied", "The user denied the request.")
         if rec_state == "expired":
@@ -496,11 +561,17 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             client_id = STATE.refresh_tokens.pop(refresh, None)
             if client_id is None:
-                STATE.event("token_error", path=path, grant_type="refresh_token", error="invalid_grant")
+                STATE.event(
+                    "token_error", path=path, grant_type="refresh_token", error="invalid_grant"
+                )
                 tokens = None
             else:
                 tokens = STATE.issue_tokens(client_id)
-                STATE.event("token_refreshed", path=path, access_token_fp=fingerprint(tokens["access_token"]))
+                STATE.event(
+                    "token_refreshed",
+                    path=path,
+                    access_token_fp=fingerprint(tokens["access_token"]),
+                )
         if tokens is None:
             return self.oauth_error(400, "invalid_grant", "unknown refresh token")
         if path == "/api/token":
@@ -534,7 +605,9 @@ class Handler(BaseHTTPRequestHandler):
         kind = "nous" if path.startswith("/api/") else "xai"
         base = self.base_url()
         with STATE.lock:
-            user_code, device_code, _ = self._new_device(kind, p.get("client_id", ""), p.get("scope", ""))
+            user_code, device_code, _ = self._new_device(
+                kind, p.get("client_id", ""), p.get("scope", "")
+            )
         self.send_json(
             200,
             {
@@ -550,8 +623,12 @@ class Handler(BaseHTTPRequestHandler):
     def minimax_code(self, p: dict) -> None:
         base = self.base_url()
         with STATE.lock:
-            user_code, _dc, _ = self._new_device("minimax", p.get("client_id", ""), p.get("scope", ""),
-                                                 code_challenge=p.get("code_challenge", ""))
+            user_code, _dc, _ = self._new_device(
+                "minimax",
+                p.get("client_id", ""),
+                p.get("scope", ""),
+                code_challenge=p.get("code_challenge", ""),
+            )
         self.send_json(
             200,
             {
@@ -569,10 +646,30 @@ class Handler(BaseHTTPRequestHandler):
             rec = STATE.devices.get(user_code)
             if rec is None or rec["kind"] != "minimax":
                 STATE.event("token_error", grant_type=GRANT_USER_CODE, error="unknown_user_code")
-                result = (400, {"status": "error", "base_resp": {"status_code": 1004, "status_msg": "unknown user_code"}})
+                result = (
+                    400,
+                    {
+                        "status": "error",
+                        "base_resp": {"status_code": 1004, "status_msg": "unknown user_code"},
+                    },
+                )
             elif pkce_s256(p.get("code_verifier", "")) != rec.get("code_challenge"):
-                STATE.event("token_error", grant_type=GRANT_USER_CODE, error="pkce_failed", user_code=user_code)
-                result = (400, {"status": "error", "base_resp": {"status_code": 1004, "status_msg": "PKCE verification failed"}})
+                STATE.event(
+                    "token_error",
+                    grant_type=GRANT_USER_CODE,
+                    error="pkce_failed",
+                    user_code=user_code,
+                )
+                result = (
+                    400,
+                    {
+                        "status": "error",
+                        "base_resp": {
+                            "status_code": 1004,
+                            "status_msg": "PKCE verification failed",
+                        },
+                    },
+                )
             else:
                 rec["polls"] = rec.get("polls", 0) + 1
                 if rec["status"] == "pending":
@@ -580,15 +677,22 @@ class Handler(BaseHTTPRequestHandler):
                 elif rec["status"] == "approved":
                     rec["status"] = "redeemed"
                     tokens = STATE.issue_tokens(rec.get("client_id", ""))
-                    STATE.event("device_redeemed", kind="minimax", user_code=user_code,
-                                access_token_fp=fingerprint(tokens["access_token"]))
-                    result = (200, {
-                        "status": "success",
-                        "access_token": tokens["access_token"],
-                        "refresh_token": tokens["refresh_token"],
-                        "expired_in": int((time.time() + 3600) * 1000),
-                        "token_type": "Bearer",
-                    })
+                    STATE.event(
+                        "device_redeemed",
+                        kind="minimax",
+                        user_code=user_code,
+                        access_token_fp=fingerprint(tokens["access_token"]),
+                    )
+                    result = (
+                        200,
+                        {
+                            "status": "success",
+                            "access_token": tokens["access_token"],
+                            "refresh_token": tokens["refresh_token"],
+                            "expired_in": int((time.time() + 3600) * 1000),
+                            "token_type": "Bearer",
+                        },
+                    )
                 else:
                     result = (200, {"status": "error"})
         self.send_json(*result)
@@ -599,8 +703,14 @@ class Handler(BaseHTTPRequestHandler):
             device_auth_id = "deviceauth_" + secrets.token_hex(12)
             rec["device_auth_id"] = device_auth_id
             STATE.by_codex_id[device_auth_id] = user_code
-        self.send_json(200, {"device_auth_id": device_auth_id, "user_code": user_code,
-                             "interval": str(STATE.device_interval)})
+        self.send_json(
+            200,
+            {
+                "device_auth_id": device_auth_id,
+                "user_code": user_code,
+                "interval": str(STATE.device_interval),
+            },
+        )
 
     def codex_poll(self, p: dict) -> None:
         base = self.base_url()
@@ -626,9 +736,20 @@ class Handler(BaseHTTPRequestHandler):
                         "issued_at": time.time(),
                         "redeemed": False,
                     }
-                    STATE.event("code_issued", path="/api/accounts/deviceauth/token", code=code, user_code=user_code)
-                    result = (200, {"authorization_code": code, "code_verifier": verifier,
-                                    "code_challenge": pkce_s256(verifier)})
+                    STATE.event(
+                        "code_issued",
+                        path="/api/accounts/deviceauth/token",
+                        code=code,
+                        user_code=user_code,
+                    )
+                    result = (
+                        200,
+                        {
+                            "authorization_code": code,
+                            "code_verifier": verifier,
+                            "code_challenge": pkce_s256(verifier),
+                        },
+                    )
                 elif rec["status"] == "denied":
                     result = (400, {"error": "access_denied"})
                 else:
@@ -651,19 +772,31 @@ class Handler(BaseHTTPRequestHandler):
                 if rec["status"] == "pending":
                     rec["status"] = "denied" if deny else "approved"
                     rec["decided_at"] = time.time()
-                    STATE.event("device_denied" if deny else "device_approved", kind=rec["kind"], user_code=user_code)
+                    STATE.event(
+                        "device_denied" if deny else "device_approved",
+                        kind=rec["kind"],
+                        user_code=user_code,
+                    )
                 status = rec["status"]
         if status is None:
             if user_code:
                 return self.send_html(404, "Unknown code", "<h1>Unknown or expired code</h1>")
-            return self.send_html(200, "Enter code",
-                                  '<h1>Enter the code shown in your terminal</h1>'
-                                  '<form method="get"><input name="user_code"><button>Continue</button></form>')
+            return self.send_html(
+                200,
+                "Enter code",
+                "<h1>Enter the code shown in your terminal</h1>"
+                '<form method="get"><input name="user_code"><button>Continue</button></form>',
+            )
         if status == "denied":
-            return self.send_html(200, "Denied", "<h1>Access denied</h1><p>You can close this tab.</p>")
-        return self.send_html(200, "Device approved",
-                              f"<h1>Device approved</h1><p>Code {html.escape(user_code)} approved. "
-                              "You can close this tab.</p>")
+            return self.send_html(
+                200, "Denied", "<h1>Access denied</h1><p>You can close this tab.</p>"
+            )
+        return self.send_html(
+            200,
+            "Device approved",
+            f"<h1>Device approved</h1><p>Code {html.escape(user_code)} approved. "
+            "You can close this tab.</p>",
+        )
 
     def spotify_me(self) -> None:
         auth = self.headers.get("Authorization") or ""
@@ -671,9 +804,20 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             claims = STATE.access_tokens.get(token)
         if claims is None:
-            return self.send_json(401, {"error": {"status": 401, "message": "Invalid access token"}})
-        return self.send_json(200, {"id": "labuser", "display_name": "Lab User", "email": claims.get("email"),
-                                    "country": "ZZ", "product": "premium", "type": "user"})
+            return self.send_json(
+                401, {"error": {"status": 401, "message": "Invalid access token"}}
+            )
+        return self.send_json(
+            200,
+            {
+                "id": "labuser",
+                "display_name": "Lab User",
+                "email": claims.get("email"),
+                "country": "ZZ",
+                "product": "premium",
+                "type": "user",
+            },
+        )
 
 
 def main(argv=None) -> int:
@@ -681,10 +825,14 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--device-interval", type=int, default=1, help="device-flow poll interval (s)")
+    parser.add_argument(
+        "--device-interval", type=int, default=1, help="device-flow poll interval (s)"
+    )
     parser.add_argument("--device-expires", type=int, default=600, help="device-code lifetime (s)")
     parser.add_argument("--verbose", action="store_true", help="log METHOD path status to stderr")
-    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument(
+        "--tls-cert", default=None, help="serve HTTPS with this PEM certificate chain"
+    )
     parser.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -714,8 +862,9 @@ def main(argv=None) -> int:
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
         # The handshake runs in the request's own thread (do_handshake_on_connect=False
         # leaves it to the first read), so a stalled client never blocks the accept loop.
-        server.socket = ctx.wrap_socket(server.socket, server_side=True,
-                                        do_handshake_on_connect=False)
+        server.socket = ctx.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
         Handler.scheme = "https"
     host, port = server.server_address[:2]
     shown_host = f"[{host}]" if ":" in host else host

@@ -368,12 +368,14 @@ def _https_get(port: int, path: str, ca: Path | None) -> tuple[int, bytes]:
     import ssl
 
     ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="auth.x.ai") as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: auth.x.ai\r\nConnection: close\r\n\r\n".encode())
-            resp = http.client.HTTPResponse(tls)
-            resp.begin()
-            return resp.status, resp.read()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="auth.x.ai") as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: auth.x.ai\r\nConnection: close\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(tls)
+        resp.begin()
+        return resp.status, resp.read()
 
 
 def test_mock_serves_https_as_the_labs_auth_x_ai(procs, tmp_path):
@@ -383,9 +385,22 @@ def test_mock_serves_https_as_the_labs_auth_x_ai(procs, tmp_path):
 
     _lab_ca(tmp_path, ("auth.x.ai", "accounts.x.ai"))
     assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
-    proc = procs.popen([PY, str(MOCK), "--host", "127.0.0.1", "--port", "0", "--tls-cert",
-                        str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key")],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = procs.popen(
+        [
+            PY,
+            str(MOCK),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-cert",
+            str(tmp_path / "server.pem"),
+            "--tls-key",
+            str(tmp_path / "server.key"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = proc.stdout.readline().decode()
     m = re.fullmatch(r"listening https://127\.0\.0\.1:(\d+)\n", line)
     assert m, line
@@ -404,8 +419,12 @@ def test_mock_serves_https_as_the_labs_auth_x_ai(procs, tmp_path):
 
 
 def test_mock_tls_options_go_together(tmp_path):
-    done = subprocess.run([PY, str(MOCK), "--tls-cert", str(tmp_path / "x.pem")], capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [PY, str(MOCK), "--tls-cert", str(tmp_path / "x.pem")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
 
 

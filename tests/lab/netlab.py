@@ -143,8 +143,17 @@ class Lab:
         """The lab with this suffix; names derive from the suffix, pids come from its state file."""
         root = BASE / f"lab-{suffix}"
         user = f"tal{suffix}"
-        lab = cls(suffix, root, f"ta-{suffix}-laptop", f"ta-{suffix}-bastion",
-                  f"ta-{suffix}-target", user, root / "home" / user, root / "laptop-home", manual)
+        lab = cls(
+            suffix,
+            root,
+            f"ta-{suffix}-laptop",
+            f"ta-{suffix}-bastion",
+            f"ta-{suffix}-target",
+            user,
+            root / "home" / user,
+            root / "laptop-home",
+            manual,
+        )
         with suppress(OSError, ValueError):
             state = json.loads(state_path(suffix).read_text())
             lab.manual = bool(state.get("manual"))
@@ -221,15 +230,32 @@ class Lab:
         self._veth("laptop", "198.18.1.1/24", "bastion", f"{self.bastion_ip}/24", "lb")
         self._veth("bastion", "198.18.2.1/24", "target", f"{self.target_ip}/24", "bt")
         _cmd("ip", "-n", self.bastion_ns, "addr", "add", f"{self.provider_ip}/32", "dev", "lo")
-        _cmd("ip", "-n", self.laptop_ns, "route", "add", f"{self.provider_ip}/32",
-             "via", self.bastion_ip)
-        _cmd("ip", "-n", self.target_ns, "route", "add", f"{self.provider_ip}/32",
-             "via", "198.18.2.1")
+        _cmd(
+            "ip",
+            "-n",
+            self.laptop_ns,
+            "route",
+            "add",
+            f"{self.provider_ip}/32",
+            "via",
+            self.bastion_ip,
+        )
+        _cmd(
+            "ip",
+            "-n",
+            self.target_ns,
+            "route",
+            "add",
+            f"{self.provider_ip}/32",
+            "via",
+            "198.18.2.1",
+        )
         self._xai_tls()
         (self.root / "home").mkdir(mode=0o755)
         # '*' rather than useradd's default '!': sshd without PAM refuses '!'-locked accounts.
-        _cmd("useradd", "-m", "-d", str(self.user_home), "-s", "/bin/sh", "-U", "-p", "*",
-             self.user)
+        _cmd(
+            "useradd", "-m", "-d", str(self.user_home), "-s", "/bin/sh", "-U", "-p", "*", self.user
+        )
         os.chmod(self.user_home, 0o755)
         self._make_keys()
         for host in ("bastion", "target"):
@@ -237,8 +263,21 @@ class Lab:
 
     def _veth(self, a: str, a_addr: str, b: str, b_addr: str, tag: str) -> None:
         dev_a, dev_b = f"ta{self.suffix}{tag}", f"ta{self.suffix}{tag[::-1]}"
-        _cmd("ip", "link", "add", dev_a, "netns", self.ns(a), "type", "veth",
-             "peer", "name", dev_b, "netns", self.ns(b))
+        _cmd(
+            "ip",
+            "link",
+            "add",
+            dev_a,
+            "netns",
+            self.ns(a),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            dev_b,
+            "netns",
+            self.ns(b),
+        )
         for host, dev, addr in ((a, dev_a, a_addr), (b, dev_b, b_addr)):
             _cmd("ip", "-n", self.ns(host), "addr", "add", addr, "dev", dev)
             _cmd("ip", "-n", self.ns(host), "link", "set", dev, "up")
@@ -260,12 +299,15 @@ class Lab:
         (ssh_dir / "known_hosts").write_text("\n".join(known) + "\n")
         # OpenSSH's ssh locates ~ through the passwd entry, not $HOME, so the known_hosts
         # path is spelled out; StrictHostKeyChecking stops the ProxyJump hop from prompting.
-        common = (f"  IdentityFile {key}\n  IdentitiesOnly yes\n"
-                  f"  UserKnownHostsFile {ssh_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n")
+        common = (
+            f"  IdentityFile {key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {ssh_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+        )
         (ssh_dir / "config").write_text(
             f"Host bastion\n  HostName {self.bastion_ip}\n  User {self.user}\n{common}\n"
             f"Host target\n  HostName {self.target_ip}\n  User {self.user}\n"
-            f"  ProxyJump bastion\n{common}")
+            f"  ProxyJump bastion\n{common}"
+        )
 
     @property
     def tls_dir(self) -> Path:
@@ -282,12 +324,14 @@ class Lab:
         unroutable), and a per-lab CA with a server certificate for those names. Runs before the
         sshds start, so their sessions inherit the hosts file."""
         _cmd("ip", "-n", self.bastion_ns, "addr", "add", f"{self.xai_ip}/32", "dev", "lo")
-        _cmd("ip", "-n", self.laptop_ns, "route", "add", f"{self.xai_ip}/32",
-             "via", self.bastion_ip)
+        _cmd(
+            "ip", "-n", self.laptop_ns, "route", "add", f"{self.xai_ip}/32", "via", self.bastion_ip
+        )
         _cmd("ip", "-n", self.target_ns, "route", "add", f"{self.xai_ip}/32", "via", "198.18.2.1")
         base = Path("/etc/hosts").read_text(errors="replace") if Path("/etc/hosts").exists() else ""
-        base = "\n".join(line for line in base.splitlines()
-                         if not set(line.split()[1:]) & set(XAI_HOSTS))
+        base = "\n".join(
+            line for line in base.splitlines() if not set(line.split()[1:]) & set(XAI_HOSTS)
+        )
         for host in ("laptop", "target"):
             d = NETNS_ETC / self.ns(host)
             d.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -298,8 +342,14 @@ class Lab:
 
     # -- sshd ----------------------------------------------------------------------------------
 
-    def start_sshd(self, host: str, extra: Sequence[str] = (), *, pam: str | None = None,
-                   host_keys: Sequence[Path] | None = None) -> None:
+    def start_sshd(
+        self,
+        host: str,
+        extra: Sequence[str] = (),
+        *,
+        pam: str | None = None,
+        host_keys: Sequence[Path] | None = None,
+    ) -> None:
         """(Re)start host's sshd; `extra` lines come first so they win over the defaults.
 
         `pam`: the text of a PAM service for this sshd alone (sshd always asks for "sshd"; it
@@ -316,7 +366,7 @@ class Lab:
         lines = [
             *extra[:cut],
             f"ListenAddress {ip}:22",
-            *(f"HostKey {k}" for k in (host_keys or [d / 'ssh_host_ed25519_key'])),
+            *(f"HostKey {k}" for k in (host_keys or [d / "ssh_host_ed25519_key"])),
             f"PidFile {d / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}/%u",
             "PasswordAuthentication no",
@@ -341,8 +391,17 @@ class Lab:
             service = d / "pam-sshd"
             service.write_text(pam)
             # unshare execs sh, which execs sshd: one pid, stopped like any other sshd.
-            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                    'mount --bind "$0" /etc/pam.d/sshd && exec "$@"', str(service), *argv]
+            argv = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount --bind "$0" /etc/pam.d/sshd && exec "$@"',
+                str(service),
+                *argv,
+            ]
         proc = self._start(host, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         custom = ("# custom",) if pam is not None or host_keys else ()
         self._sshd[host], self._sshd_extra[host] = proc, extra + custom
@@ -393,13 +452,28 @@ class Lab:
         out = ["ip", "netns", "exec", self.ns(host)]
         if user is not None:
             pw = pwd.getpwnam(user)
-            out += ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
-                    "env", f"HOME={pw.pw_dir}", f"USER={user}", f"LOGNAME={user}"]
+            out += [
+                "setpriv",
+                f"--reuid={pw.pw_uid}",
+                f"--regid={pw.pw_gid}",
+                "--init-groups",
+                "env",
+                f"HOME={pw.pw_dir}",
+                f"USER={user}",
+                f"LOGNAME={user}",
+            ]
         return out + [str(a) for a in argv]
 
-    def spawn(self, host: str, argv: Sequence[str], *, user: str | None = None,
-              env: dict[str, str] | None = None, keep: bool = False,
-              **popen_kw: Any) -> subprocess.Popen[Any]:
+    def spawn(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        keep: bool = False,
+        **popen_kw: Any,
+    ) -> subprocess.Popen[Any]:
         """Start argv inside host's namespace. Killed by kill_tracked() unless keep=True;
         always killed by destroy(). With user, HOME is that user's home and cwd defaults to it."""
         if user is not None:
@@ -411,10 +485,18 @@ class Lab:
         self._save_state()
         return proc
 
-    def run(self, host: str, argv: Sequence[str], *, user: str | None = None,
-            env: dict[str, str] | None = None, timeout: float | None = 60,
-            input: str | bytes | None = None, check: bool = False,
-            **kw: Any) -> subprocess.CompletedProcess[Any]:
+    def run(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = 60,
+        input: str | bytes | None = None,
+        check: bool = False,
+        **kw: Any,
+    ) -> subprocess.CompletedProcess[Any]:
         """Like subprocess.run(capture_output=True, text=True); the whole tree dies on timeout."""
         kw.setdefault("text", True)
         kw.setdefault("stdout", subprocess.PIPE)
@@ -468,8 +550,10 @@ class Lab:
         found = []
         for p in psutil.process_iter(["cmdline"]):
             with suppress(OSError, psutil.Error):
-                if (needle in " ".join(p.info["cmdline"] or ())
-                        and os.stat(f"/proc/{p.pid}/ns/net").st_ino == ns_ino):
+                if (
+                    needle in " ".join(p.info["cmdline"] or ())
+                    and os.stat(f"/proc/{p.pid}/ns/net").st_ino == ns_ino
+                ):
                     found.append(p)
         return found
 
@@ -486,8 +570,12 @@ class Lab:
             with suppress(psutil.Error):
                 pids.append((p.pid, psutil.Process(p.pid).create_time()))
         state = {
-            "suffix": self.suffix, "owner": (me.pid, me.create_time()), "manual": self.manual,
-            "root": str(self.root), "user": self.user, "namespaces": self.namespaces,
+            "suffix": self.suffix,
+            "owner": (me.pid, me.create_time()),
+            "manual": self.manual,
+            "root": str(self.root),
+            "user": self.user,
+            "namespaces": self.namespaces,
             "pids": pids,
         }
         path = state_path(self.suffix)
@@ -500,8 +588,9 @@ class Lab:
 
 
 def _cmd(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and done.returncode:
         raise LabError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -571,43 +660,65 @@ def _lab_ca(d: Path, names: Sequence[str]) -> None:
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
 
     def usage(ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=not ca, content_commitment=False,
-                             key_encipherment=False, data_encipherment=False, key_agreement=False,
-                             key_cert_sign=ca, crl_sign=ca, encipher_only=False,
-                             decipher_only=False)
+        return x509.KeyUsage(
+            digital_signature=not ca,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                            f"tunnelauth lab CA {d.parent.name}")])
+    ca_name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"tunnelauth lab CA {d.parent.name}")]
+    )
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(usage(True), critical=True)
-          .add_extension(ca_ski, critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(True), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     (d / "ca.pem").write_bytes(ca.public_bytes(pem))
     os.chmod(d / "ca.pem", 0o644)
     (d / "server.pem").write_bytes(cert.public_bytes(pem))
     fd = os.open(d / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+        fh.write(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
 
 
 def _keygen(path: Path, comment: str) -> str:

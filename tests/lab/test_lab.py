@@ -86,11 +86,15 @@ def test_bastion_does_not_forward(clean_lab: Lab) -> None:
 
 
 def test_root_namespace_cannot_reach_lab(clean_lab: Lab) -> None:
-    routes = subprocess.run(["ip", "route", "show", netlab.LAB_NET], capture_output=True,
-                            text=True, check=True).stdout
+    routes = subprocess.run(
+        ["ip", "route", "show", netlab.LAB_NET], capture_output=True, text=True, check=True
+    ).stdout
     assert routes.strip()
-    done = subprocess.run([sys.executable, "-c", PROBE, clean_lab.bastion_ip, "22", "2", "-"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, clean_lab.bastion_ip, "22", "2", "-"],
+        capture_output=True,
+        text=True,
+    )
     assert done.stdout.startswith("ERR")
 
 
@@ -135,11 +139,19 @@ def test_laptop_home_files(clean_lab: Lab) -> None:
     ssh_dir = lab.laptop_home / ".ssh"
     known = (ssh_dir / "known_hosts").read_text().splitlines()
     assert [line.split()[:2] for line in known] == [
-        [lab.bastion_ip, "ssh-ed25519"], [lab.target_ip, "ssh-ed25519"]]
+        [lab.bastion_ip, "ssh-ed25519"],
+        [lab.target_ip, "ssh-ed25519"],
+    ]
     config = (ssh_dir / "config").read_text()
     key = ssh_dir / "id_ed25519"
-    for line in ("Host bastion", f"HostName {lab.bastion_ip}", f"User {lab.user}",
-                 "ProxyJump bastion", f"IdentityFile {key}", "IdentitiesOnly yes"):
+    for line in (
+        "Host bastion",
+        f"HostName {lab.bastion_ip}",
+        f"User {lab.user}",
+        "ProxyJump bastion",
+        f"IdentityFile {key}",
+        "IdentitiesOnly yes",
+    ):
         assert line in config
     assert (ssh_dir / "id_ed25519").stat().st_mode & 0o077 == 0
 
@@ -190,8 +202,11 @@ def test_unknown_host_key_is_refused(clean_lab: Lab, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = tmp_path / "config"
-    config.write_text((lab.laptop_home / ".ssh" / "config").read_text()
-                      .replace(str(lab.laptop_home / ".ssh" / "known_hosts"), str(empty)))
+    config.write_text(
+        (lab.laptop_home / ".ssh" / "config")
+        .read_text()
+        .replace(str(lab.laptop_home / ".ssh" / "known_hosts"), str(empty))
+    )
     done = ssh(lab, "target", "true", config=config)
     assert done.returncode == 255
     assert "Host key verification failed" in done.stderr
@@ -250,9 +265,11 @@ def test_destroy_leaves_nothing(lab: Lab) -> None:
     other = Lab.create()
     try:
         assert other.suffix != lab.suffix
-        pids = [other.spawn("target", ["sleep", "600"], user=other.user).pid,
-                other.spawn("laptop", ["sleep", "600"]).pid,
-                *(p.pid for p in other._sshd.values())]
+        pids = [
+            other.spawn("target", ["sleep", "600"], user=other.user).pid,
+            other.spawn("laptop", ["sleep", "600"]).pid,
+            *(p.pid for p in other._sshd.values()),
+        ]
         done = ssh(other, "target", "true")
         assert done.returncode == 0, done.stderr
     finally:

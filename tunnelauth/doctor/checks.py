@@ -10,9 +10,8 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnelauth._asyncssh import asyncssh
-
 from tunnelauth import openssh, ssh
+from tunnelauth._asyncssh import asyncssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands, tunnel, verdicts, versions
 from tunnelauth.doctor.model import Check, DestinationReport, Outcome, Status
@@ -63,12 +62,22 @@ def laptop_ports(request: DoctorRequest) -> dict[int, str | None]:
 
 
 def unexpected(exc: BaseException) -> str:
-    return f"unexpected error: {type(exc).__name__}: {exc}" if str(exc) else f"unexpected error: {exc!r}"
+    return (
+        f"unexpected error: {type(exc).__name__}: {exc}"
+        if str(exc)
+        else f"unexpected error: {exc!r}"
+    )
 
 
 class Destination:
-    def __init__(self, request: DoctorRequest, name: str, hops: tuple[ssh.Hop, ...],
-                 pool: ssh.SharedConnections, laptop_busy: Mapping[int, str | None]) -> None:
+    def __init__(
+        self,
+        request: DoctorRequest,
+        name: str,
+        hops: tuple[ssh.Hop, ...],
+        pool: ssh.SharedConnections,
+        laptop_busy: Mapping[int, str | None],
+    ) -> None:
         self.request = request
         self.name = name
         self.hops = hops
@@ -114,8 +123,11 @@ class Destination:
 
     async def _checks(self) -> DestinationReport:
         avoid = [p.port for p in PROVIDERS if p.port]  # the listener never takes a hermes port
-        await self._timed("forwarding", self._remote(tunnel.check(self._conn, self.name, avoid)),
-                          LIMITS["forwarding"])
+        await self._timed(
+            "forwarding",
+            self._remote(tunnel.check(self._conn, self.name, avoid)),
+            LIMITS["forwarding"],
+        )
         found = await self._timed("hermes", self._remote(self._hermes()), LIMITS["hermes"])
         version = found.data if found.status is Status.PASS else None
         for provider in self.request.providers:
@@ -126,10 +138,17 @@ class Destination:
                 await self._timed(name, self._flow(provider, version))
         for provider in self.request.loopback:
             flow = versions.flow_for(provider, version) if version else None
-            await self._timed(f"port {provider.port} ({provider.name})", self._port(provider, flow),
-                              LIMITS["port"])
+            await self._timed(
+                f"port {provider.port} ({provider.name})",
+                self._port(provider, flow),
+                LIMITS["port"],
+            )
         tokens = await self._timed("token dir", self._remote(self._tokens()), LIMITS["token dir"])
-        user = tokens.data if isinstance(tokens.data, str) else (self.request.as_user or self.hops[-1].user)
+        user = (
+            tokens.data
+            if isinstance(tokens.data, str)
+            else (self.request.as_user or self.hops[-1].user)
+        )
         await self._timed("gateway", self._remote(self._gateway(user)), LIMITS["gateway"])
         return self.report()
 
@@ -172,20 +191,31 @@ class Destination:
     def _transport(self, by_asyncssh: bool, by_ssh: bool) -> Check:
         """Which transport a login to this destination needs."""
         if by_asyncssh:
-            return Check("transport", Status.PASS, "asyncssh (the default) works"
-                         + ("; --ssh openssh works too" if by_ssh else ""), 0.0)
+            return Check(
+                "transport",
+                Status.PASS,
+                "asyncssh (the default) works" + ("; --ssh openssh works too" if by_ssh else ""),
+                0.0,
+            )
         if by_ssh:
-            return Check("transport", Status.WARN, "asyncssh cannot log in here but this machine's "
-                         "ssh can: log in with --ssh openssh", 0.0)
-        return Check("transport", Status.FAIL, "neither asyncssh nor this machine's ssh can log in", 0.0)
+            return Check(
+                "transport",
+                Status.WARN,
+                "asyncssh cannot log in here but this machine's ssh can: log in with --ssh openssh",
+                0.0,
+            )
+        return Check(
+            "transport", Status.FAIL, "neither asyncssh nor this machine's ssh can log in", 0.0
+        )
 
     @property
     def _conn(self) -> asyncssh.SSHClientConnection:
         assert self.conn is not None
         return self.conn
 
-    async def _timed(self, name: str, work: Coroutine[Any, Any, Outcome],
-                     limit: float | None = DEFAULT_LIMIT) -> Outcome:
+    async def _timed(
+        self, name: str, work: Coroutine[Any, Any, Outcome], limit: float | None = DEFAULT_LIMIT
+    ) -> Outcome:
         if self.conn is not None and self.conn.is_closed():
             work.close()
             outcome = Outcome(Status.SKIP, f"lost the connection to {self.name}")
@@ -234,8 +264,11 @@ class Destination:
         req = self.request
         try:
             self._answers = await self._run_probe(
-                hermes=req.hermes, as_user=req.as_user, env=dict(req.remote_env),
-                hermes_home=req.remote_env.get("HERMES_HOME"))
+                hermes=req.hermes,
+                as_user=req.as_user,
+                env=dict(req.remote_env),
+                hermes_home=req.remote_env.get("HERMES_HOME"),
+            )
         except PROBE_FAILURES as exc:
             self._probe_error = exc
 
@@ -245,7 +278,9 @@ class Destination:
         as the destination is connected; the first check to need it waits for the rest of
         it (and that wait is its time), the others read its answer."""
         assert self._prefetch is not None
-        await asyncio.shield(self._prefetch)  # a check's time limit must not cancel it for the others
+        await asyncio.shield(
+            self._prefetch
+        )  # a check's time limit must not cancel it for the others
         if self._probe_error is not None:
             raise self._probe_error
         assert self._answers is not None
@@ -267,8 +302,10 @@ class Destination:
         if answer is None:
             err = [line.strip() for line in errors.splitlines() if line.strip()]
             commands.check_python(proc.exit_status, err[-1] if err else "", self.name)
-            raise RemoteSetupError(f"the doctor's probe failed on {self.name}: "
-                                   f"{err[-1] if err else f'exit status {proc.exit_status}'}")
+            raise RemoteSetupError(
+                f"the doctor's probe failed on {self.name}: "
+                f"{err[-1] if err else f'exit status {proc.exit_status}'}"
+            )
         return answer
 
     async def _hermes(self) -> Outcome:
@@ -276,24 +313,35 @@ class Destination:
         info = await self._probe("hermes")
         if info.get("sudo"):
             self.no_version = f"hermes cannot run as {req.as_user}"
-            return Outcome(Status.FAIL, f"cannot run hermes as {req.as_user} on {self.name} through "
-                                        f"`sudo -n`: {info['sudo']}")
+            return Outcome(
+                Status.FAIL,
+                f"cannot run hermes as {req.as_user} on {self.name} through "
+                f"`sudo -n`: {info['sudo']}",
+            )
         if info.get("missing"):
-            looked = ", ".join(map(str, info["missing"]))  # type: ignore[call-overload]
+            looked = ", ".join(map(str, info["missing"]))
             self.no_version = "hermes was not found"
-            return Outcome(Status.FAIL, f"{req.hermes} was not found on {self.name}; looked in {looked} "
-                                        "(install hermes-agent there, or pass --hermes /path/to/hermes)")
+            return Outcome(
+                Status.FAIL,
+                f"{req.hermes} was not found on {self.name}; looked in {looked} "
+                "(install hermes-agent there, or pass --hermes /path/to/hermes)",
+            )
         path, first = info.get("path"), str(info.get("first_line") or "")
         if info.get("rc") != 0:
             why = info.get("error") or first or "no message"
             self.no_version = "hermes --version failed"
-            return Outcome(Status.FAIL, f"{path} --version failed on {self.name} "
-                                        f"(exit status {info.get('rc')}): {why}")
+            return Outcome(
+                Status.FAIL,
+                f"{path} --version failed on {self.name} (exit status {info.get('rc')}): {why}",
+            )
         version = versions.parse_version(first)
         if version is None:
             self.no_version = "hermes printed no version"
-            return Outcome(Status.WARN, f"{path}: --version printed {first!r}, not a hermes version "
-                                        "(a login still follows what it prints)")
+            return Outcome(
+                Status.WARN,
+                f"{path}: --version printed {first!r}, not a hermes version "
+                "(a login still follows what it prints)",
+            )
         return Outcome(Status.PASS, f"{path}: {first.strip()}", version)
 
     async def _flow(self, provider: Provider, version: versions.Version) -> Outcome:
@@ -312,9 +360,14 @@ class Destination:
             self.listeners = await self._listeners()
             self._tables_read = True
         target = None if self.listeners is None else self.listeners.get(provider.port, set())
-        return verdicts.port_verdict(provider, provider.port, self.name,
-                                     laptop_busy=self.laptop_busy.get(provider.port),
-                                     target=target, flow=flow)
+        return verdicts.port_verdict(
+            provider,
+            provider.port,
+            self.name,
+            laptop_busy=self.laptop_busy.get(provider.port),
+            target=target,
+            flow=flow,
+        )
 
     async def _listeners(self) -> dict[int, set[str]] | None:
         """port -> loopback/wildcard addresses listening there; None when unknown."""
@@ -322,7 +375,9 @@ class Destination:
             found = await self._probe("sockets")
         except PROBE_FAILURES:
             # No probe (no python3, say): the kernel's tables need only sh and cat.
-            done = await self._conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
+            done = await self._conn.run(
+                commands.socket_table_command(), check=False, encoding="utf-8"
+            )
             text = str(done.stdout or "")
             return verdicts.listeners(text) if text.strip() else None
         if not isinstance(found, dict):

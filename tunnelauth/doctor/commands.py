@@ -99,7 +99,7 @@ def probe_answer(stdout: str) -> dict[str, object] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             try:
-                answer = json.loads(line[len(MARK):])
+                answer = json.loads(line[len(MARK) :])
             except ValueError:
                 return None
             return answer if isinstance(answer, dict) else None

@@ -31,8 +31,12 @@ class Check:
     seconds: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "status": self.status.value, "detail": self.detail,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def blocks(status: Status, strict: bool) -> bool:
@@ -65,8 +69,11 @@ class DoctorReport:
     def to_dict(self) -> dict[str, object]:
         return {
             "destinations": [
-                {"destination": dest.destination, "ok": dest.ok(self.strict),
-                 "checks": [check.to_dict() for check in dest.checks]}
+                {
+                    "destination": dest.destination,
+                    "ok": dest.ok(self.strict),
+                    "checks": [check.to_dict() for check in dest.checks],
+                }
                 for dest in self.destinations
             ],
             "ok": self.ok,

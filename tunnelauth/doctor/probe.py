@@ -36,7 +36,7 @@ VERSION_SCRIPT = (
     "trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' HUP INT TERM; "
     'HOME=$d HERMES_HOME=$d "$@"'
 )
-CHILDREN = []  # process groups to stop when tunnelauth goes away
+CHILDREN = []  # type: list[subprocess.Popen[bytes]]  # process groups to stop when tunnelauth goes away
 
 
 def watch_stdin():
@@ -67,9 +67,14 @@ def run(argv, timeout, env=None, data=None):
     """(returncode, stdout, stderr), `data` on its stdin; the command's whole process group
     dies on timeout."""
     try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
     except OSError as exc:
         return 127, "", exc.strerror or str(exc)
     CHILDREN.append(child)
@@ -116,10 +121,18 @@ def hermes(config, agent):
         return {"missing": looked}
     known = metadata_version(path)
     if known:
-        return {"path": path, "rc": 0, "first_line": "Hermes Agent v%s (from its package metadata)" % known}
+        return {
+            "path": path,
+            "rc": 0,
+            "first_line": "Hermes Agent v%s (from its package metadata)" % known,
+        }
     rc, out, err = version_run(path, user, config.get("env", {}), agent)
-    return {"path": path, "rc": rc, "first_line": (out.strip().splitlines() or [""])[0],
-            "error": last_line(err, "")}
+    return {
+        "path": path,
+        "rc": rc,
+        "first_line": (out.strip().splitlines() or [""])[0],
+        "error": last_line(err, ""),
+    }
 
 
 def version_run(path, user, added, agent):
@@ -161,8 +174,11 @@ def metadata_version(path):
     for python in pythons:
         packages = os.path.join(lib, python, "site-packages")
         try:
-            found = [d for d in os.listdir(packages)
-                     if d.lower().startswith("hermes_agent-") and d.endswith(".dist-info")]
+            found = [
+                d
+                for d in os.listdir(packages)
+                if d.lower().startswith("hermes_agent-") and d.endswith(".dist-info")
+            ]
         except OSError:
             continue
         if len(found) != 1:
@@ -180,10 +196,10 @@ def metadata_version(path):
 def sockets(config, agent):
     """{port: addresses} of every LISTENing TCP socket; None without readable tables.
     read_tcp_tables and tcp_listeners: remote_lib/listeners.py, sent in front of this file."""
-    text = read_tcp_tables()  # noqa: F821
+    text = read_tcp_tables()  # type: ignore[name-defined]  # noqa: F821
     if not text.strip():
         return None
-    return {str(port): sorted(found) for port, found in tcp_listeners(text).items()}  # noqa: F821
+    return {str(port): sorted(found) for port, found in tcp_listeners(text).items()}  # type: ignore[name-defined]  # noqa: F821
 
 
 def tokens(config, agent):
@@ -195,10 +211,12 @@ def tokens(config, agent):
         again = dict(config, as_user=None, watch=False, modes=["tokens"])
         line = b"C" + base64.b64encode(json.dumps(again).encode()) + b"\n"
         # Through sh and that user's PATH: this python3 may live where they cannot read (pyenv).
-        rc, out, err = run(sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4], 30, data=line)
+        rc, out, err = run(
+            sudo(user) + ["sh", "-c"] + config["boot"] + sys.argv[1:4], 30, data=line
+        )
         for line in out.splitlines():
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])["tokens"]
+                return json.loads(line[len(MARK) :])["tokens"]
         return {"user": user, "sudo": last_line(err, f"sudo failed (exit {rc})")}
     where = config.get("hermes_home") or os.path.join(me.pw_dir, ".hermes")
     info = {"user": me.pw_name, "dir": where, "exists": os.path.lexists(where)}
@@ -210,14 +228,21 @@ def tokens(config, agent):
             info.update(parent=parent, creatable=os.access(parent, os.W_OK | os.X_OK))
             return info
         st = os.stat(where)
-        info.update(is_dir=stat.S_ISDIR(st.st_mode), dir_mode=stat.S_IMODE(st.st_mode),
-                    dir_owned=st.st_uid == os.geteuid(), writable=os.access(where, os.W_OK | os.X_OK))
+        info.update(
+            is_dir=stat.S_ISDIR(st.st_mode),
+            dir_mode=stat.S_IMODE(st.st_mode),
+            dir_owned=st.st_uid == os.geteuid(),
+            writable=os.access(where, os.W_OK | os.X_OK),
+        )
         token_file = os.path.join(where, "auth.json")
         info["file_exists"] = os.path.exists(token_file)
         if info["file_exists"]:
             st = os.stat(token_file)
-            info.update(file_mode=stat.S_IMODE(st.st_mode), file_owned=st.st_uid == os.geteuid(),
-                        file_rw=os.access(token_file, os.R_OK | os.W_OK))
+            info.update(
+                file_mode=stat.S_IMODE(st.st_mode),
+                file_owned=st.st_uid == os.geteuid(),
+                file_rw=os.access(token_file, os.R_OK | os.W_OK),
+            )
     except OSError as exc:
         info["error"] = exc.strerror or str(exc)
     return info
@@ -248,26 +273,46 @@ def process_table():
                 rows.append((str(uid), pid, args))
         return rows
     # -ww: without a terminal ps cuts lines at 80 columns, often before "gateway".
-    rc, out, err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
+    _rc, out, _err = run(["ps", "-ww", "-eo", "uid=,pid=,args="], 10)
     return [tuple(row.split(None, 2)) for row in out.splitlines() if len(row.split(None, 2)) == 3]
 
 
 def gateway(config, agent):
     mine = {str(os.getpid()), str(os.getppid())}
-    found = {"processes": [], "units": []}
+    found = {"processes": [], "units": []}  # type: dict[str, list[dict[str, object]]]
     for uid, pid, args in process_table():
         if pid not in mine and "hermes" in args and "gateway" in args:
             found["processes"].append({"user": user_name(uid), "pid": int(pid), "args": args})
     # Only where systemd runs (sd_booted's test): elsewhere systemctl has nothing to list.
     if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
-        rc, out, _ = run(["systemctl", "list-units", "--all", "--type=service", "--no-legend",
-                          "--plain", "--no-pager", "hermes*"], 10)
-        units = [next((c for c in row.split() if c.endswith(".service")), "") for row in out.splitlines()]
+        rc, out, _ = run(
+            [
+                "systemctl",
+                "list-units",
+                "--all",
+                "--type=service",
+                "--no-legend",
+                "--plain",
+                "--no-pager",
+                "hermes*",
+            ],
+            10,
+        )
+        units = [
+            next((c for c in row.split() if c.endswith(".service")), "") for row in out.splitlines()
+        ]
         for unit in [u for u in units if u] if rc == 0 else []:
-            rc, shown, _ = run(["systemctl", "show", "-p", "User", "-p", "ActiveState", "--", unit], 10)
+            rc, shown, _ = run(
+                ["systemctl", "show", "-p", "User", "-p", "ActiveState", "--", unit], 10
+            )
             props = dict(line.partition("=")[::2] for line in shown.splitlines())
-            found["units"].append({"unit": unit, "user": props.get("User") or "root",
-                                   "state": props.get("ActiveState") or "unknown"})
+            found["units"].append(
+                {
+                    "unit": unit,
+                    "user": props.get("User") or "root",
+                    "state": props.get("ActiveState") or "unknown",
+                }
+            )
     return found
 
 

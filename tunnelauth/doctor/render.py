@@ -34,8 +34,12 @@ def as_table(report: DoctorReport, out: TextIO | None = None) -> None:
         table.add_column("time", justify="right", no_wrap=True)
         for check in dest.checks:
             style = STYLES[check.status]
-            table.add_row(escape(inert(check.name)), f"[{style}]{check.status.value.upper()}[/]",
-                          escape(inert(check.detail)), f"{check.seconds:.2f} s" if check.status is not Status.SKIP else "")
+            table.add_row(
+                escape(inert(check.name)),
+                f"[{style}]{check.status.value.upper()}[/]",
+                escape(inert(check.detail)),
+                f"{check.seconds:.2f} s" if check.status is not Status.SKIP else "",
+            )
         console.print(table)
     failed = sum(not dest.ok(report.strict) for dest in report.destinations)
     total = len(report.destinations)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from tunnelauth._asyncssh import asyncssh
-
 from tunnelauth import ssh
+from tunnelauth._asyncssh import asyncssh
 from tunnelauth._compat import TIMEOUTS, timeout
 from tunnelauth.doctor import commands
 from tunnelauth.doctor.model import Outcome, Status
@@ -26,7 +25,9 @@ FIX = "allow it there (AllowTcpForwarding yes or local)"
 _GONE: tuple[type[BaseException], ...] = (*TIMEOUTS, *ssh.CHANNEL_ERRORS)
 
 
-async def check(conn: asyncssh.SSHClientConnection, destination: str, avoid: Iterable[int]) -> Outcome:
+async def check(
+    conn: asyncssh.SSHClientConnection, destination: str, avoid: Iterable[int]
+) -> Outcome:
     token = secrets.token_urlsafe(18)
     proc = await conn.create_process(commands.listener_command(token, avoid), encoding=None)
     port: int | None = None
@@ -35,29 +36,43 @@ async def check(conn: asyncssh.SSHClientConnection, destination: str, avoid: Ite
     finally:
         stopped = await _stop(proc)
     if not stopped:
-        return Outcome(Status.FAIL, f"the test listener on {destination} did not stop within {STOP:g} s")
+        return Outcome(
+            Status.FAIL, f"the test listener on {destination} did not stop within {STOP:g} s"
+        )
     if port is not None:
         table = await conn.run(commands.socket_table_command(), check=False, encoding="utf-8")
         if port in listeners(str(table.stdout or "")):
-            return Outcome(Status.FAIL, f"the test listener's port {port} still LISTENs on {destination}")
+            return Outcome(
+                Status.FAIL, f"the test listener's port {port} still LISTENs on {destination}"
+            )
     return outcome
 
 
-async def _through(conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientProcess[bytes],
-                   destination: str, token: str) -> tuple[Outcome, int | None]:
+async def _through(
+    conn: asyncssh.SSHClientConnection,
+    proc: asyncssh.SSHClientProcess[bytes],
+    destination: str,
+    token: str,
+) -> tuple[Outcome, int | None]:
     async with timeout(STARTUP):
         line = await proc.stdout.readline()
     if not line.strip().isdigit():
         why = await _stderr(proc)  # read to its end: the listener has exited
         commands.check_python(proc.exit_status, why, destination)
         why = why or "it printed no port"
-        return Outcome(Status.FAIL, f"could not start a test listener on {destination}: {why}"), None
+        return Outcome(
+            Status.FAIL, f"could not start a test listener on {destination}: {why}"
+        ), None
     port = int(line)
     refused: list[ChannelRefused] = []
     relayed: list[str] = []  # the sshd's reason for refusing to forward
-    forward = Forward(ssh.AsyncsshConnection.over(conn, None, destination), port,
-                      lambda _, error: refused.append(error),
-                      lambda _, reason: relayed.append(reason), local_port=0)
+    forward = Forward(
+        ssh.AsyncsshConnection.over(conn, None, destination),
+        port,
+        lambda _, error: refused.append(error),
+        lambda _, reason: relayed.append(reason),
+        local_port=0,
+    )
     await forward.start()
     try:
         body, failure = await _fetch(forward.local_port)
@@ -68,21 +83,37 @@ async def _through(conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientP
         # that CI checks is meant to forward: this is the one thing to fix there.
         refusal = f"forwarding refused by the target's sshd ({relayed[0]}): {FIX}"
         if body == token:
-            return Outcome(Status.FAIL, f"{refusal}; until then a login has to relay the callback "
-                                        "through an exec channel (that relay works)"), port
-        return Outcome(Status.FAIL, f"{refusal}; a login's relay through an exec channel failed too: "
-                                    f"{failure or 'not the test listener answered'}"), port
+            return Outcome(
+                Status.FAIL,
+                f"{refusal}; until then a login has to relay the callback "
+                "through an exec channel (that relay works)",
+            ), port
+        return Outcome(
+            Status.FAIL,
+            f"{refusal}; a login's relay through an exec channel failed too: "
+            f"{failure or 'not the test listener answered'}",
+        ), port
     if refused:
-        return Outcome(Status.FAIL, f"cannot forward to 127.0.0.1:{port} on {destination}: "
-                                    f"{refused[0].reason}"), port
+        return Outcome(
+            Status.FAIL, f"cannot forward to 127.0.0.1:{port} on {destination}: {refused[0].reason}"
+        ), port
     if failure is not None:
-        return Outcome(Status.FAIL, f"the tunnel to 127.0.0.1:{port} on {destination} opened, but "
-                                    f"the test request failed: {failure}"), port
+        return Outcome(
+            Status.FAIL,
+            f"the tunnel to 127.0.0.1:{port} on {destination} opened, but "
+            f"the test request failed: {failure}",
+        ), port
     if body != token:
-        return Outcome(Status.FAIL, f"127.0.0.1:{port} on {destination} answered through the tunnel, "
-                                    "but not with the test listener's token"), port
-    return Outcome(Status.PASS, f"a test listener on {destination}'s 127.0.0.1:{port} answered through "
-                                "the tunnel; it is gone again"), port
+        return Outcome(
+            Status.FAIL,
+            f"127.0.0.1:{port} on {destination} answered through the tunnel, "
+            "but not with the test listener's token",
+        ), port
+    return Outcome(
+        Status.PASS,
+        f"a test listener on {destination}'s 127.0.0.1:{port} answered through "
+        "the tunnel; it is gone again",
+    ), port
 
 
 async def _fetch(local_port: int) -> tuple[str | None, str | None]:

@@ -23,44 +23,69 @@ def listeners(table: str) -> dict[int, set[str]]:
     return blocking(tcp_listeners(table))
 
 
-def port_verdict(provider: Provider, port: int, destination: str, *, laptop_busy: str | None,
-                 target: set[str] | None, flow: Flow | None) -> Outcome:
+def port_verdict(
+    provider: Provider,
+    port: int,
+    destination: str,
+    *,
+    laptop_busy: str | None,
+    target: set[str] | None,
+    flow: Flow | None,
+) -> Outcome:
     """laptop_busy: why the laptop's port is taken (None: free); target: addresses listening
     on the port there (None: unknown); flow: what this hermes uses (None: unknown)."""
     if laptop_busy:
         return Outcome(Status.FAIL, f"{laptop_busy}; a login stops before connecting (exit 3)")
     if target is None:
-        return Outcome(Status.WARN, f"free on this machine; could not read {destination}'s socket "
-                                    "table (/proc/net/tcp)")
+        return Outcome(
+            Status.WARN,
+            f"free on this machine; could not read {destination}'s socket table (/proc/net/tcp)",
+        )
     if not target:
         return Outcome(Status.PASS, f"free on this machine and on {destination}")
-    where = ", ".join(f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
-                      for address in sorted(target))
+    where = ", ".join(
+        f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
+        for address in sorted(target)
+    )
     taken = f"port {port} is taken on {destination} (LISTEN on {where})"
     if flow is Flow.DEVICE:
-        return Outcome(Status.PASS, f"{taken}, but hermes there uses device code for "
-                                    f"{provider.name}: no callback port needed")
+        return Outcome(
+            Status.PASS,
+            f"{taken}, but hermes there uses device code for "
+            f"{provider.name}: no callback port needed",
+        )
     if provider.moves_port:  # hermes binds elsewhere and tunnelauth follows; Spotify never moves
-        return Outcome(Status.WARN, f"{taken}; hermes will move the {provider.name} callback to "
-                                    "another port, which tunnelauth follows")
-    return Outcome(Status.FAIL, f"{taken}; hermes cannot move the {provider.name} callback, so "
-                                "a login fails: stop that listener")
+        return Outcome(
+            Status.WARN,
+            f"{taken}; hermes will move the {provider.name} callback to "
+            "another port, which tunnelauth follows",
+        )
+    return Outcome(
+        Status.FAIL,
+        f"{taken}; hermes cannot move the {provider.name} callback, so "
+        "a login fails: stop that listener",
+    )
 
 
 def token_verdict(info: Mapping[str, object]) -> Outcome:
     """The token directory as the user who will hold the tokens saw it (see probe.py)."""
     user = str(info.get("user") or "?")
     if info.get("sudo"):
-        return Outcome(Status.FAIL, f"cannot act as {user} through `sudo -n -u {user}`: {info['sudo']}",
-                       user)
+        return Outcome(
+            Status.FAIL, f"cannot act as {user} through `sudo -n -u {user}`: {info['sudo']}", user
+        )
     where = str(info.get("dir"))
     if info.get("error"):
         return Outcome(Status.FAIL, f"{where}: {info['error']}", user)
     if not info.get("exists"):
         if info.get("creatable"):
             return Outcome(Status.PASS, f"{where} does not exist yet; {user} can create it", user)
-        return Outcome(Status.FAIL, f"{where} does not exist and {user} cannot create it "
-                                    f"({info.get('parent')} is not writable for {user})", user)
+        return Outcome(
+            Status.FAIL,
+            f"{where} does not exist and {user} cannot create it "
+            f"({info.get('parent')} is not writable for {user})",
+            user,
+        )
     if not info.get("is_dir"):
         return Outcome(Status.FAIL, f"{where} is not a directory", user)
     if not info.get("writable"):
@@ -98,15 +123,25 @@ def _short(args: str) -> str:
 def gateway_verdict(token_user: str, info: Mapping[str, Sequence[Mapping[str, object]]]) -> Outcome:
     """Warn when a hermes gateway runs as someone else than the user who will hold the tokens:
     it reads its own user's ~/.hermes, so it would never see this login's tokens."""
-    runners = [(str(p["user"]), f"pid {p['pid']}: {_short(str(p['args']))}") for p in info.get("processes", ())]
-    runners += [(str(u["user"]), f"systemd unit {u['unit']}, {u['state']}") for u in info.get("units", ())]
+    runners = [
+        (str(p["user"]), f"pid {p['pid']}: {_short(str(p['args']))}")
+        for p in info.get("processes", ())
+    ]
+    runners += [
+        (str(u["user"]), f"systemd unit {u['unit']}, {u['state']}") for u in info.get("units", ())
+    ]
     if not runners:
         return Outcome(Status.PASS, "no hermes gateway process or service found")
     others = [(user, what) for user, what in runners if user != token_user]
     if others:
         user, what = others[0]
         more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
-        return Outcome(Status.WARN, f"a hermes gateway runs as {user} ({what}){more}, but the tokens "
-                                    f"would be {token_user}'s: log in with --as-user {user} so the "
-                                    "gateway finds them")
-    return Outcome(Status.PASS, f"hermes gateway runs as {token_user}, who holds the tokens ({runners[0][1]})")
+        return Outcome(
+            Status.WARN,
+            f"a hermes gateway runs as {user} ({what}){more}, but the tokens "
+            f"would be {token_user}'s: log in with --as-user {user} so the "
+            "gateway finds them",
+        )
+    return Outcome(
+        Status.PASS, f"hermes gateway runs as {token_user}, who holds the tokens ({runners[0][1]})"
+    )

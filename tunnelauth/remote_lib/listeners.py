@@ -7,7 +7,8 @@ TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 # Where a listener keeps hermes from binding 127.0.0.1:<port> (a wildcard one too; ::1 because
 # a browser may resolve "localhost" there).
 LOOPBACK_OR_ANY = frozenset(
-    ("127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"))
+    ("127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0")
+)
 _LISTEN = "0A"
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
@@ -42,7 +43,7 @@ def tcp_listeners(text: "str", port: "int | None" = None) -> "dict[int, set[str]
             continue  # the header line, or something this parser does not know
         if len(raw) not in (4, 16):
             continue
-        address = _tcp_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+        address = _tcp_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
         if address not in LOOPBACK_OR_ANY:
             big_endian = _tcp_address(raw)
             if big_endian in LOOPBACK_OR_ANY:
