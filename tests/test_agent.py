@@ -110,17 +110,29 @@ def test_kill_request_stops_the_command() -> None:
     assert frames_of(proc, 10)[-1] == ("x", b"143")
 
 
+def _name(process: psutil.Process) -> str | None:
+    try:
+        return process.name()
+    except psutil.Error:
+        return None
+
+
 def test_sigterm_to_the_supervisor_stops_the_command(tmp_path: Path) -> None:
     proc = start(RemoteSpec(command=("sleep", "300")))
     deadline = time.monotonic() + 10
     while True:
-        children = psutil.Process(proc.pid).children(recursive=True)
-        sleeper = [c for c in children if c.name() == "sleep"]
+        # Short-lived helpers (the login shell's `command -v`) may exit while being listed.
+        children = [
+            (c, name)
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if (name := _name(c)) is not None
+        ]
+        sleeper = [c for c, name in children if name == "sleep"]
         if sleeper or time.monotonic() > deadline:
             break
         time.sleep(0.02)
     assert sleeper, "the command never started"
-    os.kill(next(c.pid for c in children if "python" in c.name()), signal.SIGTERM)
+    os.kill(next(c.pid for c, name in children if "python" in name), signal.SIGTERM)
     assert gone(sleeper[0].pid, 5)
     proc.kill()
     proc.wait()
