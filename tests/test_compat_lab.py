@@ -265,6 +265,7 @@ def test_encrypted_key_prompts_for_its_passphrase(row: Row) -> None:
     ssh, ta = row.both(cfg, answers=[(prompt, "wrong"), (prompt, PASSPHRASE)])
     same(ssh, ta, ok=True)
     assert PASSPHRASE not in ta.out and ta.out.count("Enter passphrase for key") == 2
+    assert "hermes asks" not in ta.out  # ssh's own words, as ssh shows them
 
 
 def test_encrypted_key_loaded_in_the_agent_needs_no_passphrase(row: Row) -> None:

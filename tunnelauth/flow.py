@@ -691,7 +691,7 @@ class HermesLogin(_Policy):
         self._spawn(self._ask(event))
 
     async def _ask(self, event: parse.Prompt) -> None:
-        answer = await _in_thread(self.reporter.ask, event.text, event.secret)
+        answer = await _in_thread(self.reporter.ask, f"hermes asks: {event.text}", event.secret)
         if answer is None:
             raise LoginFailed(
                 f"hermes asks {event.text!r} and there is no terminal here to answer it",

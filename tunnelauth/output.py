@@ -97,12 +97,14 @@ class ConsoleReporter:
     def ask(self, prompt: str, secret: bool) -> str | None:
         if not _tty(sys.stdin):
             return None
+        # As the asker words it (ssh's own prompts end in a space), on one line, inert.
         prompt = inert(" ".join(prompt.splitlines()))
+        prompt = prompt if prompt.endswith(" ") else prompt + " "
         try:
             if secret:
                 self._remember_terminal()
-                return getpass.getpass(f"hermes asks: {prompt} ")
-            self.err.write(f"hermes asks: {prompt} ")
+                return getpass.getpass(prompt)
+            self.err.write(prompt)
             self.err.flush()
             return sys.stdin.readline().rstrip("\n")
         except (EOFError, OSError):
