@@ -129,7 +129,40 @@ def _config_load() -> bool:
     )
 
 
+def _conn_state() -> bool:
+    # ssh.py reads what the connection learnt for its error messages: the server's auth
+    # methods (`_auth_methods`), and whether the key exchange had begun (`_server_version`,
+    # `_session_id`). Without them the messages are vaguer ("it accepts: none").
+    from asyncssh.connection import SSHConnection
+
+    return _uses(SSHConnection.__init__, "_auth_methods", "_server_version", "_session_id")
+
+
+def _host_certificate() -> bool:
+    # handshake.watch_host_certificate wraps this to keep the certificate a server sent.
+    from asyncssh.connection import SSHClientConnection
+
+    check = getattr(SSHClientConnection, "_validate_openssh_host_certificate", None)
+    return _params(check) == ["self", "host", "addr", "port", "cert"]
+
+
+def _key_auth() -> bool:
+    # handshake.watch_keys wraps the coroutine that picks the next key; handshake.no_agent
+    # drops the agent asyncssh opened from SSH_AUTH_SOCK (IdentityAgent none).
+    from asyncssh.connection import SSHClientConnection
+
+    requested = getattr(SSHClientConnection, "public_key_auth_requested", None)
+    return (
+        inspect.iscoroutinefunction(requested)
+        and _params(requested) == ["self"]
+        and _uses(SSHClientConnection.__init__, "_agent", "_get_agent_keys")
+    )
+
+
 CHECKS: dict[str, Callable[[], bool]] = {
+    "conn_state": _conn_state,
+    "host_certificate": _host_certificate,
+    "key_auth": _key_auth,
     "pipelined_auth": _pipelined_auth,
     "version_sent_early": _version_sent_early,
     "cbc_padding": _cbc_padding,

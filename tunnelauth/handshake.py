@@ -209,7 +209,7 @@ def watch_host_certificate(conn: asyncssh.SSHClientConnection, policy: Any) -> N
     asyncssh's validate_host_ca_key sees only the CA."""
     conn_any: Any = conn
     validate = getattr(conn_any, "_validate_openssh_host_certificate", None)
-    if validate is None:
+    if validate is None or not _internals.usable("host_certificate"):
         return
 
     def keep(host: str, addr: str, port: int, cert: Any) -> Any:
@@ -224,7 +224,7 @@ def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> No
     "Confirm user presence" before a security key in the agent signs."""
     conn_any: Any = conn
     requested = getattr(conn_any, "public_key_auth_requested", None)
-    if requested is None:
+    if requested is None or not _internals.usable("key_auth"):
         return
 
     async def public_key_auth_requested() -> Any:
@@ -255,6 +255,8 @@ def watch_keys(conn: asyncssh.SSHClientConnection, policy: Any, tell: Any) -> No
 
 def no_agent(conn: asyncssh.SSHClientConnection) -> None:
     """IdentityAgent none (or no agent at all): never ask SSH_AUTH_SOCK's agent for keys."""
+    if not _internals.usable("key_auth"):
+        return  # asyncssh's own agent handling
     conn_any: Any = conn
     agent = getattr(conn_any, "_agent", None)
     if agent is not None:

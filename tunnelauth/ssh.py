@@ -212,7 +212,7 @@ def _hop(endpoint: Endpoint, settings: SshSettings, *, final: bool) -> tuple[Hop
     user = endpoint.user or (settings.login if final else None)
     port = endpoint.port or (settings.port if final else None)
     config = _load_config(endpoint, settings, user, port, opts)
-    cfg = config._options  # asyncssh keeps the resolved values here
+    cfg = _internals.config_options(config)  # the resolved values
     host = str(cfg.get("Hostname") or endpoint.host)
     user = check_login(str(cfg.get("User") or getpass.getuser()), "user")
     port = parse_port(str(cfg.get("Port") or DEFAULT_PORT), f"port of {endpoint}")
