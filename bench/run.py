@@ -238,7 +238,7 @@ class Bench:
         with self.known_hosts.open("a") as handle:
             handle.write(f"[127.0.0.1]:{port} {bastion_key}\n")
 
-    def master(self, config: Path) -> subprocess.Popen[bytes]:
+    def master(self, config: Path) -> subprocess.Popen[str]:
         """The person's own ControlMaster for the target (as `config` sets it up), up."""
         argv = ["ssh", "-F", str(config), "-J", "bastion", "-M", "-N", "target"]
         proc = self.lab.spawn(
@@ -246,13 +246,16 @@ class Bench:
             argv,
             env=self.lab.laptop_env(),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         check = ["ssh", "-F", str(config), "-J", "bastion", "-O", "check", "target"]
         deadline = time.monotonic() + 30
         while self.lab.run("laptop", check, env=self.lab.laptop_env(), check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the benchmark's ControlMaster did not come up")
+                proc.kill()
+                why = (proc.communicate()[1] or "").strip().splitlines()[-1:]
+                raise RuntimeError(f"the benchmark's ControlMaster did not come up: {why}")
             time.sleep(0.05)
         return proc
 
@@ -278,7 +281,8 @@ class Bench:
                 f"Host {alias}\n  HostName {self.lab.target_ip}\n  ProxyJump bastion\n{common}\n"
             )
         if control:  # the person's own master for the target (tunnelauth-reused)
-            text += f"Host target\n  ControlMaster no\n  ControlPath {self.dir}/cm-{name}-%C\n"
+            # %C alone: the socket path (plus ssh's 17-character temporary suffix) must fit in 108.
+            text += f"Host target\n  ControlMaster no\n  ControlPath {self.dir}/%C\n"
         path = self.dir / f"ssh-config-{name}"
         path.write_text(text)
         return path
