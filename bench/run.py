@@ -1217,6 +1217,13 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
                 color=colour,
                 label=f"{client}: {'URL opened' if key == 'open' else 'success'}",
             )
+    for client, colour, what in (
+        ("tunnelauth-openssh", "tab:purple", "--ssh openssh"),
+        ("tunnelauth-reused", "tab:green", "reused master"),
+    ):
+        if rtts and client in summary[str(rtts[0])]:
+            ys = [summary[str(r)][client]["open"] for r in rtts]
+            ax.plot(rtts, ys, "-D", color=colour, label=f"tunnelauth {what}: URL opened")
     real = results.get("login_real", {}).get("summary", {})
     for client, colour in (("tunnelauth", "tab:cyan"), ("openssh", "tab:red")) if real else ():
         for key, style in (("open", ":^"), ("success", "-.v")):
