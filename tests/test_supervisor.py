@@ -42,9 +42,9 @@ async def start(*command: str) -> supervisor.SupervisorChannel:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    channel = supervisor.SupervisorChannel(LocalProcess(proc))
-    channel.configure(remote.RemoteSpec(command=command))
-    return channel
+    assert proc.stdin is not None
+    proc.stdin.write(supervisor.configuration(remote.RemoteSpec(command=command)))
+    return supervisor.SupervisorChannel(LocalProcess(proc))
 
 
 async def frames(channel: supervisor.SupervisorChannel) -> list[supervisor.Frame]:

@@ -159,7 +159,23 @@ def _key_auth() -> bool:
     )
 
 
+def _data_with_exec() -> bool:
+    # handshake.start_with_data: a channel request made by hand (the waiter list and the send
+    # that SSHChannel._make_request uses), so the first stdin bytes follow the exec request
+    # without waiting for its reply; and the session gets its channel before the exec.
+    from asyncssh.channel import SSHChannel, SSHClientChannel
+
+    make = getattr(SSHChannel, "_make_request", None)
+    return (
+        inspect.iscoroutinefunction(make)
+        and _params(make) == ["self", "request", "args"]
+        and _uses(make, "_request_waiters", "_send_request", "_loop")
+        and _uses(SSHClientChannel.create, "connection_made", "_make_request")
+    )
+
+
 CHECKS: dict[str, Callable[[], bool]] = {
+    "data_with_exec": _data_with_exec,
     "conn_state": _conn_state,
     "host_certificate": _host_certificate,
     "key_auth": _key_auth,

@@ -363,12 +363,13 @@ class _Policy:
             command=" ".join(spec.command),
         )
         try:
+            # The configuration (environment included) is the supervisor's first stdin line:
+            # inside the channel, right behind the exec request.
             self.channel = supervisor.SupervisorChannel(
-                await self.conn.start(remote.command_line())
+                await self.conn.start(remote.command_line(), supervisor.configuration(spec))
             )
         except (TunnelauthError, OSError) as exc:
             raise self._lost(exc) from exc
-        self.channel.configure(spec)  # the configuration (environment included) goes first
         async with TaskGroup() as group:
             self.group = group
             self._spawn(self._heartbeat())

@@ -263,3 +263,35 @@ def no_agent(conn: asyncssh.SSHClientConnection) -> None:
         agent.close()
     conn_any._agent = None
     conn_any._get_agent_keys = False
+
+
+async def start_with_data(
+    conn: asyncssh.SSHClientConnection, command: str, data: bytes
+) -> asyncssh.SSHClientProcess[bytes]:
+    """conn.create_process(command, encoding=None), with `data` for its stdin sent right behind
+    the exec request instead of after its reply: sshd takes the two in order, so the command
+    finds its first input waiting rather than one round trip later. (The supervisor's
+    configuration travels this way: inside the channel, and without costing a round trip.)"""
+
+    class _Process(asyncssh.SSHClientProcess):  # type: ignore[type-arg]
+        def connection_made(self, chan: Any) -> None:
+            super().connection_made(chan)
+
+            async def make_request(request: bytes, *args: bytes) -> bool | None:
+                if request != b"exec" or chan._send_chan is None:
+                    answer: bool | None = await make(request, *args)
+                    return answer
+                waiter = chan._loop.create_future()
+                chan._request_waiters.append(waiter)
+                chan._send_request(request, *args, want_reply=True)
+                chan.write(data)
+                result: bool | None = await waiter
+                return result
+
+            make = chan._make_request
+            chan._make_request = make_request
+
+    _, session = await conn.create_session(_Process, command, encoding=None)
+    process: asyncssh.SSHClientProcess[bytes] = session  # type: ignore[assignment]  # _Process
+    await process.redirect(asyncssh.PIPE, asyncssh.PIPE, asyncssh.PIPE)
+    return process

@@ -373,7 +373,7 @@ class OpenSshConnection:
         if status == 255 and not _is_socket(self.control):
             self._lost = True
 
-    async def start(self, command: str) -> RemoteProcess:
+    async def start(self, command: str, first: bytes = b"") -> RemoteProcess:
         try:
             proc = await _exec(
                 [*self._mux("-T"), command],
@@ -383,6 +383,9 @@ class OpenSshConnection:
             )
         except OSError as exc:
             raise ConnectionLost(f"cannot start ssh: {exc.strerror or exc}") from exc
+        if first:
+            assert proc.stdin is not None
+            proc.stdin.write(first)  # ssh sends it as soon as the session is open
         return _Process(proc, self._exited)
 
     async def run(self, command: str) -> str:

@@ -1185,9 +1185,14 @@ class AsyncsshConnection:
             raise _stream_error(exc) from exc
         return _Reader(reader), _Writer(writer)
 
-    async def start(self, command: str) -> _Process:
+    async def start(self, command: str, first: bytes = b"") -> _Process:
         try:
-            return _Process(await self._conn.create_process(command, encoding=None))
+            if first and _internals.usable("data_with_exec"):
+                return _Process(await handshake.start_with_data(self._conn, command, first))
+            process = await self._conn.create_process(command, encoding=None)
+            if first:
+                process.stdin.write(first)
+            return _Process(process)
         except (asyncssh.Error, OSError) as exc:
             raise _stream_error(exc) from exc
 

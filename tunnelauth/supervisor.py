@@ -120,6 +120,12 @@ def watch_line(port: int) -> bytes:
     return f"w{int(port)}\n".encode()
 
 
+def configuration(spec: remote.RemoteSpec) -> bytes:
+    """The first line the supervisor reads: what to run, with which environment. It travels
+    inside the channel (Connection.start's `first`), never in a command line."""
+    return remote.config_line(spec)
+
+
 class SupervisorChannel:
     """The supervisor running on the target: send it lines, read its frames.
 
@@ -134,10 +140,6 @@ class SupervisorChannel:
         self.stderr_tail: list[str] = []  # the supervisor's own stderr (a missing python3, say)
 
     # -- lines in -------------------------------------------------------------------------
-
-    def configure(self, spec: remote.RemoteSpec) -> bool:
-        """The configuration, the first line: inside the channel, never in a command line."""
-        return self._send(remote.config_line(spec))
 
     def heartbeat(self) -> bool:
         return self._send(HEARTBEAT_LINE)

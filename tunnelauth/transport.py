@@ -72,8 +72,9 @@ class Connection(Protocol):
         Raises ForwardingRefused or ChannelRefused, or ConnectionLost."""
         ...
 
-    async def start(self, command: str) -> RemoteProcess:
-        """Start `command` through the remote login shell, with pipes (no terminal)."""
+    async def start(self, command: str, first: bytes = b"") -> RemoteProcess:
+        """Start `command` through the remote login shell, with pipes (no terminal); `first`
+        is its first stdin, sent as early as the transport can (behind the exec request)."""
         ...
 
     async def run(self, command: str) -> str:
