@@ -48,7 +48,10 @@ def frames_of(proc: subprocess.Popen[bytes], timeout: float = 15) -> list[tuple[
 def gone(pid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:  # gone, however late it went between two questions
             return True
         time.sleep(0.05)
     return False
